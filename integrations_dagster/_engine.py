@@ -1,0 +1,737 @@
+"""The sync engine: start a run, enumerate, process a chunk of items, reconcile.
+
+These functions are what the Dagster ops call; they hold every rule about items and cursors so the
+ops stay thin and the rules can be exercised (and re-run by operators) without a Dagster run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+
+from ._errors import IntegrationsError, RateLimited, SyncListenerMustNotBeQueuedError, UnknownProvider
+from ._events import SyncCompleted, SyncItemFailed
+from ._health import HealthPolicy, after_run
+from ._integration import Integration
+from ._listeners import ListenerRegistry, ListenerSpec, close_awaitable, is_queued
+from ._provider import Provider
+from ._session import SyncSession
+from ._settings import SyncSettings
+from ._store import Store, as_utc, utcnow
+from ._store import _models as m
+from ._store._store import RUN_IN_FLIGHT, chunked
+
+log_default = logging.getLogger("integrations_dagster")
+
+#: Callback telling whether the Dagster run that owns a sync run can still make progress:
+#: True (queued/running), False (finished or unknown to the instance), None (cannot tell).
+RunAliveCheck = Callable[[str | None], bool | None]
+
+
+@dataclass
+class StartResult:
+    run_id: int | None
+    skipped_reason: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.run_id is None
+
+
+@dataclass
+class EnumerationResult:
+    run_id: int
+    items: int
+    chunks: int
+
+
+@dataclass
+class ChunkResult:
+    run_id: int
+    chunk: int
+    succeeded: int = 0
+    failed: int = 0
+    waiting: int = 0
+    wait_seconds: float = 0.0
+    failed_items: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileResult:
+    run_id: int
+    integration_id: int
+    provider_key: str
+    final: bool
+    changed: bool
+    status: str
+    cursor_before: Any
+    cursor_after: Any
+    items_total: int
+    success_count: int
+    failed_count: int
+    skipped_count: int
+    pending_count: int
+    request_count: int = 0
+    duration_seconds: float | None = None
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "sync_run_id": self.run_id,
+            "cursor_before": _display(self.cursor_before),
+            "cursor_after": _display(self.cursor_after),
+            "items_total": self.items_total,
+            "success": self.success_count,
+            "failed": self.failed_count,
+            "skipped": self.skipped_count,
+            "requests": self.request_count,
+            "duration_seconds": round(self.duration_seconds or 0.0, 3),
+        }
+
+
+def _display(value: Any) -> str:
+    import json
+
+    return "null" if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+class _EventTypes:
+    """Resolves stored ``module:QualName`` strings back to event classes (cached)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, type] = {}
+
+    def resolve(self, name: str) -> type:
+        cls = self._cache.get(name)
+        if cls is None:
+            module_name, _, qualname = name.partition(":")
+            obj: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            cls = obj
+            self._cache[name] = cls
+        return cls
+
+
+class SyncEngine:
+    """Holds the providers, listeners and settings of one ``build_definitions`` call."""
+
+    def __init__(
+        self,
+        *,
+        providers: Iterable[Provider],
+        listeners: ListenerRegistry,
+        settings: SyncSettings,
+        health: HealthPolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.providers: dict[str, Provider] = {}
+        for p in providers:
+            if not getattr(p, "key", None):
+                raise IntegrationsError(f"provider {type(p).__name__} has no key")
+            if p.key in self.providers:
+                raise IntegrationsError(f"two providers share the key {p.key!r}")
+            self.providers[p.key] = p
+        self.listeners = listeners
+        self.settings = settings
+        self.health = health or HealthPolicy()
+        self.clock = clock
+        self.sleep = sleep
+        self._types = _EventTypes()
+
+    # --- helpers -------------------------------------------------------------------------
+    def store(self, url: str | None = None) -> Store:
+        return Store.for_url(url or self.settings.resolved_database_url())
+
+    def provider(self, key: str) -> Provider:
+        try:
+            return self.providers[key]
+        except KeyError:
+            raise UnknownProvider(key, list(self.providers)) from None
+
+    # --- starting a run (single flight) --------------------------------------------------
+    def start_run(
+        self,
+        store: Store,
+        integration_id: int,
+        *,
+        dagster_run_id: str | None,
+        trigger: str = "manual",
+        is_run_alive: RunAliveCheck | None = None,
+    ) -> StartResult:
+        """Create a sync run unless another run of this integration is still in flight.
+
+        In-flight runs whose owner is known to be dead are cleaned up first: an abandoned
+        enumeration is discarded (its items never counted); an abandoned processing run has its
+        unfinished items failed so the cursor holds at them and an operator can retry or skip.
+        """
+        now = self.clock()
+        with store.begin() as conn:
+            row = conn.execute(
+                store.for_update(select(m.integrations).where(m.integrations.c.id == integration_id))
+            ).first()
+            if row is None:
+                from ._errors import IntegrationNotFound
+
+                raise IntegrationNotFound(integration_id)
+            for run in conn.execute(
+                select(m.sync_runs)
+                .where(m.sync_runs.c.integration_id == integration_id)
+                .where(m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
+            ).all():
+                if run.dagster_run_id is not None and run.dagster_run_id == dagster_run_id:
+                    continue
+                alive = is_run_alive(run.dagster_run_id) if is_run_alive else None
+                stale = as_utc(run.started_at) < now - timedelta(seconds=self.settings.job_timeout)
+                if run.status == "enumerating" and (alive is False or (alive is None and stale) or stale):
+                    self._discard_enumeration(conn, run.id, "abandoned: enumeration never finished", now)
+                    continue
+                if run.status == "processing" and alive is False:
+                    self._fail_unfinished(conn, run.id, "abandoned: the Dagster run ended before this item ran", now)
+                    continue
+                reason = (
+                    f"integration {integration_id} already has sync run {run.id} in flight "
+                    f"(status {run.status}, Dagster run {run.dagster_run_id}); this sync is skipped"
+                )
+                skipped_id = conn.execute(
+                    m.sync_runs.insert()
+                    .values(
+                        integration_id=integration_id,
+                        dagster_run_id=dagster_run_id,
+                        status="skipped",
+                        trigger=trigger,
+                        cursor_before=row.cursor,
+                        cursor_after=row.cursor,
+                        error=reason,
+                        started_at=now,
+                        finished_at=now,
+                    )
+                    .returning(m.sync_runs.c.id)
+                ).scalar_one()
+                del skipped_id
+                return StartResult(run_id=None, skipped_reason=reason)
+            run_id = conn.execute(
+                m.sync_runs.insert()
+                .values(
+                    integration_id=integration_id,
+                    dagster_run_id=dagster_run_id,
+                    status="enumerating",
+                    trigger=trigger,
+                    cursor_before=row.cursor,
+                    started_at=now,
+                )
+                .returning(m.sync_runs.c.id)
+            ).scalar_one()
+        # Abandoned processing runs we just failed need their verdict recorded.
+        return StartResult(run_id=int(run_id))
+
+    def _discard_enumeration(self, conn: Any, run_id: int, reason: str, now: datetime) -> None:
+        conn.execute(m.sync_items.delete().where(m.sync_items.c.run_id == run_id))
+        conn.execute(
+            update(m.sync_runs)
+            .where(m.sync_runs.c.id == run_id)
+            .values(status="failed", error=reason, finished_at=now, items_total=0)
+        )
+
+    def _fail_unfinished(self, conn: Any, run_id: int, reason: str, now: datetime) -> int:
+        return conn.execute(
+            update(m.sync_items)
+            .where(m.sync_items.c.run_id == run_id)
+            .where(m.sync_items.c.status.in_(("pending", "processing")))
+            .values(status="failed", last_error=reason, finished_at=now)
+        ).rowcount
+
+    # --- enumeration ---------------------------------------------------------------------
+    def enumerate(
+        self,
+        store: Store,
+        integration: Integration,
+        run_id: int,
+        *,
+        log: Any = log_default,
+        http_factory: Callable[[SyncSession], Any] | None = None,
+    ) -> EnumerationResult:
+        """Run the provider; on any exception discard what it dispatched and fail the run."""
+        provider = self.provider(integration.provider_key)
+        session = SyncSession(store=store, run_id=run_id, integration=integration, settings=self.settings, log=log)
+        if http_factory is not None:
+            session._http_factory = lambda: http_factory(session)
+        try:
+            provider.enumerate(integration, session)
+            session.flush()
+        except BaseException as exc:
+            self.fail_enumeration(store, integration, run_id, exc)
+            raise
+        finally:
+            session.close()
+        now = self.clock()
+        with store.begin() as conn:
+            conn.execute(
+                update(m.sync_runs)
+                .where(m.sync_runs.c.id == run_id)
+                .values(
+                    status="processing",
+                    items_total=session.dispatched,
+                    chunks=session.chunks,
+                    enumerated_at=now,
+                )
+            )
+        log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
+        return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)
+
+    def fail_enumeration(self, store: Store, integration: Integration, run_id: int, exc: BaseException) -> None:
+        from ._redaction import safe_error
+
+        now = self.clock()
+        auth = bool(getattr(exc, "auth_failure", False))
+        message = safe_error(exc, integration)
+        with store.begin() as conn:
+            self._discard_enumeration(conn, run_id, f"enumeration failed: {message}", now)
+            conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == run_id).values(auth_failure=auth))
+            self._apply_health(conn, integration.id, "failed", auth, now)
+
+    def _apply_health(self, conn: Any, integration_id: int, status: str, auth: bool, now: datetime) -> None:
+        row = conn.execute(select(m.integrations).where(m.integrations.c.id == integration_id)).first()
+        if row is None:
+            return
+        provider = self.providers.get(row.provider_key)
+        values = after_run(
+            integration=row,
+            run_status=status,
+            auth_failure=auth,
+            now=now,
+            default_interval=provider.default_sync_interval if provider else None,
+            policy=self.health,
+        )
+        if values:
+            values["updated_at"] = now
+            conn.execute(update(m.integrations).where(m.integrations.c.id == integration_id).values(**values))
+
+    # --- processing a chunk --------------------------------------------------------------
+    def process_chunk(
+        self,
+        store: Store,
+        run_id: int,
+        chunk: int,
+        *,
+        reopen_failed: bool = False,
+        dagster_run_id: str | None = None,
+        log: Any = log_default,
+    ) -> ChunkResult:
+        """Run listeners for the chunk's unfinished items, retrying inside the step.
+
+        Returns with ``waiting > 0`` when the next retry is further away than ``inline_wait_max``;
+        the caller hands the step back to Dagster for that long (other steps run meanwhile).
+        """
+        settings = self.settings
+        result = ChunkResult(run_id=run_id, chunk=chunk)
+        items = self._claim(store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
+        while items:
+            now = self.clock()
+            ready = [it for it in items if it["next_attempt_at"] is None or as_utc(it["next_attempt_at"]) <= now]
+            waiting = [it for it in items if it not in ready] if len(ready) != len(items) else []
+            outcomes = self._run_listeners(ready)
+            successes: list[int] = []
+            changes: list[dict[str, Any]] = []
+            for it in ready:
+                outcome = outcomes.get(it["id"])
+                if outcome is None:
+                    successes.append(it["id"])
+                    continue
+                exc, kind = outcome
+                change = self._after_failure(it, exc, kind, now)
+                changes.append(change)
+                if change["status"] == "failed":
+                    result.failed += 1
+                    result.failed_items.append((it["id"], it["external_id"], change["last_error"]))
+                else:
+                    it.update(change)
+                    waiting.append(it)
+            self._write_outcomes(store, successes, changes, now)
+            result.succeeded += len(successes)
+            items = waiting
+            if not items:
+                break
+            next_at = min(as_utc(it["next_attempt_at"]) for it in items)
+            wait = max(0.0, (next_at - self.clock()).total_seconds())
+            if wait > settings.inline_wait_max:
+                result.waiting = len(items)
+                result.wait_seconds = wait
+                log.info(f"sync run {run_id} chunk {chunk}: {len(items)} items wait {wait:.1f} s for a retry")
+                return result
+            if wait > 0:
+                self.sleep(wait)
+        return result
+
+    def _claim(
+        self, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None
+    ) -> list[dict[str, Any]]:
+        """Take the chunk's unfinished items (and its failed ones when re-executing)."""
+        now = self.clock()
+        t = m.sync_items
+        with store.begin() as conn:
+            conn.execute(store.for_update(select(m.sync_runs.c.id).where(m.sync_runs.c.id == run_id)))
+            if reopen_failed:
+                reopened = conn.execute(
+                    update(t)
+                    .where(t.c.run_id == run_id, t.c.chunk == chunk, t.c.status == "failed")
+                    .values(
+                        status="pending",
+                        attempts=0,
+                        deferrals=0,
+                        first_attempt_at=None,
+                        next_attempt_at=None,
+                        failure_notified=False,
+                        finished_at=None,
+                    )
+                ).rowcount
+                if reopened:
+                    conn.execute(
+                        update(m.sync_runs)
+                        .where(m.sync_runs.c.id == run_id)
+                        .values(status="processing", finished_at=None, dagster_run_id=dagster_run_id)
+                    )
+            stmt = (
+                select(
+                    t.c.id,
+                    t.c.status,
+                    t.c.attempts,
+                    t.c.deferrals,
+                    t.c.first_attempt_at,
+                    t.c.next_attempt_at,
+                    t.c.event_type,
+                    t.c.payload,
+                    t.c.external_id,
+                )
+                .where(t.c.run_id == run_id, t.c.chunk == chunk, t.c.status.in_(("pending", "processing")))
+                .order_by(t.c.id)
+            )
+            if not store.is_sqlite:
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+            for ids in chunked([r["id"] for r in rows], 1000):
+                conn.execute(update(t).where(t.c.id.in_(ids)).values(status="processing", claimed_at=now))
+        return rows
+
+    def _run_listeners(self, items: list[dict[str, Any]]) -> dict[int, tuple[BaseException, str]]:
+        """Run every listener for ``items``; returns failures by item id as (exception, kind).
+
+        kind is ``retry`` (genuine failure), ``defer`` (RateLimited) or ``fatal`` (no retry helps).
+        """
+        failures: dict[int, tuple[BaseException, str]] = {}
+        by_type: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        for it in items:
+            try:
+                cls = self._types.resolve(it["event_type"])
+                event = cls.model_validate(it["payload"])
+            except Exception as exc:  # the stored payload no longer matches its event class
+                failures[it["id"]] = (exc, "fatal")
+                continue
+            by_type.setdefault(it["event_type"], []).append((it, event))
+        for group in by_type.values():
+            specs = self.listeners.for_type(type(group[0][1]))
+            alive = group
+            for spec in specs:
+                if not alive:
+                    break
+                if is_queued(spec):
+                    err = SyncListenerMustNotBeQueuedError(
+                        f"listener {spec.name} is queued/async: sync-item listeners must run synchronously"
+                    )
+                    for it, _ in alive:
+                        failures[it["id"]] = (err, "fatal")
+                    alive = []
+                    break
+                if spec.batch:
+                    alive = self._call_batch(spec, alive, failures)
+                else:
+                    survivors = []
+                    for it, ev in alive:
+                        problem = self._call(spec, ev, single=True)
+                        if problem is None:
+                            survivors.append((it, ev))
+                        else:
+                            failures[it["id"]] = problem
+                    alive = survivors
+        return failures
+
+    def _call(self, spec: ListenerSpec, arg: Any, *, single: bool) -> tuple[BaseException, str] | None:
+        try:
+            result = spec.fn(arg)
+        except RateLimited as exc:
+            return exc, "defer"
+        except Exception as exc:
+            return exc, "retry"
+        if close_awaitable(result):
+            return (
+                SyncListenerMustNotBeQueuedError(
+                    f"listener {spec.name} returned an awaitable: sync-item listeners must run synchronously"
+                ),
+                "fatal",
+            )
+        return None
+
+    def _call_batch(
+        self,
+        spec: ListenerSpec,
+        alive: list[tuple[dict[str, Any], Any]],
+        failures: dict[int, tuple[BaseException, str]],
+    ) -> list[tuple[dict[str, Any], Any]]:
+        problem = self._call(spec, [ev for _, ev in alive], single=False)
+        if problem is None:
+            return alive
+        if problem[1] in ("defer", "fatal"):
+            for it, _ in alive:
+                failures[it["id"]] = problem
+            return []
+        if len(alive) == 1:
+            failures[alive[0][0]["id"]] = problem
+            return []
+        survivors = []
+        for it, ev in alive:  # isolate the item(s) that fail
+            single = self._call(spec, [ev], single=True)
+            if single is None:
+                survivors.append((it, ev))
+            else:
+                failures[it["id"]] = single
+        return survivors
+
+    def _after_failure(self, it: dict[str, Any], exc: BaseException, kind: str, now: datetime) -> dict[str, Any]:
+        s = self.settings
+        first = as_utc(it["first_attempt_at"]) or now
+        attempts = it["attempts"] + (0 if kind == "defer" else 1)
+        deferrals = it["deferrals"] + (1 if kind == "defer" else 0)
+        error = f"{type(exc).__name__}: {exc}"[:4000]
+        change: dict[str, Any] = {
+            "b_id": it["id"],
+            "attempts": attempts,
+            "deferrals": deferrals,
+            "first_attempt_at": first,
+            "last_error": error,
+        }
+        if kind == "fatal" or (kind == "retry" and attempts >= s.item_tries):
+            change.update(status="failed", next_attempt_at=None, finished_at=now)
+            return change
+        wait = exc.retry_after if isinstance(exc, RateLimited) else s.backoff_for(attempts)
+        next_at = now + timedelta(seconds=wait)
+        if next_at > first + timedelta(seconds=s.item_retry_window):
+            change.update(
+                status="failed",
+                next_attempt_at=None,
+                finished_at=now,
+                last_error=f"{error} (retry window of {s.item_retry_window:g} s exhausted)"[:4000],
+            )
+            return change
+        change.update(status="pending", next_attempt_at=next_at, finished_at=None)
+        return change
+
+    def _write_outcomes(self, store: Store, successes: list[int], changes: list[dict[str, Any]], now: datetime) -> None:
+        t = m.sync_items
+        with store.begin() as conn:
+            for ids in chunked(successes, 1000):
+                conn.execute(
+                    update(t)
+                    .where(t.c.id.in_(ids))
+                    .values(status="success", attempts=t.c.attempts + 1, finished_at=now, last_error=None,
+                            next_attempt_at=None)
+                )
+            if changes:
+                conn.execute(
+                    update(t)
+                    .where(t.c.id == bindparam("b_id"))
+                    .values(
+                        status=bindparam("status"),
+                        attempts=bindparam("attempts"),
+                        deferrals=bindparam("deferrals"),
+                        first_attempt_at=bindparam("first_attempt_at"),
+                        next_attempt_at=bindparam("next_attempt_at"),
+                        finished_at=bindparam("finished_at"),
+                        last_error=bindparam("last_error"),
+                    ),
+                    changes,
+                )
+
+    # --- reconciliation ------------------------------------------------------------------
+    def reconcile(self, store: Store, run_id: int, *, log: Any = log_default) -> ReconcileResult:
+        """Settle a run from its items. Safe to call at any time, any number of times.
+
+        While any item is pending or processing nothing changes. Once all are finished: the run's
+        status and counts are written, the cursor advances (see ``next_cursor``), health and the
+        next sync time are updated, and events fire, only when something actually changed.
+        """
+        now = self.clock()
+        to_notify: list[dict[str, Any]] = []
+        with store.begin() as conn:
+            run = conn.execute(store.for_update(select(m.sync_runs).where(m.sync_runs.c.id == run_id))).first()
+            if run is None:
+                raise LookupError(f"sync run {run_id} not found")
+            integ = conn.execute(
+                store.for_update(select(m.integrations).where(m.integrations.c.id == run.integration_id))
+            ).first()
+            if integ is None:
+                raise LookupError(f"integration {run.integration_id} of sync run {run_id} not found")
+            provider = self.provider(integ.provider_key)
+            counts = store.item_counts(conn, run_id)
+            unfinished = counts["pending"] + counts["processing"]
+            total = sum(counts.values())
+            base = dict(
+                run_id=run_id,
+                integration_id=integ.id,
+                provider_key=integ.provider_key,
+                cursor_before=run.cursor_before,
+                items_total=total,
+                success_count=counts["success"],
+                failed_count=counts["failed"],
+                skipped_count=counts["skipped"],
+                pending_count=unfinished,
+                request_count=run.request_count,
+            )
+            if run.status in ("enumerating", "skipped") or (run.status == "failed" and run.enumerated_at is None):
+                return ReconcileResult(final=run.status != "enumerating", changed=False, status=run.status,
+                                       cursor_after=run.cursor_after, **base)
+            if unfinished:
+                if run.status != "processing":
+                    conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == run_id)
+                                 .values(status="processing", finished_at=None))
+                return ReconcileResult(final=False, changed=False, status="processing",
+                                       cursor_after=None, **base)
+            completed = counts["success"] + counts["skipped"]
+            if counts["failed"] == 0:
+                status = "success"
+            elif completed:
+                status = "partial"
+            else:
+                status = "failed"
+            candidate = self.next_cursor(conn, provider, run_id, has_failures=counts["failed"] > 0)
+            cursor_after = self._monotonic(provider, integ.cursor, candidate)
+            changed = not (
+                run.status == status
+                and run.success_count == counts["success"]
+                and run.failed_count == counts["failed"]
+                and run.skipped_count == counts["skipped"]
+                and run.cursor_after == cursor_after
+                and run.finished_at is not None
+            )
+            finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
+            duration = (finished_at - as_utc(run.started_at)).total_seconds()
+            if changed:
+                conn.execute(
+                    update(m.sync_runs)
+                    .where(m.sync_runs.c.id == run_id)
+                    .values(
+                        status=status,
+                        items_total=total,
+                        success_count=counts["success"],
+                        failed_count=counts["failed"],
+                        skipped_count=counts["skipped"],
+                        cursor_after=cursor_after,
+                        finished_at=finished_at,
+                    )
+                )
+                if cursor_after != integ.cursor:
+                    conn.execute(
+                        update(m.integrations)
+                        .where(m.integrations.c.id == integ.id)
+                        .values(cursor=cursor_after, updated_at=now)
+                    )
+                if run.status != status or run.finished_at is None:
+                    self._apply_health(conn, integ.id, status, bool(run.auth_failure), now)
+                if counts["failed"]:
+                    t = m.sync_items
+                    rows = conn.execute(
+                        select(t.c.id, t.c.external_id, t.c.attempts, t.c.last_error)
+                        .where(t.c.run_id == run_id, t.c.status == "failed", t.c.failure_notified.is_(False))
+                    ).all()
+                    to_notify = [dict(r._mapping) for r in rows]
+                    for ids in chunked([r["id"] for r in to_notify], 1000):
+                        conn.execute(update(t).where(t.c.id.in_(ids)).values(failure_notified=True))
+        result = ReconcileResult(final=True, changed=changed, status=status, cursor_after=cursor_after,
+                                 duration_seconds=duration, **base)
+        if changed:
+            log.info(
+                f"sync run {run_id}: {status}; {counts['success']} succeeded, {counts['failed']} failed, "
+                f"{counts['skipped']} skipped; cursor {_display(integ.cursor)} -> {_display(cursor_after)}"
+            )
+            for item in to_notify:
+                self._fire(SyncItemFailed(integration_id=integ.id, provider_key=integ.provider_key,
+                                          sync_run_id=run_id, item_id=item["id"], external_id=item["external_id"],
+                                          attempts=item["attempts"], error=item["last_error"]), log)
+            if status == "success":
+                self._fire(SyncCompleted(integration_id=integ.id, provider_key=integ.provider_key, sync_run_id=run_id,
+                                         cursor_before=run.cursor_before, cursor_after=cursor_after,
+                                         items_total=total, success_count=counts["success"],
+                                         skipped_count=counts["skipped"]), log)
+        return result
+
+    def next_cursor(self, conn: Any, provider: Provider, run_id: int, *, has_failures: bool) -> Any:
+        """The cursor a finished run earns (before the monotonic guard).
+
+        - No failures: ``reduce_checkpoints`` over every completed item.
+        - Failures, ``cursor_rule="strict"`` or a structured cursor: None (the cursor stays).
+        - Failures, ordered checkpoints: the low-water mark, i.e. the reduction of completed
+          checkpoints strictly below the smallest checkpoint of any unfinished item.
+        """
+        t = m.sync_items
+        low_water = None
+        if has_failures:
+            if self.settings.cursor_rule == "strict" or not provider.has_ordered_checkpoints():
+                return None
+            held = [
+                cp for (cp,) in conn.execute(
+                    select(t.c.checkpoint).where(t.c.run_id == run_id, t.c.status.notin_(("success", "skipped")))
+                )
+                if cp is not None
+            ]
+            if not held:
+                return None
+            low_water = min(held)
+        reduced: Any = None
+        stmt = (
+            select(t.c.checkpoint)
+            .where(t.c.run_id == run_id, t.c.status.in_(("success", "skipped")))
+            .execution_options(yield_per=5000)
+        )
+        for part in conn.execute(stmt).partitions():
+            values = [cp for (cp,) in part if cp is not None and (low_water is None or cp < low_water)]
+            if not values:
+                continue
+            page = provider.reduce_checkpoints(values)
+            reduced = page if reduced is None else provider.reduce_checkpoints([reduced, page])
+        return reduced
+
+    @staticmethod
+    def _monotonic(provider: Provider, old: Any, candidate: Any) -> Any:
+        if candidate is None:
+            return old
+        if old is None:
+            return candidate
+        return provider.reduce_checkpoints([old, candidate])
+
+    def _fire(self, event: Any, log: Any) -> None:
+        for spec in self.listeners.for_type(type(event)):
+            try:
+                result = spec.fn(event)
+                close_awaitable(result)
+            except Exception as exc:  # a notification listener must not undo a reconciliation
+                log.warning(f"listener {spec.name} for {type(event).__name__} raised: {exc!r}")
+
+    # --- operator actions ------------------------------------------------------------------
+    def unfinished_runs(self, store: Store, integration_id: int) -> list[int]:
+        with store.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(m.sync_runs.c.id)
+                    .where(m.sync_runs.c.integration_id == integration_id)
+                    .where(m.sync_runs.c.status.in_(("processing", "partial", "failed")))
+                    .where(m.sync_runs.c.enumerated_at.is_not(None))
+                    .order_by(m.sync_runs.c.id)
+                ).scalars()
+            )

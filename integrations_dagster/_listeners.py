@@ -1,0 +1,131 @@
+"""Listener registration and the check that refuses queued (async) listeners.
+
+A listener is a plain function ``fn(event) -> None`` run synchronously by the framework for each
+item. ``listener(EventType, batch=True)`` marks a function that takes a *list* of events; the
+engine calls it once per group of ready items and, if it raises, once per item to isolate the
+culprit, so per-item guarantees hold while the common case does one round trip per chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ATTR = "__integrations_listener__"
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    event_type: type
+    fn: Callable[..., Any]
+    batch: bool = False
+    queued: bool = False
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", repr(self.fn))
+
+
+_global_registry: list[ListenerSpec] = []
+
+
+def listener(event_type: type, *, batch: bool = False, queued: bool = False) -> Callable[[F], F]:
+    """Register ``fn`` as a listener for ``event_type`` (and its subclasses).
+
+    ``queued=True`` exists only so that a listener declared as queued is refused loudly at run time
+    (``SyncListenerMustNotBeQueuedError``) rather than silently reporting success early.
+    """
+
+    def decorate(fn: F) -> F:
+        spec = ListenerSpec(event_type=event_type, fn=fn, batch=batch, queued=queued)
+        specs = list(getattr(fn, _ATTR, ()))
+        specs.append(spec)
+        try:
+            setattr(fn, _ATTR, tuple(specs))
+        except AttributeError:  # builtins / some callables refuse attributes
+            pass
+        _global_registry.append(spec)
+        return fn
+
+    return decorate
+
+
+def is_queued(spec: ListenerSpec) -> bool:
+    """True when a listener cannot be run synchronously to completion."""
+    if spec.queued or getattr(spec.fn, "queued", False) is True:
+        return True
+    fn: Any = spec.fn
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects
+    if call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call):
+        return True
+    return False
+
+
+def close_awaitable(result: Any) -> bool:
+    """Return True (after closing it, to avoid 'never awaited' warnings) if ``result`` is awaitable."""
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if callable(close):
+            close()
+        return True
+    return False
+
+
+ListenersArg = Iterable[Any] | Mapping[type, Iterable[Callable[..., Any]]] | None
+
+
+class ListenerRegistry:
+    """The ordered listeners of one set of definitions."""
+
+    def __init__(self, specs: Iterable[ListenerSpec]) -> None:
+        self._specs = list(specs)
+        self._cache: dict[type, list[ListenerSpec]] = {}
+
+    @classmethod
+    def build(cls, listeners: ListenersArg) -> ListenerRegistry:
+        """``None`` means every ``@listener`` registered so far; otherwise the given ones, in order.
+
+        Accepted forms: decorated functions, ``(EventType, fn)`` tuples, ``ListenerSpec`` objects, or a
+        mapping ``{EventType: [fn, ...]}``.
+        """
+        if listeners is None:
+            return cls(_global_registry)
+        specs: list[ListenerSpec] = []
+        if isinstance(listeners, Mapping):
+            for event_type, fns in listeners.items():
+                specs.extend(ListenerSpec(event_type=event_type, fn=fn) for fn in fns)
+            return cls(specs)
+        for entry in listeners:
+            if isinstance(entry, ListenerSpec):
+                specs.append(entry)
+            elif isinstance(entry, tuple) and len(entry) == 2:
+                specs.append(ListenerSpec(event_type=entry[0], fn=entry[1]))
+            elif hasattr(entry, _ATTR):
+                specs.extend(getattr(entry, _ATTR))
+            else:
+                raise TypeError(
+                    f"{entry!r} is not a listener: decorate it with @listener(EventType) or pass (EventType, fn)"
+                )
+        return cls(specs)
+
+    def for_type(self, event_type: type) -> list[ListenerSpec]:
+        found = self._cache.get(event_type)
+        if found is None:
+            found = [s for s in self._specs if issubclass(event_type, s.event_type)]
+            self._cache[event_type] = found
+        return found
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)

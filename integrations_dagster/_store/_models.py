@@ -1,0 +1,171 @@
+"""SQLAlchemy table definitions for the framework's own state.
+
+The schema is defined once here and created by Alembic (see ``migrations/``); code never calls
+``metadata.create_all`` so that PostgreSQL deployments can be upgraded in place.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Integer primary keys that are BIGINT on PostgreSQL and INTEGER (rowid alias) on SQLite.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+integrations = Table(
+    "integrations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(200), nullable=False, default="default", server_default="default"),
+    Column("provider_key", String(100), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("metadata", JSON, nullable=False, default=dict),
+    # Fernet token (``fernet:...``) or, for keyless demos, ``plain:`` + JSON. Never logged.
+    Column("credentials", Text, nullable=True),
+    Column("sync_interval_minutes", Integer, nullable=True),
+    Column("sync_cron", String(200), nullable=True),
+    Column("rate_limit", JSON, nullable=True),  # per-integration override of the provider's budget
+    Column("cursor", JSON, nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True, server_default="1"),
+    Column("health", String(20), nullable=False, default="healthy", server_default="healthy"),
+    Column("disabled_reason", Text, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, default=0, server_default="0"),
+    Column("consecutive_auth_failures", Integer, nullable=False, default=0, server_default="0"),
+    Column("last_synced_at", DateTime(timezone=True), nullable=True),
+    Column("next_sync_at", DateTime(timezone=True), nullable=True),
+    Column("last_run_status", String(20), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_integrations_due", "provider_key", "enabled", "next_sync_at"),
+    Index("ix_integrations_tenant", "tenant"),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("integration_id", Integer, ForeignKey("integrations.id", ondelete="CASCADE"), nullable=False),
+    Column("dagster_run_id", String(64), nullable=True),
+    # enumerating -> processing -> success | partial | failed ; or skipped (single flight)
+    Column("status", String(20), nullable=False),
+    Column("trigger", String(40), nullable=True),
+    Column("cursor_before", JSON, nullable=True),
+    Column("cursor_after", JSON, nullable=True),
+    Column("items_total", Integer, nullable=False, default=0, server_default="0"),
+    Column("success_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("failed_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("skipped_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("chunks", Integer, nullable=False, default=0, server_default="0"),
+    Column("request_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("error", Text, nullable=True),
+    Column("auth_failure", Boolean, nullable=False, default=False, server_default="0"),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("enumerated_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_sync_runs_integration", "integration_id", "id"),
+    Index("ix_sync_runs_dagster", "dagster_run_id"),
+    Index("ix_sync_runs_status", "status"),
+)
+
+sync_items = Table(
+    "sync_items",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("integration_id", Integer, nullable=False),
+    Column("chunk", Integer, nullable=False),
+    # pending, processing, success, failed, skipped
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("deferrals", Integer, nullable=False, default=0, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("external_id", String(300), nullable=True),
+    Column("checkpoint", JSON, nullable=True),
+    Column("event_type", String(300), nullable=False),
+    Column("payload", JSON, nullable=True),
+    Column("skip_reason", Text, nullable=True),
+    Column("first_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("failure_notified", Boolean, nullable=False, default=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_sync_items_run_chunk", "run_id", "chunk", "status"),
+    Index("ix_sync_items_integration_status", "integration_id", "status"),
+    Index("ix_sync_items_status_finished", "status", "finished_at"),
+)
+
+requests_log = Table(
+    "integration_requests",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("integration_id", Integer, nullable=False),
+    Column("sync_run_id", Integer, nullable=True),
+    Column("method", String(10), nullable=False),
+    Column("url", Text, nullable=False),  # always redacted before it gets here
+    Column("status_code", Integer, nullable=True),
+    Column("duration_ms", Float, nullable=False, default=0.0),
+    Column("bytes", Integer, nullable=False, default=0),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("error", Text, nullable=True),
+    Column("auth_failure", Boolean, nullable=False, default=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_requests_integration", "integration_id", "created_at"),
+    Index("ix_requests_run", "sync_run_id"),
+    Index("ix_requests_created", "created_at"),
+)
+
+rate_budgets = Table(
+    "rate_budgets",
+    metadata,
+    Column("integration_id", Integer, primary_key=True),
+    Column("limit", Integer, nullable=False),
+    Column("period_seconds", Float, nullable=False),
+    Column("window_start", Float, nullable=False),  # epoch seconds
+    Column("used", Integer, nullable=False, default=0),
+    Column("blocked_until", Float, nullable=True),  # from X-RateLimit-Reset when the server says 0 left
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+github_issues = Table(
+    "github_issues",
+    metadata,
+    Column("integration_id", Integer, primary_key=True),
+    Column("issue_id", BigInteger, primary_key=True),
+    Column("number", Integer, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("user_login", String(200), nullable=True),
+    Column("labels", JSON, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Column("html_url", Text, nullable=True),
+    Column("raw", JSON, nullable=False),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    Column("integration_id", Integer, primary_key=True),
+    Column("source_id", String(200), primary_key=True),  # "notification:<id>" or "event:<id>"
+    Column("stream", String(40), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("source_url", Text, nullable=True),
+    Column("occurred_at", String(40), nullable=False),
+    Column("raw", JSON, nullable=False),
+)
