@@ -186,6 +186,8 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
     @op(name=f"{key}_reconcile", tags={"kind": "reconcile"})
     def reconcile_op(context: OpExecutionContext, integrations: IntegrationsResource, chunks: list) -> dict:
         """Settle the run: counts, status, cursor (idempotent; chunk steps may have done it already)."""
+        if not chunks:  # the run was skipped (single flight) or had no items: settled by enumerate
+            return {}
         store = integrations.get_store()
         run_id = chunks[0]["run_id"]
         result = engine.reconcile(store, run_id, log=context.log)

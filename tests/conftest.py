@@ -73,5 +73,7 @@ def store(db_url: str) -> Store:
 def dagster_instance(tmp_path):  # type: ignore[no-untyped-def]
     from dagster import instance_for_test
 
-    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance:
         yield instance
