@@ -86,8 +86,12 @@ def execute_sync(
     instance: DagsterInstance,
     trigger: str = "manual",
     tags: dict[str, str] | None = None,
+    log_level: str = "DEBUG",
 ) -> DagsterRun:
-    """Execute one sync run in this process against ``instance``; it appears in the UI's run history."""
+    """Execute one sync run in this process against ``instance``; it appears in the UI's run history.
+
+    ``log_level`` only affects what is echoed to this process's console; the event log keeps everything.
+    """
     ensure_partition(instance, provider_key, integration_id)
     all_tags = sync_tags(provider_key, integration_id, trigger)
     all_tags.update(tags or {})
@@ -95,12 +99,19 @@ def execute_sync(
         ref.reconstructable_job(job_name(provider_key)),
         instance=instance,
         tags=all_tags,
+        run_config=_console(log_level),
         raise_on_error=False,
     ) as result:
         return result.dagster_run
 
 
-def reexecute_from_failure(ref: DefinitionsRef, dagster_run_id: str, *, instance: DagsterInstance) -> DagsterRun:
+def _console(log_level: str) -> dict[str, Any]:
+    return {"loggers": {"console": {"config": {"log_level": log_level.upper()}}}}
+
+
+def reexecute_from_failure(
+    ref: DefinitionsRef, dagster_run_id: str, *, instance: DagsterInstance, log_level: str = "DEBUG"
+) -> DagsterRun:
     """Re-execute a failed sync run from failure: only failed chunks run again, then reconcile."""
     parent = instance.get_run_by_id(dagster_run_id)
     if parent is None:
@@ -110,6 +121,7 @@ def reexecute_from_failure(ref: DefinitionsRef, dagster_run_id: str, *, instance
         instance=instance,
         reexecution_options=ReexecutionOptions.from_failure(dagster_run_id, instance),
         tags={**parent.tags, TRIGGER_TAG: "retry"},
+        run_config=_console(log_level),
         raise_on_error=False,
     ) as result:
         return result.dagster_run

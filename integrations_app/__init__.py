@@ -1,0 +1,1 @@
+"""The bundled application: the providers in ``providers/`` wired to their listeners."""

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The second README command: set up, make sure PostgreSQL is up, run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/start-postgres.sh
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export DAGSTER_DISABLE_TELEMETRY=yes
+exec .venv/bin/pytest -n "${TEST_WORKERS:-2}" -q -p no:cacheprovider "$@"
