@@ -14,7 +14,8 @@ from ._errors import (
     SyncListenerMustNotBeQueuedError,
     UnknownProvider,
 )
-from ._events import SyncCompleted, SyncItemEvent, SyncItemFailed
+from ._events import InvalidPayload, SyncCompleted, SyncItemEvent, SyncItemFailed
+from ._http_session import SyncContext, current_sync
 from ._health import HealthPolicy
 from ._integration import Integration
 from ._listeners import listener
@@ -31,6 +32,7 @@ __all__ = [
     "DefinitionsRef",
     "HealthPolicy",
     "Integration",
+    "InvalidPayload",
     "IntegrationNotFound",
     "IntegrationsError",
     "IntegrationsResource",
@@ -40,6 +42,7 @@ __all__ = [
     "ReconcileResult",
     "Store",
     "SyncCompleted",
+    "SyncContext",
     "SyncEngine",
     "SyncItemEvent",
     "SyncItemFailed",
@@ -49,6 +52,7 @@ __all__ = [
     "SyncSettings",
     "UnknownProvider",
     "build_definitions",
+    "current_sync",
     "engine_of",
     "execute_sync",
     "listener",

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 
 from ._errors import IntegrationsError, RateLimited, SyncListenerMustNotBeQueuedError, UnknownProvider
-from ._events import SyncCompleted, SyncItemFailed
+from ._events import InvalidPayload, InvalidPayloadError, SyncCompleted, SyncItemFailed
 from ._health import HealthPolicy, after_run
 from ._integration import Integration
 from ._listeners import ListenerRegistry, ListenerSpec, close_awaitable, is_queued
@@ -80,6 +80,7 @@ class ReconcileResult:
     pending_count: int
     request_count: int = 0
     duration_seconds: float | None = None
+    request_ids: list[int] = field(default_factory=list)
 
     def as_metadata(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,7 @@ class ReconcileResult:
             "failed": self.failed_count,
             "skipped": self.skipped_count,
             "requests": self.request_count,
+            "request_ids": _display(self.request_ids),
             "duration_seconds": round(self.duration_seconds or 0.0, 3),
         }
 
@@ -145,6 +147,9 @@ class SyncEngine:
         self.health = health or HealthPolicy()
         self.clock = clock
         self.sleep = sleep
+        #: Extra keyword arguments for every ``ApiClient`` this engine builds (tests inject a
+        #: transport or a no-wait ``sleep``; production leaves it empty).
+        self.http_options: dict[str, Any] = {}
         self._types = _EventTypes()
 
     # --- helpers -------------------------------------------------------------------------
@@ -334,6 +339,20 @@ class SyncEngine:
         settings = self.settings
         result = ChunkResult(run_id=run_id, chunk=chunk)
         items = self._claim(store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
+        if not items:
+            return result
+        from ._http_session import SyncContext, http_factory_for, sync_context
+
+        integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
+        provider = self.providers.get(integration.provider_key)
+        factory = http_factory_for(self, store, provider, integration, run_id) if provider else None
+        with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
+            return self._process_items(store, run_id, chunk, items, result, log)
+
+    def _process_items(
+        self, store: Store, run_id: int, chunk: int, items: list[dict[str, Any]], result: ChunkResult, log: Any
+    ) -> ChunkResult:
+        settings = self.settings
         while items:
             now = self.clock()
             ready = [it for it in items if it["next_attempt_at"] is None or as_utc(it["next_attempt_at"]) <= now]
@@ -434,6 +453,9 @@ class SyncEngine:
                 event = cls.model_validate(it["payload"])
             except Exception as exc:  # the stored payload no longer matches its event class
                 failures[it["id"]] = (exc, "fatal")
+                continue
+            if isinstance(event, InvalidPayload):  # recorded at enumeration; only a skip gets past it
+                failures[it["id"]] = (InvalidPayloadError(event.error), "fatal")
                 continue
             by_type.setdefault(it["event_type"], []).append((it, event))
         for group in by_type.values():
@@ -655,6 +677,11 @@ class SyncEngine:
                         conn.execute(update(t).where(t.c.id.in_(ids)).values(failure_notified=True))
         result = ReconcileResult(final=True, changed=changed, status=status, cursor_after=cursor_after,
                                  duration_seconds=duration, **base)
+        if changed and run.request_count:
+            with store.engine.connect() as conn:
+                result.request_ids = list(conn.execute(
+                    select(m.requests_log.c.id).where(m.requests_log.c.sync_run_id == run_id)
+                    .order_by(m.requests_log.c.id).limit(200)).scalars())
         if changed:
             log.info(
                 f"sync run {run_id}: {status}; {counts['success']} succeeded, {counts['failed']} failed, "

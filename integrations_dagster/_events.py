@@ -40,3 +40,22 @@ class SyncItemFailed(BaseModel):
     external_id: str | None = None
     attempts: int = 0
     error: str | None = None
+
+
+class InvalidPayload(SyncItemEvent):
+    """An item whose payload failed validation during enumeration (see ``SyncSession.dispatch_invalid``).
+
+    It is tracked like any item, with its raw payload, and fails at once without running listeners:
+    the run goes red, the cursor holds before it, and an operator sees it and can skip it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = None
+    field: str | None = None
+    error: str
+    raw: Any = None
+
+
+class InvalidPayloadError(Exception):
+    """Raised for an ``InvalidPayload`` item: no retry can make a malformed payload valid."""

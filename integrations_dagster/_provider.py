@@ -35,6 +35,8 @@ class Provider:
     default_rate_limit: ClassVar[RateLimit | None] = None
     #: Base URL for ``session.http``; ``metadata["base_url"]`` overrides it per integration.
     base_url: ClassVar[str | None] = None
+    #: Headers every request of ``session.http`` carries (e.g. an API version).
+    http_headers: ClassVar[dict[str, str]] = {}
     #: None: inferred (True when ``reduce_checkpoints`` is the default maximum).
     ordered_checkpoints: ClassVar[bool | None] = None
 

@@ -114,6 +114,35 @@ class SyncSession:
         if len(self._buffer) >= self._settings.flush_every:
             self.flush()
 
+    def dispatch_invalid(
+        self,
+        raw: Any,
+        error: Exception | str,
+        *,
+        checkpoint_value: Any,
+        external_id: str | int | None = None,
+    ) -> None:
+        """Record an item whose payload did not validate, instead of dropping it.
+
+        It becomes a tracked item that fails at once (no retries), keeping its raw payload for the
+        operator; the cursor holds before ``checkpoint_value`` (pass the last good checkpoint, or
+        the cursor, when the item's own is unreadable) until it is skipped.
+        """
+        from ._events import InvalidPayload
+
+        endpoint = getattr(error, "endpoint", None)
+        field = getattr(error, "field", None)
+        raw_json = raw if isinstance(raw, (dict, list, str, int, float, bool, type(None))) else repr(raw)
+        try:
+            _check_json(raw_json, "raw payload")
+        except TypeError:
+            raw_json = repr(raw)
+        self.dispatch(
+            InvalidPayload(endpoint=endpoint, field=field, error=str(error)[:4000], raw=raw_json),
+            checkpoint_value=checkpoint_value,
+            external_id=external_id,
+        )
+
     def flush(self) -> None:
         if not self._buffer:
             return

@@ -140,6 +140,20 @@ rate_budgets = Table(
     Column("used", Integer, nullable=False, default=0),
     Column("blocked_until", Float, nullable=True),  # from X-RateLimit-Reset when the server says 0 left
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # What the server last said is left (X-RateLimit-Remaining) and when that count resets.
+    Column("server_remaining", Integer, nullable=True),
+    Column("server_reset", Float, nullable=True),
+)
+
+# One row per request the budget let through: the sliding window is exact (never more than
+# ``limit`` grants in any ``period_seconds``) and rows older than one period are pruned.
+rate_budget_grants = Table(
+    "rate_budget_grants",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("integration_id", Integer, nullable=False),
+    Column("granted_at", Float, nullable=False),  # epoch seconds
+    Index("ix_rate_budget_grants", "integration_id", "granted_at"),
 )
 
 github_issues = Table(
