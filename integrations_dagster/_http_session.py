@@ -73,8 +73,8 @@ class DbRateBudget:
         limit, period = self.rate_limit.limit, self.rate_limit.period_seconds
         g = m.rate_budget_grants
         with self.store.begin() as conn:
-            now = self.clock()
-            row = self._row(conn, now)
+            row = self._row(conn, self.clock())
+            now = self.clock()  # read after the row lock: a waiter must not judge with a stale clock
             if row.blocked_until is not None and row.blocked_until > now:
                 return row.blocked_until - now
             server_live = row.server_remaining is not None and (row.server_reset is None or row.server_reset > now)
