@@ -26,6 +26,7 @@ from ._runner import DefinitionsRef, execute_sync, reexecute_from_failure
 from ._session import SyncSession
 from ._settings import SyncSettings
 from ._store import Store
+from ._sync_now import SyncRequest, request_sync
 
 __all__ = [
     "CredentialsError",
@@ -48,6 +49,7 @@ __all__ = [
     "SyncItemFailed",
     "SyncItemNotFound",
     "SyncListenerMustNotBeQueuedError",
+    "SyncRequest",
     "SyncSession",
     "SyncSettings",
     "UnknownProvider",
@@ -58,4 +60,5 @@ __all__ = [
     "listener",
     "reduce_by_max",
     "reexecute_from_failure",
+    "request_sync",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Text, bindparam, cast, select, update
 
 from ._errors import IntegrationsError, RateLimited, SyncListenerMustNotBeQueuedError, UnknownProvider
 from ._events import InvalidPayload, InvalidPayloadError, SyncCompleted, SyncItemFailed
@@ -427,7 +427,7 @@ class SyncEngine:
                     t.c.first_attempt_at,
                     t.c.next_attempt_at,
                     t.c.event_type,
-                    t.c.payload,
+                    cast(t.c.payload, Text).label("payload_json"),
                     t.c.external_id,
                 )
                 .where(t.c.run_id == run_id, t.c.chunk == chunk, t.c.status.in_(("pending", "processing")))
@@ -450,7 +450,8 @@ class SyncEngine:
         for it in items:
             try:
                 cls = self._types.resolve(it["event_type"])
-                event = cls.model_validate(it["payload"])
+                raw = it.get("payload_json")
+                event = cls.model_validate_json(raw) if raw is not None else cls.model_validate(it["payload"])
             except Exception as exc:  # the stored payload no longer matches its event class
                 failures[it["id"]] = (exc, "fatal")
                 continue

@@ -12,6 +12,11 @@ Defaults and why:
   progress is not cut off, and it stops us from looking like an attacker to the API. Any other kind
   of failure never disables by itself (an outage must not need a human to undo).
 - One fully successful run returns the integration to ``healthy``.
+- A ``skipped`` run (another run was in flight) changes nothing: nothing ran, nothing was learnt.
+
+``disabled`` and ``enabled = False`` always go together (see ``disable_values`` / ``enable_values``):
+the sensor never schedules either, and only an operator re-enables, which also resets the counters
+and makes the integration due at once.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 HEALTHY, DEGRADED, FAILING, DISABLED = "healthy", "degraded", "failing", "disabled"
 
@@ -32,8 +37,16 @@ class HealthPolicy(BaseModel):
     auth_disable_after: int | None = Field(
         default=10, description="Consecutive auth failures before the integration disables itself (None: never)."
     )
-    degraded_multiplier: float = Field(default=2.0, ge=1)
-    failing_multiplier: float = Field(default=10.0, ge=1)
+    degraded_multiplier: float = Field(default=2.0, ge=1, description="Interval multiplier while degraded.")
+    failing_multiplier: float = Field(default=10.0, ge=1, description="Interval multiplier while failing.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthPolicy:
+        if self.failing_after < self.degraded_after:
+            raise ValueError("failing_after must be >= degraded_after")
+        if self.auth_disable_after is not None and self.auth_disable_after < self.auth_failing_after:
+            raise ValueError("auth_disable_after must be >= auth_failing_after (or None)")
+        return self
 
     def multiplier(self, health: str) -> float:
         return {DEGRADED: self.degraded_multiplier, FAILING: self.failing_multiplier}.get(health, 1.0)
@@ -56,7 +69,13 @@ class ScheduleUpdate:
 def next_sync_time(
     *, now: datetime, interval_minutes: int | None, cron: str | None, multiplier: float
 ) -> datetime | None:
-    """``now + interval x multiplier``; for cron, the next fire time after stretching the gap."""
+    """``now + interval x multiplier``; for cron, the next fire time after stretching the gap.
+
+    Cron: the next fire time ``first`` after ``now`` is the healthy answer. With a multiplier ``m``
+    the gap ``g`` between ``first`` and the fire time after it is stretched to ``m x g``: the answer
+    is the first fire time at or after ``first + (m - 1) x g``. ``*/15`` degraded (2x) after a run at
+    10:00:05 gives 10:30 (not 10:15), failing (10x) gives 12:30.
+    """
     if cron:
         from ._cron import next_cron_time
 
@@ -64,8 +83,9 @@ def next_sync_time(
         if multiplier <= 1:
             return first
         second = next_cron_time(cron, first)
-        gap = (second - first) * multiplier
-        return next_cron_time(cron, now + gap - timedelta(seconds=1))
+        target = first + (second - first) * (multiplier - 1)
+        # croniter is strictly "after": step back a second so a fire time equal to target counts.
+        return next_cron_time(cron, target - timedelta(seconds=1))
     if interval_minutes is None:
         return None
     return now + timedelta(minutes=interval_minutes * multiplier)
@@ -105,8 +125,39 @@ def after_run(
             values["disabled_reason"] = f"disabled automatically after {auth_failures} consecutive authentication failures"
         values["next_sync_at"] = None
     else:
-        interval = integration.sync_interval_minutes or default_interval
-        values["next_sync_at"] = next_sync_time(
-            now=now, interval_minutes=interval, cron=integration.sync_cron, multiplier=policy.multiplier(health)
+        values["next_sync_at"] = schedule_next(
+            integration, now=now, default_interval=default_interval, multiplier=policy.multiplier(health)
         )
     return values
+
+
+def schedule_next(integration: Any, *, now: datetime, default_interval: int | None, multiplier: float) -> datetime | None:
+    """The next sync time of ``integration`` (its cron, else its interval, else the provider's default).
+
+    An invalid cron expression must not break reconciliation: it falls back to the interval (and to
+    "not scheduled" when there is none); ``validate_cron`` is where such expressions are refused.
+    """
+    from ._errors import IntegrationsError
+
+    interval = integration.sync_interval_minutes or default_interval
+    try:
+        return next_sync_time(now=now, interval_minutes=interval, cron=integration.sync_cron, multiplier=multiplier)
+    except (IntegrationsError, ValueError, KeyError):
+        return next_sync_time(now=now, interval_minutes=interval, cron=None, multiplier=multiplier)
+
+
+def disable_values(reason: str) -> dict[str, Any]:
+    """Columns that disable an integration by hand (``store.update_integration(id, **disable_values(...))``)."""
+    return {"enabled": False, "health": DISABLED, "disabled_reason": reason, "next_sync_at": None}
+
+
+def enable_values(now: datetime) -> dict[str, Any]:
+    """Columns that re-enable an integration: healthy, counters reset, due at once."""
+    return {
+        "enabled": True,
+        "health": HEALTHY,
+        "disabled_reason": None,
+        "consecutive_failures": 0,
+        "consecutive_auth_failures": 0,
+        "next_sync_at": now,
+    }

@@ -100,7 +100,8 @@ class SyncSession:
                 "external_id": None if external_id is None else str(external_id),
                 "checkpoint": checkpoint_value,
                 "event_type": event_type_name(type(event)),
-                "payload": event.model_dump(mode="json"),
+                # JSON text straight from pydantic's serializer: stored as is (COPY on PostgreSQL)
+                "payload": event.model_dump_json(),
                 "created_at": utcnow(),
             }
         )

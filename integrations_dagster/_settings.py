@@ -60,6 +60,16 @@ class SyncSettings(BaseSettings):
         default="in_process", description="Executor for sync jobs; in-process avoids ~0.6 s per step."
     )
     max_concurrent_steps: int = Field(default=4, ge=1, description="multiprocess executor: steps at once.")
+    sensor_interval_seconds: int = Field(
+        default=30, ge=1, description="Minimum seconds between two ticks of each provider's sync sensor."
+    )
+    sensor_default_running: bool = Field(
+        default=True, description="Sync sensors start running by default (so `dagster dev` syncs without clicks)."
+    )
+    sensor_max_runs_per_tick: int = Field(
+        default=100, ge=1, description="Due integrations examined (and runs requested) per sensor tick; the rest "
+        "wait for the next tick."
+    )
 
     @field_validator("item_backoff")
     @classmethod

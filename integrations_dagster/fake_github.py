@@ -139,6 +139,7 @@ class FakeGitHub:
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._requests: list[tuple[str, str]] = []
+        self._request_times: list[float] = []  # epoch seconds of receipt, for rate-limit accuracy checks
         self._faults: list[_Fault] = []
         self._issues: list[_Issue] = []
         self._views: dict[tuple[str, str, str | None], tuple[list[int], list[str]]] = {}
@@ -367,6 +368,12 @@ class FakeGitHub:
             return list(self._requests)
 
     @property
+    def request_times(self) -> list[float]:
+        """When each request arrived (epoch seconds), in arrival order."""
+        with self._lock:
+            return list(self._request_times)
+
+    @property
     def request_count(self) -> int:
         with self._lock:
             return len(self._requests)
@@ -374,6 +381,7 @@ class FakeGitHub:
     def reset_counts(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._request_times.clear()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -428,9 +436,14 @@ class FakeGitHub:
 
     def handle(self, method: str, target: str, headers: Any, base: str) -> tuple[int, dict[str, str], bytes]:
         """Route one request; returns (status, headers, body)."""
+        if target.startswith("/_fake/requests"):  # control endpoint for out-of-process benchmarks
+            with self._lock:
+                stats = {"count": len(self._requests), "times": list(self._request_times)}
+            return 200, {}, _json_bytes(stats)
         with self._lock:
             self._requests.append((method, target))
             now = time.time()
+            self._request_times.append(now)
             if now >= self._rl_reset:
                 self._rl_remaining = self.rate_limit
                 self._rl_reset = int(math.ceil(now + self.rate_limit_window))

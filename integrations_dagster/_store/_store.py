@@ -8,6 +8,7 @@ database-wide write lock) on SQLite.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -282,9 +283,38 @@ class Store:
             counts[status] = int(n)
         return counts
 
+    _ITEM_COLUMNS = (
+        "run_id", "integration_id", "chunk", "status", "attempts", "deferrals", "external_id", "checkpoint",
+        "event_type", "payload", "created_at",
+    )
+
     def insert_items(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            conn.execute(m.sync_items.insert(), list(rows))
+        """Insert dispatched items; ``payload`` may be JSON text (as the session produces) or an object.
+
+        PostgreSQL: one ``COPY`` (an executemany costs a round trip per row); SQLite: one executemany.
+        """
+        if not rows:
+            return
+        dumps = json.dumps
+        cols = self._ITEM_COLUMNS
+
+        def payload(value: Any) -> str:
+            return value if isinstance(value, str) else dumps(value)
+
+        tuples = [
+            (r["run_id"], r["integration_id"], r["chunk"], r["status"], r["attempts"], r["deferrals"],
+             r["external_id"], dumps(r["checkpoint"]), r["event_type"], payload(r["payload"]),
+             r["created_at"].replace(tzinfo=None).isoformat(sep=" ") if self.is_sqlite else r["created_at"])
+            for r in rows
+        ]
+        if self.is_sqlite:
+            marks = ", ".join("?" for _ in cols)
+            conn.exec_driver_sql(f"INSERT INTO sync_items ({', '.join(cols)}) VALUES ({marks})", tuples)
+            return
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY sync_items ({', '.join(cols)}) FROM STDIN") as copy:
+            for t in tuples:
+                copy.write_row(t)
 
     def get_item(self, item_id: int, *, tenant: str | None = None) -> dict[str, Any]:
         stmt = select(m.sync_items).where(m.sync_items.c.id == item_id)

@@ -1,0 +1,186 @@
+"""GitHub benchmark: issues/s, requests and peak RSS syncing from the fake API into ``github_issues``.
+
+    .venv/bin/python bench/github.py                      # 10,000 and 100,000 issues + rate limiter
+    .venv/bin/python bench/github.py --sizes 10000 --no-limiter
+
+Each scenario runs in its own process against a scratch PostgreSQL database (``bench_github``) and a
+fresh fake GitHub server with the same issues: the framework through the real Dagster ``github_sync``
+job (batch listener, chunks of 1,000), and beside it a hand-written httpx loop that pages through
+the same server and upserts each page with one ``INSERT ... ON CONFLICT`` (what a competent engineer
+writes). The rate-limiter part runs a sync under a small budget and checks, from the server's own
+receipt times, that no window of the budget's period ever saw more than N requests and that the
+budget was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import drop_database, fresh_database, peak_rss_mb, print_table, run_child  # noqa: E402
+
+DB = "bench_github"
+TOKEN = "bench-token"
+
+
+def make_defs(database_url: str, chunk_size: int = 1000):  # type: ignore[no-untyped-def]
+    from integrations_dagster import SyncSettings, build_definitions
+    from providers.github import GitHubProvider, upsert_github_issues
+
+    return build_definitions(
+        providers=[GitHubProvider()],
+        listeners=[upsert_github_issues],
+        settings=SyncSettings(database_url=database_url, chunk_size=chunk_size, max_items_per_batch=10**9),
+        sensors=False,
+        operator_jobs=False,
+    )
+
+
+class FakeServer:
+    """The fake GitHub in its own process, so it does not share this process's GIL or memory."""
+
+    def __init__(self, issues: int) -> None:
+        import socket
+        import subprocess
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "integrations_dagster.fake_github", "--port", str(port), "--issues", str(issues),
+             "--token", TOKEN], stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "fake GitHub serving ..." once listening
+        self.url, self.owner, self.repo = f"http://127.0.0.1:{port}", "acme", "widgets"
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    @property
+    def request_times(self) -> list[float]:
+        import httpx
+
+        return httpx.get(f"{self.url}/_fake/requests").json()["times"]
+
+
+def child_framework(url: str, issues: int, rate_limit: str | None = None) -> dict:
+    from dagster import DagsterInstance
+
+    from integrations_dagster import DefinitionsRef, Store, execute_sync
+
+    os.environ["INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS"] = "1"
+    store = Store.for_url(url)
+    ref = DefinitionsRef("bench.github", "make_defs", {"database_url": url})
+    ref.load()
+    with FakeServer(issues) as fake, tempfile.TemporaryDirectory() as home:
+        limit = json.loads(rate_limit) if rate_limit else None
+        integ = store.create_integration(
+            provider_key="github", name="bench", credentials={"token": TOKEN}, rate_limit=limit,
+            metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url, "since": "2000-01-01T00:00:00Z"},
+        )
+        os.environ["DAGSTER_HOME"] = home
+        with DagsterInstance.get() as instance:
+            t0 = time.perf_counter()
+            run = execute_sync(ref, "github", integ.id, instance=instance, log_level="ERROR")
+            seconds = time.perf_counter() - t0
+        times = list(getattr(fake, "request_times", []))
+    sr = store.runs_for_integration(integ.id, limit=1)[0]
+    assert run.status.value == "SUCCESS" and sr["success_count"] == issues, (run.status, sr)
+    return {"seconds": seconds, "rss_mb": peak_rss_mb(), "requests": sr["request_count"], "times": times}
+
+
+def child_loop(url: str, issues: int) -> dict:
+    import httpx
+    from sqlalchemy import create_engine
+
+    from integrations_dagster import Store
+    from integrations_dagster.tables import github_issues
+
+    Store.for_url(url)  # same schema (migrations), no tracking used
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    from providers._github_common import pg_upsert  # one multi-row INSERT ... ON CONFLICT per page
+    with FakeServer(issues) as fake:
+        t0 = time.perf_counter()
+        requests = 0
+        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+            next_url: str | None = f"{fake.url}/repos/{fake.owner}/{fake.repo}/issues"
+            params: dict | None = {"since": "2000-01-01T00:00:00Z", "state": "all", "sort": "updated",
+                                   "direction": "asc", "per_page": 100}
+            while next_url:
+                resp = client.get(next_url, params=params)
+                resp.raise_for_status()
+                requests += 1
+                rows = [
+                    {"integration_id": 1, "issue_id": i["id"], "number": i["number"], "title": i["title"],
+                     "state": i["state"], "user_login": (i.get("user") or {}).get("login"),
+                     "labels": [lbl["name"] for lbl in i.get("labels", [])], "created_at": i["created_at"],
+                     "updated_at": i["updated_at"], "html_url": i.get("html_url"), "raw": i}
+                    for i in resp.json()
+                ]
+                if rows:
+                    with engine.begin() as conn:
+                        pg_upsert(conn.connection.driver_connection, github_issues, rows,
+                                  ["integration_id", "issue_id"])
+                next_url = resp.links.get("next", {}).get("url")
+                params = None
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rss_mb": peak_rss_mb(), "requests": requests}
+
+
+def limiter(url: str, limit: int, period: float, issues: int) -> list[list[str]]:
+    out = run_child(__file__, "framework", url, str(issues), json.dumps({"limit": limit, "period_seconds": period}))
+    times = sorted(out["times"])
+    worst = max(sum(1 for t in times if s <= t < s + period) for s in times)
+    full = int((times[-1] - times[0]) // period)
+    per_window = [sum(1 for t in times if times[0] + k * period <= t < times[0] + (k + 1) * period) for k in range(full)]
+    use = sum(per_window) / (limit * full) if full else 0.0
+    return [[f"{limit} per {period:g} s", str(len(times)), f"{out['seconds']:.1f}", str(worst),
+             "yes" if worst <= limit else "NO", f"{use:.1%}", "yes" if use >= 0.95 else "NO"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--no-limiter", action="store_true")
+    parser.add_argument("--child", nargs="*")
+    args = parser.parse_args()
+    if args.child:
+        kind, url, issues, *rest = args.child
+        if kind == "framework":
+            out = child_framework(url, int(issues), rest[0] if rest else None)
+        else:
+            out = child_loop(url, int(issues))
+        print(json.dumps(out))
+        return
+    rows = []
+    try:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            loop = run_child(__file__, "loop", fresh_database(DB), str(n))
+            fw = run_child(__file__, "framework", fresh_database(DB), str(n))
+            rows.append([f"{n:,}", "framework (Dagster job)", f"{fw['seconds']:.2f}", f"{n / fw['seconds']:,.0f}",
+                         str(fw["requests"]), f"{fw['rss_mb']:.0f}", f"{fw['seconds'] / loop['seconds']:.2f}x"])
+            rows.append([f"{n:,}", "hand-written httpx loop", f"{loop['seconds']:.2f}",
+                         f"{n / loop['seconds']:,.0f}", str(loop["requests"]), f"{loop['rss_mb']:.0f}", "1.00x"])
+        print_table(["issues", "scenario", "wall s", "issues/s", "requests", "peak RSS MB", "vs loop"], rows)
+        if not args.no_limiter:
+            print()
+            print_table(["budget", "requests", "wall s", "max in any window", "never over", "budget used",
+                         ">= 95%"], limiter(fresh_database(DB), 40, 2.0, 30000))
+    finally:
+        drop_database(DB)
+
+
+if __name__ == "__main__":
+    main()
