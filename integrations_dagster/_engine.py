@@ -437,7 +437,7 @@ class SyncEngine:
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
             for ids in chunked([r["id"] for r in rows], 1000):
-                conn.execute(update(t).where(t.c.id.in_(ids)).values(status="processing", claimed_at=now))
+                conn.execute(update(t).where(store.id_in(t.c.id, ids)).values(status="processing", claimed_at=now))
         return rows
 
     def _run_listeners(self, items: list[dict[str, Any]]) -> dict[int, tuple[BaseException, str]]:
@@ -562,7 +562,7 @@ class SyncEngine:
             for ids in chunked(successes, 1000):
                 conn.execute(
                     update(t)
-                    .where(t.c.id.in_(ids))
+                    .where(store.id_in(t.c.id, ids))
                     .values(status="success", attempts=t.c.attempts + 1, finished_at=now, last_error=None,
                             next_attempt_at=None)
                 )
@@ -675,7 +675,7 @@ class SyncEngine:
                     ).all()
                     to_notify = [dict(r._mapping) for r in rows]
                     for ids in chunked([r["id"] for r in to_notify], 1000):
-                        conn.execute(update(t).where(t.c.id.in_(ids)).values(failure_notified=True))
+                        conn.execute(update(t).where(store.id_in(t.c.id, ids)).values(failure_notified=True))
         result = ReconcileResult(final=True, changed=changed, status=status, cursor_after=cursor_after,
                                  duration_seconds=duration, **base)
         if changed and run.request_count:

@@ -48,22 +48,26 @@ def upsert(store: Store, table: Table, rows: list[dict[str, Any]], keys: list[st
         conn.execute(stmt, rows)
 
 
-def pg_upsert(pg_conn: Any, table: Table, rows: list[dict[str, Any]], keys: list[str], page: int = 500) -> None:
-    """Multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT`` straight through psycopg, ``page`` rows a statement.
+def pg_upsert(pg_conn: Any, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """One ``INSERT ... SELECT FROM jsonb_to_recordset(%s) ON CONFLICT DO UPDATE`` for all rows, through psycopg.
 
-    SQLAlchemy's compiler costs more than PostgreSQL's work for statements this size, and an
-    executemany is a statement per row; this is what a hand-written loop would do.
+    The statement text is constant and its only parameter is one JSON document: PostgreSQL parses
+    the rows, while a multi-VALUES statement with thousands of placeholders costs more to build and
+    parse on the client than to run (and an executemany is a statement per row).
     """
-    from psycopg.types.json import Json
+    import json
 
     cols = [c.name for c in table.columns]
-    is_json = [c.type.__class__.__name__ == "JSON" for c in table.columns]
+    types = ", ".join(f'"{c.name}" {_PG_TYPES.get(c.type.__class__.__name__, "text")}' for c in table.columns)
+    quoted = ", ".join(f'"{c}"' for c in cols)
     updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in cols if c not in keys)
-    head = f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) VALUES '
-    tail = f' ON CONFLICT ({", ".join(keys)}) DO UPDATE SET {updates}'
-    one = "(" + ", ".join(["%s"] * len(cols)) + ")"
+    sql = (
+        f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM jsonb_to_recordset(%s::jsonb) AS x({types}) '
+        f'ON CONFLICT ({", ".join(keys)}) DO UPDATE SET {updates}'
+    )
     with pg_conn.cursor() as cur:
-        for start in range(0, len(rows), page):
-            batch = rows[start : start + page]
-            params = [Json(r[c]) if j else r[c] for r in batch for c, j in zip(cols, is_json)]
-            cur.execute(head + ", ".join([one] * len(batch)) + tail, params)
+        cur.execute(sql, (json.dumps(rows),))
+
+
+_PG_TYPES = {"Integer": "integer", "BigInteger": "bigint", "String": "text", "Text": "text", "JSON": "json",
+             "Boolean": "boolean", "Float": "double precision"}

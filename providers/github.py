@@ -48,8 +48,11 @@ class GitHubIssue(BaseModel):
 
 
 class GitHubIssueSynced(SyncItemEvent):
+    """Carries the issue as GitHub sent it: validated once against ``GitHubIssue`` at enumeration, so the
+    listener reads plain dict fields instead of paying for a second model validation per item."""
+
     integration_id: int
-    issue: GitHubIssue
+    issue: dict[str, Any]
 
 
 class GitHubProvider(Provider):
@@ -71,7 +74,7 @@ class GitHubProvider(Provider):
                 session.dispatch_invalid(raw, error or "invalid", checkpoint_value=checkpoint, external_id=raw.get("id"))
                 continue
             checkpoint = issue.updated_at
-            session.dispatch(GitHubIssueSynced(integration_id=integration.id, issue=issue),
+            session.dispatch(GitHubIssueSynced(integration_id=integration.id, issue=raw),
                              checkpoint_value=issue.updated_at, external_id=issue.id)
 
 
@@ -79,16 +82,16 @@ def issue_row(event: GitHubIssueSynced) -> dict[str, Any]:
     issue = event.issue
     return {
         "integration_id": event.integration_id,
-        "issue_id": issue.id,
-        "number": issue.number,
-        "title": issue.title,
-        "state": issue.state,
-        "user_login": issue.user.login if issue.user else None,
-        "labels": [label.name for label in issue.labels],
-        "created_at": issue.created_at,
-        "updated_at": issue.updated_at,
-        "html_url": issue.html_url,
-        "raw": issue.model_dump(mode="json"),
+        "issue_id": issue["id"],
+        "number": issue["number"],
+        "title": issue["title"],
+        "state": issue["state"],
+        "user_login": (issue.get("user") or {}).get("login"),
+        "labels": [label["name"] for label in issue.get("labels") or ()],
+        "created_at": issue["created_at"],
+        "updated_at": issue["updated_at"],
+        "html_url": issue.get("html_url"),
+        "raw": issue,
     }
 
 

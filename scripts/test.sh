@@ -6,4 +6,5 @@ bash scripts/setup.sh
 bash scripts/start-postgres.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DAGSTER_DISABLE_TELEMETRY=yes
+export INTEGRATIONS_SLOW_TESTS=1  # also run the real dagster-daemon test (~30 s)
 exec .venv/bin/pytest -n "${TEST_WORKERS:-2}" -q -p no:cacheprovider "$@"

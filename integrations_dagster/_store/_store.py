@@ -125,6 +125,15 @@ class Store:
             command.upgrade(cfg, "head")
         self._migrated = True
 
+    def id_in(self, column: Any, ids: Sequence[int]) -> Any:
+        """``column IN ids``; on PostgreSQL ``= ANY(array)`` so the statement text stays short and cached."""
+        if self.is_sqlite:
+            return column.in_(list(ids))
+        from sqlalchemy import BigInteger, any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:
             try:
