@@ -28,6 +28,7 @@ from dagster import (
     In,
     Nothing,
     OpExecutionContext,
+    PartitionedConfig,
     RetryPolicy,
     RetryRequested,
     in_process_executor,
@@ -196,9 +197,17 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             raise Failure(description=f"sync run {run_id} still has {result.pending_count} unfinished items")
         return result.as_metadata()
 
+    # Every run of a partition carries the integration tag, however it was launched (sensor, CLI,
+    # or the UI's Launchpad), so dagster.yaml's one-run-per-integration queue limit applies to all.
+    config = PartitionedConfig(
+        partitions_def=partitions,
+        run_config_for_partition_key_fn=lambda _key: {},
+        tags_for_partition_key_fn=lambda partition_key: {INTEGRATION_TAG: partition_key, PROVIDER_TAG: key},
+    )
+
     @job(
         name=job_name(key),
-        partitions_def=partitions,
+        config=config,
         executor_def=executor,
         tags={PROVIDER_TAG: key},
         description=f"Sync one {key} integration (partition = integration id).",

@@ -179,6 +179,7 @@ class SyncEngine:
         unfinished items failed so the cursor holds at them and an operator can retry or skip.
         """
         now = self.clock()
+        abandoned: list[int] = []
         with store.begin() as conn:
             row = conn.execute(
                 store.for_update(select(m.integrations).where(m.integrations.c.id == integration_id))
@@ -201,6 +202,7 @@ class SyncEngine:
                     continue
                 if run.status == "processing" and alive is False:
                     self._fail_unfinished(conn, run.id, "abandoned: the Dagster run ended before this item ran", now)
+                    abandoned.append(run.id)
                     continue
                 reason = (
                     f"integration {integration_id} already has sync run {run.id} in flight "
@@ -235,7 +237,8 @@ class SyncEngine:
                 )
                 .returning(m.sync_runs.c.id)
             ).scalar_one()
-        # Abandoned processing runs we just failed need their verdict recorded.
+        for old in abandoned:  # settle the runs we just failed: partial/failed with counts, cursor held
+            self.reconcile(store, old)
         return StartResult(run_id=int(run_id))
 
     def _discard_enumeration(self, conn: Any, run_id: int, reason: str, now: datetime) -> None:

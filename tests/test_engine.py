@@ -350,3 +350,24 @@ def test_multiprocess_executor_runs_chunks_in_subprocesses(store, db_url, dagste
     assert run.status == DagsterRunStatus.SUCCESS
     assert latest_run(store, integ.id)["success_count"] == 6
     assert store.get_integration(integ.id).cursor == checkpoint_for(5)
+
+
+def test_processing_run_of_a_dead_dagster_run_is_settled_by_the_next_start(store, db_url):
+    from integrations_dagster import SyncSettings
+    from integrations_dagster._engine import SyncEngine
+    from integrations_dagster._listeners import ListenerRegistry
+    from providers.synthetic import SyntheticProvider
+
+    engine = SyncEngine(providers=[SyntheticProvider()], listeners=ListenerRegistry([]), settings=SyncSettings())
+    integ = make(store, 6)
+    first = engine.start_run(store, integ.id, dagster_run_id="dead-run")
+    engine.enumerate(store, store.get_integration(integ.id), first.run_id)
+    # nothing processed; the owning Dagster run is known to have ended
+    still_alive = engine.start_run(store, integ.id, dagster_run_id="other", is_run_alive=lambda _rid: True)
+    assert still_alive.skipped and "already has sync run" in (still_alive.skipped_reason or "")
+    second = engine.start_run(store, integ.id, dagster_run_id="next", is_run_alive=lambda _rid: False)
+    assert not second.skipped
+    old = store.get_run(first.run_id)
+    assert (old["status"], old["failed_count"]) == ("failed", 6)
+    assert all("abandoned" in i["last_error"] for i in store.items_for_run(first.run_id))
+    assert store.get_integration(integ.id).cursor is None
