@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from integrations_dagster import build_definitions
 from integrations_app import sinks
+from integrations_dagster import build_definitions
+from providers.github import GitHubProvider, upsert_github_issues
+from providers.github_activity import GitHubActivityProvider, store_activities
 from providers.synthetic import SyntheticProvider
 
-PROVIDERS = [SyntheticProvider()]
+PROVIDERS = [SyntheticProvider(), GitHubProvider(), GitHubActivityProvider()]
 
 defs = build_definitions(
     providers=PROVIDERS,
-    listeners=[sinks.store_synthetic_item],
+    listeners=[sinks.store_synthetic_item, upsert_github_issues, store_activities],
 )

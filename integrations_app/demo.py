@@ -14,6 +14,10 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from integrations_dagster import DefinitionsRef, Store, SyncSettings, execute_sync
+from integrations_dagster._secrets import ENV_KEY, generate_key
+from integrations_dagster.fake_github import FakeGitHub
+from integrations_dagster.tables import github_issues
+from sqlalchemy import func, select
 
 REF = DefinitionsRef("integrations_app.definitions", "defs")
 
@@ -37,9 +41,32 @@ def main() -> int:
     os.environ.setdefault("INTEGRATIONS_ITEM_TRIES", "3")
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get(ENV_KEY):  # credentials are encrypted at rest: the demo keeps its own key
+        key_file = home / "demo-secret.key"
+        if not key_file.exists():
+            key_file.write_text(generate_key())
+            key_file.chmod(0o600)
+        os.environ[ENV_KEY] = key_file.read_text().strip()
     store = Store.for_url(SyncSettings().resolved_database_url())
     print(f"DAGSTER_HOME={home}\nintegrations database: {store.url}")
-    with DagsterInstance.get() as instance:
+    with DagsterInstance.get() as instance, FakeGitHub(issues=1500, token="demo-token") as fake:
+        gh = store.create_integration(
+            provider_key="github", name=f"demo: {fake.owner}/{fake.repo} on the local fake GitHub",
+            metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url, "since": "2000-01-01T00:00:00Z"},
+            credentials={"token": "demo-token"},
+        )
+        execute_sync(REF, "github", gh.id, instance=instance, log_level="CRITICAL")
+        _print_run(store, gh.id, f"integration {gh.id}: GitHub issues from the fake API at {fake.url}")
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(func.count()).select_from(github_issues)).scalar_one()
+        print(f"   github_issues now holds {rows} rows")
+        bumped = fake.bump(25)
+        execute_sync(REF, "github", gh.id, instance=instance, log_level="CRITICAL")
+        _print_run(store, gh.id, f"integration {gh.id} again after {len(bumped)} issues changed (incremental)")
+        # The fake API stops with the demo: disable the integration so `dagster dev`'s sensor leaves it alone.
+        store.update_integration(gh.id, enabled=False, health="disabled",
+                                 disabled_reason="demo: the fake GitHub API only runs during the demo")
+
         clean = store.create_integration(provider_key="synthetic", name="demo: 2,000 items", metadata={"items": 2000})
         execute_sync(REF, "synthetic", clean.id, instance=instance, log_level="CRITICAL")
         _print_run(store, clean.id, f"integration {clean.id}: synthetic, 2,000 items")
@@ -52,9 +79,11 @@ def main() -> int:
         _print_run(store, poisoned.id, f"integration {poisoned.id}: synthetic, 500 items, item-300 poisoned")
         print(
             f"   Dagster run {run.run_id} ended {run.status.value}: the cursor stopped just before the poisoned item.\n"
-            f"   Recover with `integrations skip-sync-item ID` then `integrations advance-cursor {poisoned.id}`,\n"
+            f"   Recover with `integrations skip-sync-item {store.failed_items(integration_id=poisoned.id)[0]['id']}` "
+            f"then `integrations advance-cursor {poisoned.id}`,\n"
             "   or fix the listener and re-execute the run from failure in the UI."
         )
+    print(f"\nThe CLI needs the demo's key:  export {ENV_KEY}=$(cat {home}/demo-secret.key)")
     print("\nSee it in the UI:  DAGSTER_HOME=.dagster_home .venv/bin/dagster dev -w workspace.yaml")
     return 0
 
