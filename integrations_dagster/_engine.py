@@ -349,11 +349,20 @@ class SyncEngine:
         integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
         provider = self.providers.get(integration.provider_key)
         factory = http_factory_for(self, store, provider, integration, run_id) if provider else None
+        from ._redaction import secret_values
+
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
-            return self._process_items(store, run_id, chunk, items, result, log)
+            return self._process_items(store, run_id, chunk, items, result, log, secret_values(integration))
 
     def _process_items(
-        self, store: Store, run_id: int, chunk: int, items: list[dict[str, Any]], result: ChunkResult, log: Any
+        self,
+        store: Store,
+        run_id: int,
+        chunk: int,
+        items: list[dict[str, Any]],
+        result: ChunkResult,
+        log: Any,
+        secrets: list[str] = (),  # type: ignore[assignment]
     ) -> ChunkResult:
         settings = self.settings
         while items:
@@ -370,6 +379,10 @@ class SyncEngine:
                     continue
                 exc, kind = outcome
                 change = self._after_failure(it, exc, kind, now)
+                if secrets:  # a listener's message may quote a credential: it must not reach the item row
+                    from ._redaction import scrub
+
+                    change["last_error"] = scrub(change["last_error"], list(secrets))
                 changes.append(change)
                 if change["status"] == "failed":
                     result.failed += 1

@@ -43,6 +43,7 @@ class DbRateBudget:
         clock: Callable[[], float] = time.time,
         low_water: int | None = None,
         lease: int | None = None,
+        prune_every: int = 50,
     ) -> None:
         self.store = store
         self.integration_id = integration_id
@@ -58,6 +59,7 @@ class DbRateBudget:
         self.lease_ttl = min(5.0, rate_limit.period_seconds / 100)
         self._leased: list[float] = []
         self._grants = 0
+        self.prune_every = prune_every  # grants older than one period are deleted every N transactions
 
     def _row(self, conn: Any, now: float) -> Any:
         t = m.rate_budgets
@@ -93,7 +95,7 @@ class DbRateBudget:
             server_live = row.server_remaining is not None and (row.server_reset is None or row.server_reset > now)
             if server_live and row.server_remaining <= 0:
                 return (row.server_reset - now) if row.server_reset else period
-            if self._grants % 50 == 0:
+            if self._grants % self.prune_every == 0:
                 conn.execute(delete(g).where(g.c.integration_id == self.integration_id, g.c.granted_at <= now - period))
             in_window = conn.execute(
                 select(func.count()).select_from(g)

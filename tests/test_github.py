@@ -220,7 +220,8 @@ def test_two_concurrent_clients_share_one_budget(store, fake):
 
     def worker() -> None:
         client = ApiClient(base_url=fake.url, headers={"Authorization": f"Bearer {TOKEN}"},
-                           budget=Recording(store, integ.id, limit), budget_wait_max=30)
+                           budget=Recording(store, integ.id, limit, prune_every=10**9),
+                           budget_wait_max=30)
         with client:
             for _ in range(12):
                 client.get_json("/user")

@@ -1,0 +1,694 @@
+"""The ``integrations`` console script: operators fix syncs without SQL.
+
+One verb per action (see ``docs/OPERATIONS.md``). Exit codes: 0 success, 1 an error the user can act
+on (the message names the thing, no stack trace), 2 usage. Listings print a table, or JSON with
+``--json`` (stable keys, documented). Progress goes to stderr so ``--json`` output stays parseable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import _operations as ops
+from ._errors import IntegrationsError
+
+DEFAULT_DEFS = "integrations_app.definitions:defs"
+ENV_DATABASE_URL = "INTEGRATIONS_DATABASE_URL"
+ENV_DEFS = "INTEGRATIONS_DEFINITIONS"
+ENV_TENANT = "INTEGRATIONS_TENANT"
+
+
+class UserError(IntegrationsError):
+    """An error the CLI reports as ``Error: ...`` with exit code 1."""
+
+
+# --- context --------------------------------------------------------------------------------------
+class Env:
+    """Lazily opened store, definitions and Dagster instance for one CLI invocation."""
+
+    def __init__(self, database_url: str | None, defs: str | None, tenant: str | None, verbose: bool) -> None:
+        self._database_url = database_url
+        self.defs_spec = defs or os.environ.get(ENV_DEFS) or DEFAULT_DEFS
+        self.tenant = tenant
+        self.verbose = verbose
+        self._store: Any = None
+        self._engine: Any = None
+
+    @property
+    def database_url(self) -> str:
+        url = self._database_url or os.environ.get(ENV_DATABASE_URL)
+        if not url:
+            from ._settings import default_database_url
+
+            url = default_database_url()
+        # Dagster runs executed by this process (sync --wait, retry) read the same database.
+        os.environ[ENV_DATABASE_URL] = url
+        return url
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            from ._store import Store
+
+            from ._secrets import CredentialCipher
+
+            try:
+                store = Store.for_url(self.database_url)
+            except SQLAlchemyError as exc:
+                raise UserError(f"cannot open the integrations database {_safe_url(self.database_url)}: "
+                                f"{_first_line(exc)}") from None
+            store.cipher = CredentialCipher()  # the key(s) in this invocation's environment
+            self._store = store
+        return self._store
+
+    @property
+    def ref(self) -> Any:
+        from ._runner import DefinitionsRef
+
+        module, _, attr = self.defs_spec.partition(":")
+        if not module:
+            raise UserError(f"--defs {self.defs_spec!r} must look like module:attribute")
+        return DefinitionsRef(module, attr or "defs")
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            from ._definitions import engine_of
+
+            _ = self.database_url  # exported before the definitions read their settings
+            ref = self.ref
+            try:
+                defs = ref.load()
+            except Exception as exc:  # the user's module: any import error is theirs to fix
+                raise UserError(
+                    f"cannot load the definitions {self.defs_spec!r} ({type(exc).__name__}: {_first_line(exc)}); "
+                    f"set --defs or {ENV_DEFS} to module:attribute"
+                ) from None
+            try:
+                self._engine = engine_of(defs)
+            except LookupError:
+                raise UserError(f"the definitions {self.defs_spec!r} were not made by "
+                                "integrations_dagster.build_definitions") from None
+        return self._engine
+
+    def instance(self) -> Any:
+        home = os.environ.get("DAGSTER_HOME")
+        if not home:
+            raise UserError("DAGSTER_HOME is not set: point it at the Dagster instance's home folder (the one "
+                            "`dagster dev` uses) so the runs are recorded where the UI shows them")
+        if not Path(home).is_dir():
+            raise UserError(f"DAGSTER_HOME={home} is not a directory; create it or fix the path")
+        from dagster import DagsterInstance
+
+        _ = self.database_url
+        return DagsterInstance.get()
+
+
+def _safe_url(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _tenant(env: Env, tenant: str | None) -> str | None:
+    return tenant if tenant is not None else env.tenant
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+# --- output helpers -------------------------------------------------------------------------------
+def _emit_json(data: Any) -> None:
+    click.echo(ops.dumps(data))
+
+
+def _cell(value: Any, width: int | None = None) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True)
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], widths: dict[int, int] | None = None) -> None:
+    widths = widths or {}
+    cells = [[_cell(v, widths.get(i)) for i, v in enumerate(row)] for row in rows]
+    sizes = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(sizes[i]) for i, h in enumerate(headers)).rstrip())
+    for r in cells:
+        click.echo("  ".join(v.ljust(sizes[i]) for i, v in enumerate(r)).rstrip())
+
+
+def _cursor_text(value: Any) -> str:
+    return "null" if value is None else json.dumps(value, sort_keys=True)
+
+
+def _short_time(value: str | None) -> str:
+    return value[:19].replace("T", " ") if value else "-"
+
+
+# --- the group ------------------------------------------------------------------------------------
+class _Group(click.Group):
+    """Turns errors a user can act on into ``Error: ...`` and exit code 1, without a stack trace."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        try:
+            return super().invoke(ctx)
+        except (IntegrationsError, LookupError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except (OperationalError, ProgrammingError) as exc:
+            raise click.ClickException(f"database error: {_first_line(exc.orig or exc)}") from None
+
+
+def tenant_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--tenant", default=None, metavar="T",
+        help="Only this tenant's integrations; another tenant's id is 'not found'. Default: the global --tenant.",
+    )(fn)
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys) instead of a table.")(fn)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", default=None, metavar="URL",
+              help=f"Integrations database (sqlite:///... or postgresql://...). Default: ${ENV_DATABASE_URL}, "
+              "else SQLite under $DAGSTER_HOME.")
+@click.option("--defs", default=None, metavar="MODULE:ATTR",
+              help=f"Definitions made by build_definitions. Default: ${ENV_DEFS}, else {DEFAULT_DEFS}.")
+@click.option("--tenant", default=None, envvar=ENV_TENANT, metavar="T",
+              help=f"Scope every verb to this tenant (also ${ENV_TENANT}).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does (to stderr).")
+@click.version_option(package_name="integrations-dagster", prog_name="integrations")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, defs: str | None, tenant: str | None, verbose: bool) -> None:
+    """Operate integrations: add them, see their status, and recover failed sync items.
+
+    Exit codes: 0 success, 1 an error you can act on, 2 usage.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Env(database_url, defs, tenant, verbose)
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+def _pairs(values: Sequence[str], what: str, *, parse_json: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            # Never echo a --secret value back.
+            shown = raw if what == "--meta" else "<hidden>"
+            raise click.BadParameter(f"expected key=value, got {shown!r}", param_hint=what)
+        if parse_json:
+            try:
+                out[key.strip()] = json.loads(value)
+            except ValueError:
+                out[key.strip()] = value
+        else:
+            out[key.strip()] = value
+    return out
+
+
+# --- integrations ---------------------------------------------------------------------------------
+@cli.command("add")
+@click.argument("provider")
+@click.option("--name", required=True, help="A name operators recognise.")
+@click.option("--meta", multiple=True, metavar="K=V", help="Metadata (V parsed as JSON when it is JSON). Repeatable.")
+@click.option("--secret", multiple=True, metavar="K=V",
+              help="A credential, stored encrypted with INTEGRATIONS_SECRET_KEY. Repeatable.")
+@click.option("--interval", type=click.IntRange(min=1), default=None, metavar="MIN", help="Sync every MIN minutes.")
+@click.option("--cron", default=None, metavar="EXPR", help="Sync on a cron schedule ('*/15 * * * *', UTC).")
+@tenant_option
+@json_option
+@pass_env
+def add_cmd(env: Env, provider: str, name: str, meta: tuple[str, ...], secret: tuple[str, ...],
+            interval: int | None, cron: str | None, tenant: str | None, as_json: bool) -> None:
+    """Add an integration of PROVIDER; prints its id."""
+    if interval is not None and cron is not None:
+        raise click.UsageError("--interval and --cron are mutually exclusive")
+    integ = ops.add_integration(
+        env.store, engine=env.engine, provider_key=provider, name=name,
+        metadata=_pairs(meta, "--meta", parse_json=True), credentials=_pairs(secret, "--secret", parse_json=False),
+        interval_minutes=interval, cron=cron, tenant=_tenant(env, tenant),
+    )
+    if as_json:
+        _emit_json(ops.show_integration(env.store, integ.id))
+    else:
+        click.echo(integ.id)
+
+
+@cli.command("list")
+@tenant_option
+@json_option
+@pass_env
+def list_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
+    """List integrations."""
+    rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(rows)
+        return
+    _table(
+        ["ID", "TENANT", "PROVIDER", "NAME", "ENABLED", "HEALTH", "SCHEDULE", "CREDENTIALS"],
+        [[r["id"], r["tenant"], r["provider"], r["name"], r["enabled"], r["health"],
+          f"every {r['interval_minutes']} min" if r["interval_minutes"] else (r["cron"] or "provider default"),
+          "stored" if r["has_credentials"] else "none"] for r in rows],
+        widths={3: 40},
+    )
+
+
+@cli.command("show")
+@click.argument("integration_id", type=int)
+@tenant_option
+@json_option
+@pass_env
+def show_cmd(env: Env, integration_id: int, tenant: str | None, as_json: bool) -> None:
+    """Show one integration (never its credentials) and its recent runs."""
+    data = ops.show_integration(env.store, integration_id, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(data)
+        return
+    for key in ("id", "tenant", "provider", "name", "metadata", "has_credentials", "enabled", "health",
+                "disabled_reason", "interval_minutes", "cron", "cursor", "consecutive_failures", "last_synced_at",
+                "next_sync_at", "last_run_status", "created_at"):
+        value = _cursor_text(data[key]) if key == "cursor" else _cell(data[key])
+        click.echo(f"{key + ':':22} {value}")
+    if data["recent_runs"]:
+        click.echo("recent runs:")
+        for r in data["recent_runs"]:
+            click.echo(f"  sync run {r['id']} {r['status']}: {r['items']} items, {r['succeeded']} ok, "
+                       f"{r['failed']} failed, {r['skipped']} skipped ({_short_time(r['started_at'])})")
+
+
+@cli.command("enable")
+@click.argument("integration_id", type=int)
+@tenant_option
+@pass_env
+def enable_cmd(env: Env, integration_id: int, tenant: str | None) -> None:
+    """Re-enable an integration (healthy again, due at once)."""
+    ops.enable_integration(env.store, integration_id, tenant=_tenant(env, tenant))
+    click.echo(f"integration {integration_id} enabled")
+
+
+@cli.command("disable")
+@click.argument("integration_id", type=int)
+@click.option("--reason", default=None, help="Why (shown by show/list --json).")
+@tenant_option
+@pass_env
+def disable_cmd(env: Env, integration_id: int, reason: str | None, tenant: str | None) -> None:
+    """Disable an integration: it is not scheduled until re-enabled."""
+    ops.disable_integration(env.store, integration_id, tenant=_tenant(env, tenant), reason=reason)
+    click.echo(f"integration {integration_id} disabled")
+
+
+@cli.command("remove")
+@click.argument("integration_id", type=int)
+@tenant_option
+@pass_env
+def remove_cmd(env: Env, integration_id: int, tenant: str | None) -> None:
+    """Delete an integration with its runs, items and request log."""
+    ops.remove_integration(env.store, integration_id, tenant=_tenant(env, tenant))
+    click.echo(f"integration {integration_id} removed")
+
+
+# --- syncing --------------------------------------------------------------------------------------
+def _request_sync(env: Env, instance: Any, provider_key: str, integration_id: int, wait: bool) -> tuple[str, bool]:
+    """Through the scheduler's de-duplicated sync-now: the daemon's queue if one runs, else in this process."""
+    from ._sync_now import request_sync, wait_for_run
+
+    req = request_sync(instance=instance, provider_key=provider_key, integration_id=integration_id,
+                       definitions_ref=env.ref, wait=wait)
+    if not req.created:
+        _progress(f"a sync of integration {integration_id} is already in flight: Dagster run {req.run_id}")
+    if wait and not req.finished:
+        _progress(f"waiting for Dagster run {req.run_id} ({req.status.value})...")
+        wait_for_run(instance, req.run_id)
+    return req.run_id, req.created
+
+
+def _sync_summary(env: Env, instance: Any, integration_id: int, dagster_run_id: str,
+                  created: bool, sync_run_id: int | None = None) -> dict[str, Any]:
+    run = instance.get_run_by_id(dagster_run_id)
+    if sync_run_id is not None:
+        sync_run = env.store.get_run(sync_run_id)
+    else:
+        sync_run = env.store.run_for_dagster_run(dagster_run_id)
+    data: dict[str, Any] = {
+        "integration_id": integration_id,
+        "dagster_run_id": dagster_run_id,
+        "dagster_status": run.status.value if run is not None else None,
+        "created": created,
+        "sync_run_id": None, "status": "failed", "items": 0, "succeeded": 0, "failed": 0, "skipped": 0,
+        "requests": 0, "cursor_before": None, "cursor_after": None, "error": None,
+    }
+    if sync_run is not None:
+        data.update(
+            sync_run_id=sync_run["id"], status=sync_run["status"], items=sync_run["items_total"],
+            succeeded=sync_run["success_count"], failed=sync_run["failed_count"],
+            skipped=sync_run["skipped_count"], requests=sync_run["request_count"],
+            cursor_before=sync_run["cursor_before"], error=sync_run["error"],
+            cursor_after=sync_run["cursor_after"] if sync_run["finished_at"] else sync_run["cursor_before"],
+        )
+    elif run is not None and run.status.value == "SUCCESS":
+        data["status"] = "success"
+    return data
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    click.echo(f"Dagster run {data['dagster_run_id']}: {data['dagster_status']}")
+    click.echo(f"sync run {data['sync_run_id'] if data['sync_run_id'] is not None else '-'}: {data['status']}")
+    click.echo(f"items {data['items']}: {data['succeeded']} succeeded, {data['failed']} failed, "
+               f"{data['skipped']} skipped; {data['requests']} requests")
+    click.echo(f"cursor {_cursor_text(data['cursor_before'])} -> {_cursor_text(data['cursor_after'])}")
+    if data.get("error"):
+        click.echo(f"error: {data['error']}")
+
+
+@cli.command("sync")
+@click.argument("integration_id", type=int)
+@click.option("--wait", is_flag=True, help="Follow the run to the end and print its result.")
+@tenant_option
+@json_option
+@click.pass_context
+def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | None, as_json: bool) -> None:
+    """Start a sync now (de-duplicated against one in flight); prints the Dagster run id.
+
+    With --wait, prints items, succeeded, failed, skipped, requests, cursor before and after, and status;
+    the exit code is 0 only when the sync succeeded.
+    """
+    env: Env = ctx.obj
+    integ = env.store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
+    if not integ.enabled:
+        raise UserError(f"integration {integ.id} is disabled ({integ.disabled_reason or 'no reason given'}); "
+                        f"enable it first with `integrations enable {integ.id}`")
+    env.engine.provider(integ.provider_key)
+    with env.instance() as instance:
+        if wait:
+            _progress(f"syncing {integ} and waiting for the run to finish...")
+        run_id, created = _request_sync(env, instance, integ.provider_key, integ.id, wait)
+        if not wait:
+            if as_json:
+                _emit_json({"integration_id": integ.id, "dagster_run_id": run_id, "created": created})
+            else:
+                click.echo(run_id)
+            return
+        data = _sync_summary(env, instance, integ.id, run_id, created)
+    if as_json:
+        _emit_json(data)
+    else:
+        _print_summary(data)
+    ctx.exit(0 if data["status"] == "success" else 1)
+
+
+@cli.command("retry")
+@click.argument("integration_id", type=int)
+@tenant_option
+@json_option
+@click.pass_context
+def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_json: bool) -> None:
+    """Re-run an integration's failed items by re-executing its failed Dagster run from failure.
+
+    Only the failed chunks run again (the UI shows the child run under the same history), then the
+    run reconciles. Exit code 0 when the sync run ends successful.
+    """
+    env: Env = ctx.obj
+    store = env.store
+    integ = store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
+    failed = store.failed_items(integration_id=integ.id)
+    if not failed:
+        raise UserError(f"integration {integ.id} has no failed items to retry")
+    sync_run = store.get_run(max(i["run_id"] for i in failed))
+    dagster_run_id = sync_run["dagster_run_id"]
+    if not dagster_run_id:
+        raise UserError(f"sync run {sync_run['id']} of integration {integ.id} has no Dagster run to re-execute; "
+                        "use `integrations retry-item ITEM_ID`")
+    env.engine.provider(integ.provider_key)
+    from ._runner import reexecute_from_failure
+
+    with env.instance() as instance:
+        parent = instance.get_run_by_id(dagster_run_id)
+        if parent is None:
+            raise UserError(f"Dagster run {dagster_run_id} of sync run {sync_run['id']} is not in this Dagster "
+                            f"instance (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}); use `integrations retry-item`")
+        if parent.status.value not in ("FAILURE", "CANCELED"):
+            raise UserError(f"Dagster run {dagster_run_id} of sync run {sync_run['id']} is {parent.status.value}, "
+                            "not failed; it cannot be re-executed from failure")
+        _progress(f"re-executing Dagster run {dagster_run_id} from failure ({len(failed)} failed items)...")
+        child = reexecute_from_failure(env.ref, dagster_run_id, instance=instance)
+        data = _sync_summary(env, instance, integ.id, child.run_id, True, sync_run_id=sync_run["id"])
+    data["parent_dagster_run_id"] = dagster_run_id
+    data["cursor_after"] = store.get_integration(integ.id, decrypt=False).cursor
+    if as_json:
+        _emit_json(data)
+    else:
+        click.echo(f"re-executed Dagster run {dagster_run_id} from failure")
+        _print_summary(data)
+    ctx.exit(0 if data["status"] == "success" else 1)
+
+
+# --- status and items -----------------------------------------------------------------------------
+@cli.command("status")
+@click.argument("integration_id", type=int, required=False)
+@tenant_option
+@json_option
+@pass_env
+def status_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json: bool) -> None:
+    """Health, cursor, last and next sync, last run, pending and failed items per integration."""
+    rows = ops.status_rows(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(rows)
+        return
+    _table(
+        ["ID", "PROVIDER", "NAME", "HEALTH", "CURSOR", "LAST SYNCED", "NEXT SYNC", "LAST RUN", "PENDING", "FAILED"],
+        [[r["id"], r["provider"], r["name"], r["health"] if r["enabled"] else "disabled",
+          _cursor_text(r["cursor"]), _short_time(r["last_synced_at"]), _short_time(r["next_sync_at"]),
+          r["last_run_status"], r["pending_items"], r["failed_items"]] for r in rows],
+        widths={2: 30, 4: 30},
+    )
+
+
+@cli.command("list-failed-items")
+@click.option("--integration", "integration_id", type=int, default=None, metavar="ID", help="Only this integration.")
+@tenant_option
+@json_option
+@pass_env
+def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json: bool) -> None:
+    """Failed sync items that hold a cursor back: retry them or skip them."""
+    rows = ops.list_failed_items(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no failed items")
+        return
+    _table(
+        ["ID", "INTEGRATION", "EXTERNAL ID", "ATTEMPTS", "FAILED AT", "LAST ERROR"],
+        [[r["id"], r["integration_id"], r["external_id"], r["attempts"], _short_time(r["failed_at"]),
+          r["last_error"]] for r in rows],
+        widths={2: 30, 5: 80},
+    )
+
+
+def _print_item_result(res: ops.ItemActionResult, verb: str) -> None:
+    click.echo(f"sync item {res.item_id} {verb}; sync run {res.sync_run_id} is {res.run_status}")
+    click.echo(f"cursor {_cursor_text(res.cursor_before)} -> {_cursor_text(res.cursor_after)}")
+
+
+@cli.command("retry-item")
+@click.argument("item_id", type=int)
+@tenant_option
+@json_option
+@click.pass_context
+def retry_item_cmd(ctx: click.Context, item_id: int, tenant: str | None, as_json: bool) -> None:
+    """Run one failed item's listeners again now; exit 1 if it fails again."""
+    env: Env = ctx.obj
+    res = ops.retry_item(env.store, env.engine, item_id, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(res.as_dict())
+    elif res.item_status == "success":
+        _print_item_result(res, "succeeded")
+    else:
+        _print_item_result(res, "failed again")
+        click.echo(f"error: {res.last_error}")
+    ctx.exit(0 if res.item_status == "success" else 1)
+
+
+@cli.command("skip-sync-item")
+@click.argument("item_id", type=int)
+@click.option("--reason", default=None, metavar="TEXT", help="Why it is skipped (kept on the item).")
+@tenant_option
+@json_option
+@pass_env
+def skip_cmd(env: Env, item_id: int, reason: str | None, tenant: str | None, as_json: bool) -> None:
+    """Skip an unrecoverable failed item so the cursor can move past it."""
+    res = ops.skip_item(env.store, env.engine, item_id, reason=reason, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(res.as_dict())
+    else:
+        _print_item_result(res, "skipped" if res.changed else "was already skipped")
+
+
+@cli.command("advance-cursor")
+@click.argument("integration_id", type=int)
+@tenant_option
+@json_option
+@pass_env
+def advance_cmd(env: Env, integration_id: int, tenant: str | None, as_json: bool) -> None:
+    """Reclaim stuck items and reconcile the integration's unfinished runs so the cursor catches up."""
+    store, engine = env.store, env.engine
+    tenant = _tenant(env, tenant)
+    store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    alive = None
+    if os.environ.get("DAGSTER_HOME") and Path(os.environ["DAGSTER_HOME"]).is_dir():
+        from ._definitions import run_alive_check
+
+        instance = env.instance()
+        alive = run_alive_check(instance)
+    else:
+        instance = None
+    try:
+        res = ops.advance_cursor(store, engine, integration_id, tenant=tenant, is_run_alive=alive,
+                                 progress=_progress)
+    finally:
+        if instance is not None:
+            instance.dispose()
+    if as_json:
+        _emit_json(res.as_dict())
+        return
+    if res.reclaimed_items or res.abandoned_items:
+        click.echo(f"reclaimed {len(res.reclaimed_items)} stuck and {len(res.abandoned_items)} abandoned items "
+                   "as failed (see list-failed-items)")
+    click.echo(f"reconciled {len(res.runs)} runs of integration {integration_id}")
+    click.echo(f"cursor {_cursor_text(res.cursor_before)} -> {_cursor_text(res.cursor_after)}")
+
+
+@cli.command("timeline")
+@click.argument("integration_id", type=int)
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="How many runs.")
+@tenant_option
+@json_option
+@pass_env
+def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, as_json: bool) -> None:
+    """Runs (newest first) and, under each, the API requests it made."""
+    runs = ops.timeline(env.store, integration_id, limit=limit, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(runs)
+        return
+    if not runs:
+        click.echo(f"integration {integration_id} has no runs yet")
+    for r in runs:
+        click.echo(f"sync run {r['id']}  {r['status']}  {_short_time(r['started_at'])} -> "
+                   f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
+        click.echo(f"  items {r['items']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped; "
+                   f"cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
+        if r["error"]:
+            click.echo(f"  error: {_cell(r['error'], 200)}")
+        for q in r["request_log"]:
+            click.echo(f"    {q['method']} {q['url']} -> {q['status_code'] or '-'} in {q['duration_ms']} ms"
+                       + (f" (attempt {q['attempt']})" if q["attempt"] > 1 else "")
+                       + (f" error: {_cell(q['error'], 120)}" if q["error"] else ""))
+
+
+@cli.command("prune")
+@click.option("--days", type=click.IntRange(min=0), default=ops.DEFAULT_PRUNE_DAYS, show_default=True,
+              help="Delete success/skipped items and request log rows older than this.")
+@tenant_option
+@json_option
+@pass_env
+def prune_cmd(env: Env, days: int, tenant: str | None, as_json: bool) -> None:
+    """Delete old success/skipped item rows and request log rows; failed rows stay."""
+    res = ops.prune(env.store, days=days, tenant=_tenant(env, tenant), progress=_progress)
+    if as_json:
+        _emit_json(res.as_dict())
+    else:
+        click.echo(f"deleted {res.sync_items_deleted} sync items and {res.requests_deleted} request log rows "
+                   f"older than {days} days")
+
+
+# --- database and keys ----------------------------------------------------------------------------
+@cli.group("db", cls=_Group)
+def db_group() -> None:
+    """Database maintenance."""
+
+
+@db_group.command("upgrade")
+@tenant_option
+@pass_env
+def db_upgrade_cmd(env: Env, tenant: str | None) -> None:
+    """Apply migrations (also done automatically on first use)."""
+    store = env.store
+    store.migrate()
+    click.echo(f"database {_safe_url(store.url)} is at revision {store.current_revision()}")
+
+
+@cli.command("generate-key")
+@tenant_option
+def generate_key_cmd(tenant: str | None) -> None:
+    """Print a new Fernet key for INTEGRATIONS_SECRET_KEY."""
+    from ._secrets import generate_key
+
+    click.echo(generate_key())
+
+
+@cli.command("rotate-key")
+@tenant_option
+@json_option
+@pass_env
+def rotate_key_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
+    """Re-encrypt every stored credential with the first key of INTEGRATIONS_SECRET_KEY=NEW,OLD."""
+    res = ops.rotate_credentials(env.store, tenant=_tenant(env, tenant), progress=_progress)
+    if as_json:
+        _emit_json(res.as_dict())
+    else:
+        click.echo(f"re-encrypted the credentials of {res.rotated} integrations with the first key")
+
+
+@cli.command("fake-github", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                              "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def fake_github_cmd(args: tuple[str, ...]) -> None:
+    """Serve a fake GitHub API locally (see `integrations fake-github --help`)."""
+    try:
+        from .fake_github import main as fake_main
+    except ImportError as exc:
+        raise UserError(f"the fake GitHub server is not available: {exc}") from None
+    fake_main(list(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="integrations")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
