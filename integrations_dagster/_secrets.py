@@ -28,19 +28,35 @@ def generate_key() -> str:
 
 
 class CredentialCipher:
+    """Encrypts and decrypts credentials. Without explicit ``keys`` it follows the environment at
+    each call, so a long-lived store picks up a key set (or rotated) after it was created."""
+
     def __init__(self, keys: str | None = None, *, allow_plaintext: bool | None = None) -> None:
-        raw = os.environ.get(ENV_KEY, "") if keys is None else keys
+        self._keys = keys
+        self._allow = allow_plaintext
+        self._cache: tuple[str, MultiFernet | None] | None = None
+
+    @property
+    def _fernet(self) -> MultiFernet | None:
+        raw = os.environ.get(ENV_KEY, "") if self._keys is None else self._keys
+        if self._cache is not None and self._cache[0] == raw:
+            return self._cache[1]
         parts = [k.strip() for k in raw.split(",") if k.strip()]
         try:
-            self._fernet = MultiFernet([Fernet(k.encode()) for k in parts]) if parts else None
+            fernet = MultiFernet([Fernet(k.encode()) for k in parts]) if parts else None
         except (ValueError, TypeError) as exc:
             raise CredentialsError(
                 f"{ENV_KEY} is not a valid Fernet key (32 url-safe base64 bytes); "
                 "make one with `integrations generate-key`"
             ) from exc
-        if allow_plaintext is None:
-            allow_plaintext = os.environ.get(ENV_ALLOW_PLAINTEXT, "") in {"1", "true", "yes"}
-        self._allow_plaintext = allow_plaintext
+        self._cache = (raw, fernet)
+        return fernet
+
+    @property
+    def _allow_plaintext(self) -> bool:
+        if self._allow is not None:
+            return self._allow
+        return os.environ.get(ENV_ALLOW_PLAINTEXT, "") in {"1", "true", "yes"}
 
     @property
     def has_key(self) -> bool:

@@ -371,3 +371,15 @@ def test_processing_run_of_a_dead_dagster_run_is_settled_by_the_next_start(store
     assert (old["status"], old["failed_count"]) == ("failed", 6)
     assert all("abandoned" in i["last_error"] for i in store.items_for_run(first.run_id))
     assert store.get_integration(integ.id).cursor is None
+
+
+def test_listener_errors_never_store_a_credential(store, db_url, dagster_instance, monkeypatch):
+    monkeypatch.setenv("INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS", "1")
+    integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 2},
+                                     credentials={"token": "sekret-token-4242"})
+    app.POISON.add("item-1")
+    run = execute_sync(ref(db_url), "synthetic", integ.id, instance=dagster_instance)
+    [item] = store.failed_items(integration_id=integ.id)
+    assert "calling with ***" in item["last_error"] and "sekret-token-4242" not in item["last_error"]
+    logs = " ".join(str(e) for e in dagster_instance.all_logs(run.run_id))
+    assert "sekret-token-4242" not in logs

@@ -57,7 +57,10 @@ def record(event: SyntheticItem) -> None:
             FLAKY[event.external_id] -= 1
             raise RuntimeError(f"flaky failure for {event.external_id}")
         if event.external_id in POISON or event.poisoned:
-            raise ValueError(f"poisoned item {event.external_id}")
+            from integrations_dagster import current_sync
+
+            token = current_sync().integration.credentials.get("token", "")
+            raise ValueError(f"poisoned item {event.external_id}" + (f" (calling with {token})" if token else ""))
         SEEN.append(event.external_id)
 
 
