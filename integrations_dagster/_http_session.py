@@ -95,7 +95,7 @@ class DbRateBudget:
             server_live = row.server_remaining is not None and (row.server_reset is None or row.server_reset > now)
             if server_live and row.server_remaining <= 0:
                 return (row.server_reset - now) if row.server_reset else period
-            if self._grants % self.prune_every == 0:
+            if self._grants and self._grants % self.prune_every == 0:
                 conn.execute(delete(g).where(g.c.integration_id == self.integration_id, g.c.granted_at <= now - period))
             in_window = conn.execute(
                 select(func.count()).select_from(g)

@@ -35,6 +35,7 @@ class CredentialCipher:
         self._keys = keys
         self._allow = allow_plaintext
         self._cache: tuple[str, MultiFernet | None] | None = None
+        self._fernet  # noqa: B018 - an invalid key is reported now, not at first use
 
     @property
     def _fernet(self) -> MultiFernet | None:
