@@ -25,8 +25,6 @@ from dagster import (
     DynamicPartitionsDefinition,
     ExecutorDefinition,
     Failure,
-    In,
-    Nothing,
     OpExecutionContext,
     PartitionedConfig,
     RetryPolicy,

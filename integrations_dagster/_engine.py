@@ -339,7 +339,6 @@ class SyncEngine:
         Returns with ``waiting > 0`` when the next retry is further away than ``inline_wait_max``;
         the caller hands the step back to Dagster for that long (other steps run meanwhile).
         """
-        settings = self.settings
         result = ChunkResult(run_id=run_id, chunk=chunk)
         items = self._claim(store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
         if not items:
