@@ -347,7 +347,7 @@ class SyncEngine:
 
         integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
         provider = self.providers.get(integration.provider_key)
-        factory = http_factory_for(self, store, provider, integration, run_id) if provider else None
+        factory = http_factory_for(self, store, provider, integration, run_id, for_items=True) if provider else None
         from ._redaction import secret_values
 
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):

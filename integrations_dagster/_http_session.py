@@ -241,11 +241,21 @@ def build_client(
     return client
 
 
-def http_factory_for(engine: Any, store: Store, provider: Any, integration: Integration, run_id: int | None) -> Any:
-    """A factory the session calls the first time a provider touches ``session.http``."""
+def http_factory_for(
+    engine: Any, store: Store, provider: Any, integration: Integration, run_id: int | None, *, for_items: bool = False
+) -> Any:
+    """A factory called the first time a provider (or a listener) touches its HTTP client.
+
+    Enumeration waits for a spent budget (bounded by ``budget_wait_max``). Item work
+    (``for_items=True``) waits at most ``inline_wait_max`` and otherwise raises ``BudgetExhausted``,
+    a ``RateLimited``: the engine defers the item without counting a try and the step is not blocked.
+    """
     if not (integration.metadata.get("base_url") or getattr(provider, "base_url", None)):
         return None
-    kwargs = dict(getattr(engine, "http_options", None) or {})
+    kwargs: dict[str, Any] = {}
+    if for_items:
+        kwargs["budget_wait_max"] = float(engine.settings.inline_wait_max)
+    kwargs.update(getattr(engine, "http_options", None) or {})
     return lambda _session=None: build_client(store, provider, integration, run_id, **kwargs)
 
 

@@ -383,3 +383,35 @@ def test_listener_errors_never_store_a_credential(store, db_url, dagster_instanc
     assert "calling with ***" in item["last_error"] and "sekret-token-4242" not in item["last_error"]
     logs = " ".join(str(e) for e in dagster_instance.all_logs(run.run_id))
     assert "sekret-token-4242" not in logs
+
+
+def test_enumeration_streams_in_bounded_batches_and_warns_past_the_soft_cap(store, db_url, caplog):
+    """Dispatched items are written every flush_every items: the buffer never holds more."""
+    from integrations_dagster import Provider, SyncSettings
+    from integrations_dagster._engine import SyncEngine
+    from integrations_dagster._listeners import ListenerRegistry
+    from providers.synthetic import SyntheticItem
+
+    sizes: list[int] = []
+
+    class Watching(Provider):
+        key = "synthetic"
+
+        def sync(self, integration, session):  # type: ignore[no-untyped-def]
+            for i in range(95):
+                session.dispatch(SyntheticItem(integration_id=integration.id, index=i, external_id=f"e{i}", value="v"),
+                                 checkpoint_value=checkpoint_for(i))
+                sizes.append(len(session._buffer))
+
+    import logging
+
+    engine = SyncEngine(providers=[Watching()], listeners=ListenerRegistry([]),
+                        settings=SyncSettings(flush_every=10, max_items_per_batch=50, chunk_size=40))
+    integ = make(store, 0)
+    start = engine.start_run(store, integ.id, dagster_run_id=None)
+    log = logging.getLogger("test-enumeration")
+    with caplog.at_level(logging.WARNING, logger="test-enumeration"):
+        result = engine.enumerate(store, store.get_integration(integ.id), start.run_id, log=log)
+    assert max(sizes) < 10 and (result.items, result.chunks) == (95, 3)
+    assert len(store.items_for_run(start.run_id)) == 95
+    assert any("max_items_per_batch=50" in r.message for r in caplog.records)

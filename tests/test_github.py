@@ -242,3 +242,21 @@ def test_two_concurrent_clients_share_one_budget(store, fake):
     assert elapsed >= 2.0  # 24 requests at 8/s cannot finish sooner
     assert elapsed < 6.0  # ...and the budget is used, not wasted
     del Integration
+
+
+def test_listener_requests_share_the_budget_and_are_deferred_not_failed(store, db_url, fake, dagster_instance):
+    """Item work that finds the budget spent raises RateLimited: deferred, never a counted try."""
+    gh_app.DETAIL_CALLS.clear()
+    integ = store.create_integration(provider_key="github_detail", name="d",
+                                     metadata={"base_url": fake.url, "numbers": [1, 2, 3, 4, 5]},
+                                     credentials={"token": TOKEN})
+    ref_ = DefinitionsRef("tests.support.gh_app", "make_detail_defs", {"database_url": db_url})
+    run = execute_sync(ref_, "github_detail", integ.id, instance=dagster_instance)
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert sorted(gh_app.DETAIL_CALLS) == [1, 2, 3, 4, 5]
+    items = store.items_for_run(latest(store, integ.id)["id"])
+    assert all(i["status"] == "success" and i["attempts"] == 1 for i in items)
+    assert sum(i["deferrals"] for i in items) >= 1  # 5 requests at 2/s: some had to wait their turn
+    logged = _requests(store, integ.id)
+    assert len(logged) == 5 and all(r.sync_run_id == latest(store, integ.id)["id"] for r in logged)
+    assert latest(store, integ.id)["request_count"] == 5

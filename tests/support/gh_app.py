@@ -25,3 +25,38 @@ def make_defs(database_url: str, settings: dict[str, Any] | None = None) -> Defi
     )
     engine_of(defs).http_options = HTTP_OPTIONS
     return defs
+
+
+# --- a listener that calls the API per item (for the budget-deferral test) --------------------
+from integrations_dagster import Integration, Provider, RateLimit, SyncItemEvent, SyncSession, current_sync  # noqa: E402
+
+DETAIL_CALLS: list[int] = []
+
+
+class IssueNumber(SyncItemEvent):
+    number: int
+
+
+class DetailProvider(Provider):
+    """Dispatches issue numbers; its listener fetches each issue's detail through ``current_sync().http``."""
+
+    key = "github_detail"
+    default_rate_limit = RateLimit(2, 1.0)  # two requests per second, shared by enumeration and items
+
+    def sync(self, integration: Integration, session: SyncSession) -> None:
+        for n in integration.metadata["numbers"]:
+            session.dispatch(IssueNumber(number=n), checkpoint_value=n, external_id=n)
+
+
+def fetch_detail(event: IssueNumber) -> None:
+    detail = current_sync().http.get_json(f"/repos/acme/widgets/issues/{event.number}")
+    DETAIL_CALLS.append(detail["number"])
+
+
+def make_detail_defs(database_url: str) -> Definitions:
+    defs = build_definitions(
+        providers=[DetailProvider()], listeners=[(IssueNumber, fetch_detail)],
+        settings=SyncSettings(database_url=database_url, item_backoff=[0.0], item_tries=2, inline_wait_max=0.2),
+        sensors=False, operator_jobs=False,
+    )
+    return defs
