@@ -45,3 +45,12 @@ def test_bundled_code_location_resolves():
 
     assert AssetKey(["integrations", "github"]) in {s.key for s in repo.assets_defs_by_key.values()} or \
         repo.asset_graph.has(AssetKey(["integrations", "github"]))
+
+
+def test_every_partition_run_carries_the_integration_tag():
+    """UI launches included: dagster.yaml's one-run-per-integration limit keys on this tag."""
+    from integrations_app.definitions import defs
+
+    job = defs.get_repository_def().get_job("github_sync")
+    tags = job.partitioned_config.get_tags_for_partition_key("7")
+    assert tags["integrations/integration_id"] == "7" and tags["integrations/provider"] == "github"
