@@ -171,7 +171,9 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         )
         if res.waiting:
             raise RetryRequested(max_retries=100_000, seconds_to_wait=res.wait_seconds)
-        _record(context, engine.reconcile(store, chunk["run_id"], log=context.log))
+        settled = engine.try_reconcile(store, chunk["run_id"], log=context.log)
+        if settled is not None:
+            _record(context, settled)
         if res.failed:
             lines = "\n".join(f"- item {i} (external id {x}): {e}" for i, x, e in res.failed_items[:20])
             raise Failure(

@@ -598,6 +598,21 @@ class SyncEngine:
                 )
 
     # --- reconciliation ------------------------------------------------------------------
+    def try_reconcile(self, store: Store, run_id: int, *, log: Any = log_default) -> ReconcileResult | None:
+        """Reconcile only if no item of the run is pending or processing (one indexed probe first).
+
+        Chunk steps call this as they end: all but the last find unfinished items at once and
+        skip the locking and counting that a full reconcile does.
+        """
+        t = m.sync_items
+        with store.engine.connect() as conn:
+            busy = conn.execute(
+                select(t.c.id).where(t.c.run_id == run_id, t.c.status.in_(("pending", "processing"))).limit(1)
+            ).first()
+        if busy is not None:
+            return None
+        return self.reconcile(store, run_id, log=log)
+
     def reconcile(self, store: Store, run_id: int, *, log: Any = log_default) -> ReconcileResult:
         """Settle a run from its items. Safe to call at any time, any number of times.
 

@@ -106,6 +106,7 @@ sync_items = Table(
     Column("failure_notified", Boolean, nullable=False, default=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_sync_items_run_chunk", "run_id", "chunk", "status"),
+    Index("ix_sync_items_run_status", "run_id", "status"),
     Index("ix_sync_items_integration_status", "integration_id", "status"),
     Index("ix_sync_items_status_finished", "status", "finished_at"),
 )
