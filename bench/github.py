@@ -30,14 +30,15 @@ DB = "bench_github"
 TOKEN = "bench-token"
 
 
-def make_defs(database_url: str, chunk_size: int = 1000):  # type: ignore[no-untyped-def]
+def make_defs(database_url: str, chunk_size: int | None = None):  # type: ignore[no-untyped-def]
     from integrations_dagster import SyncSettings, build_definitions
     from providers.github import GitHubProvider, upsert_github_issues
 
     return build_definitions(
         providers=[GitHubProvider()],
         listeners=[upsert_github_issues],
-        settings=SyncSettings(database_url=database_url, chunk_size=chunk_size, max_items_per_batch=10**9),
+        settings=SyncSettings(database_url=database_url, max_items_per_batch=10**9,
+                              **({"chunk_size": chunk_size} if chunk_size else {})),  # default: the provider's 5,000
         sensors=False,
         operator_jobs=False,
     )

@@ -269,7 +269,8 @@ class SyncEngine:
     ) -> EnumerationResult:
         """Run the provider; on any exception discard what it dispatched and fail the run."""
         provider = self.provider(integration.provider_key)
-        session = SyncSession(store=store, run_id=run_id, integration=integration, settings=self.settings, log=log)
+        session = SyncSession(store=store, run_id=run_id, integration=integration, settings=self.settings, log=log,
+                              chunk_size=provider.chunk_size)
         if http_factory is not None:
             session._http_factory = lambda: http_factory(session)
         try:
@@ -663,6 +664,19 @@ class SyncEngine:
                 status = "partial"
             else:
                 status = "failed"
+            settled = (
+                run.finished_at is not None
+                and run.status == status
+                and (run.success_count, run.failed_count, run.skipped_count)
+                == (counts["success"], counts["failed"], counts["skipped"])
+            )
+            if settled:
+                # Nothing moved since this run was settled (items only leave a settled state by
+                # changing the counts: failed -> success/skipped/pending): same answer, no writes,
+                # no events, and no re-reading of every checkpoint.
+                return ReconcileResult(final=True, changed=False, status=status, cursor_after=run.cursor_after,
+                                       duration_seconds=(as_utc(run.finished_at) - as_utc(run.started_at))
+                                       .total_seconds(), **base)
             candidate = self.next_cursor(conn, provider, run_id, has_failures=counts["failed"] > 0)
             cursor_after = self._monotonic(provider, integ.cursor, candidate)
             changed = not (

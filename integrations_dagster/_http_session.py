@@ -56,7 +56,12 @@ class DbRateBudget:
         # Leased grants are counted at lease time and expire unused after ``lease_ttl``, so the
         # window can only be under-used, never exceeded; small budgets lease one at a time.
         self.lease = lease if lease is not None else max(1, min(20, rate_limit.limit // 250))
-        self.lease_ttl = min(5.0, rate_limit.period_seconds / 100)
+        # A grant is counted when it is granted; the request reaches the server a little later (and a
+        # leased grant up to ``lease_ttl`` later). Counting the window ``margin`` longer than the
+        # period absorbs that skew, so the server never sees more than ``limit`` in any period; it
+        # costs about 1% of the budget.
+        self.margin = min(60.0, max(0.05, rate_limit.period_seconds * 0.01))
+        self.lease_ttl = min(5.0, self.margin / 2)
         self._leased: list[float] = []
         self._grants = 0
         self.prune_every = prune_every  # grants older than one period are deleted every N transactions
@@ -96,20 +101,22 @@ class DbRateBudget:
             if server_live and row.server_remaining <= 0:
                 return (row.server_reset - now) if row.server_reset else period
             if self._grants and self._grants % self.prune_every == 0:
-                conn.execute(delete(g).where(g.c.integration_id == self.integration_id, g.c.granted_at <= now - period))
+                conn.execute(delete(g).where(g.c.integration_id == self.integration_id,
+                                             g.c.granted_at <= now - period - self.margin))
+            window = period + self.margin
             in_window = conn.execute(
                 select(func.count()).select_from(g)
-                .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - period)
+                .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - window)
             ).scalar_one()
             if in_window >= limit:
                 oldest = conn.execute(
                     select(g.c.granted_at)
-                    .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - period)
+                    .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - window)
                     .order_by(g.c.granted_at)
                     .offset(in_window - limit)
                     .limit(1)
                 ).scalar_one()
-                return max(oldest + period - now, 0.001)
+                return max(oldest + window - now, 0.001)
             n = max(1, min(self.lease, limit - in_window))
             if server_live:
                 n = max(1, min(n, row.server_remaining))

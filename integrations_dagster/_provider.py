@@ -39,6 +39,9 @@ class Provider:
     http_headers: ClassVar[dict[str, str]] = {}
     #: None: inferred (True when ``reduce_checkpoints`` is the default maximum).
     ordered_checkpoints: ClassVar[bool | None] = None
+    #: Items per mapped step for this provider; None: ``SyncSettings.chunk_size``. Providers whose
+    #: listeners are cheap per item (batch upserts) want bigger chunks: fewer Dagster steps.
+    chunk_size: ClassVar[int | None] = None
 
     def sync(self, integration: Integration, session: SyncSession) -> None:
         raise NotImplementedError(f"provider {type(self).__name__} must implement sync()")

@@ -57,6 +57,7 @@ class SyncSession:
         settings: SyncSettings,
         log: logging.Logger | Any,
         http_factory: Any = None,
+        chunk_size: int | None = None,
     ) -> None:
         self._store = store
         self.run_id = run_id
@@ -68,6 +69,9 @@ class SyncSession:
         self._warned = False
         self._http_factory = http_factory
         self._http: Any = None
+        # An explicit SyncSettings(chunk_size=...) wins; else the provider's preference; else the default.
+        explicit = "chunk_size" in settings.model_fields_set
+        self.chunk_size = settings.chunk_size if explicit or not chunk_size else chunk_size
 
     @property
     def cursor(self) -> Any:
@@ -88,7 +92,7 @@ class SyncSession:
         if not isinstance(event, SyncItemEvent):
             raise TypeError(f"dispatch() takes a SyncItemEvent, got {type(event).__name__}")
         _check_json(checkpoint_value, "checkpoint_value")
-        chunk = self.dispatched // self._settings.chunk_size
+        chunk = self.dispatched // self.chunk_size
         self._buffer.append(
             {
                 "run_id": self.run_id,
@@ -155,7 +159,7 @@ class SyncSession:
     def chunks(self) -> int:
         if self.dispatched == 0:
             return 0
-        return (self.dispatched - 1) // self._settings.chunk_size + 1
+        return (self.dispatched - 1) // self.chunk_size + 1
 
     def close(self) -> None:
         if self._http is not None:

@@ -415,3 +415,18 @@ def test_enumeration_streams_in_bounded_batches_and_warns_past_the_soft_cap(stor
     assert max(sizes) < 10 and (result.items, result.chunks) == (95, 3)
     assert len(store.items_for_run(start.run_id)) == 95
     assert any("max_items_per_batch=50" in r.message for r in caplog.records)
+
+
+def test_reconciling_an_old_run_after_a_newer_one_changes_nothing(store, db_url, dagster_instance):
+    from integrations_dagster import engine_of
+
+    integ = make(store, 5)
+    r = ref(db_url)
+    execute_sync(r, "synthetic", integ.id, instance=dagster_instance)
+    first_run = latest_run(store, integ.id)
+    store.update_integration(integ.id, metadata={"items": 9})
+    execute_sync(r, "synthetic", integ.id, instance=dagster_instance)
+    assert store.get_integration(integ.id).cursor == checkpoint_for(8)
+    again = engine_of(r.load()).reconcile(store, first_run["id"])
+    assert (again.changed, again.status, again.cursor_after) == (False, "success", checkpoint_for(4))
+    assert store.get_integration(integ.id).cursor == checkpoint_for(8) and len(app.COMPLETED) == 2
