@@ -14,6 +14,7 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from integrations_dagster import DefinitionsRef, Store, SyncSettings, execute_sync
+from integrations_dagster._operations import disable_integration
 from integrations_dagster._secrets import ENV_KEY, generate_key
 from integrations_dagster.fake_github import FakeGitHub
 from integrations_dagster.tables import github_issues
@@ -64,8 +65,7 @@ def main() -> int:
         execute_sync(REF, "github", gh.id, instance=instance, log_level="CRITICAL")
         _print_run(store, gh.id, f"integration {gh.id} again after {len(bumped)} issues changed (incremental)")
         # The fake API stops with the demo: disable the integration so `dagster dev`'s sensor leaves it alone.
-        store.update_integration(gh.id, enabled=False, health="disabled",
-                                 disabled_reason="demo: the fake GitHub API only runs during the demo")
+        disable_integration(store, gh.id, reason="demo: the fake GitHub API only runs during the demo")
 
         clean = store.create_integration(provider_key="synthetic", name="demo: 2,000 items", metadata={"items": 2000})
         execute_sync(REF, "synthetic", clean.id, instance=instance, log_level="CRITICAL")
