@@ -25,9 +25,10 @@ def secret_values(integration: Any) -> list[str]:
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "***")
-    return text
+    """Mask every known secret (and its URL-encoded forms) in ``text``: the HTTP layer's rule."""
+    from .http._redact import redact_text
+
+    return redact_text(text, secrets)
 
 
 def safe_error(exc: BaseException, integration: Any) -> str:
