@@ -354,6 +354,36 @@ class SyncEngine:
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
             return self._process_items(store, run_id, chunk, items, result, log, secret_values(integration))
 
+    def run_listeners_once(
+        self, store: Store, items: list[dict[str, Any]]
+    ) -> dict[int, tuple[BaseException, str]]:
+        """Run the listeners of already-claimed items once, now (operator retries).
+
+        Same rules as a chunk step: the listener context (``current_sync()``) of each item's
+        integration, queued listeners refused; returns failures by item id as (exception, kind).
+        """
+        from ._http_session import SyncContext, http_factory_for, sync_context
+
+        outcomes: dict[int, tuple[BaseException, str]] = {}
+        by_integration: dict[int, list[dict[str, Any]]] = {}
+        for it in items:
+            by_integration.setdefault(int(it["integration_id"]), []).append(it)
+        for integration_id, group in by_integration.items():
+            integration = store.get_integration(integration_id)
+            provider = self.providers.get(integration.provider_key)
+            factory = http_factory_for(self, store, provider, integration, group[0]["run_id"], for_items=True) \
+                if provider else None
+            ctx = SyncContext(integration=integration, sync_run_id=group[0]["run_id"], store=store, _factory=factory)
+            with sync_context(ctx):
+                outcomes.update(self._run_listeners(group))
+        return outcomes
+
+    def error_text(self, store: Store, integration_id: int, exc: BaseException) -> str:
+        """``Type: message`` with every credential value of the integration masked (for item rows)."""
+        from ._redaction import safe_error
+
+        return safe_error(exc, store.get_integration(integration_id))
+
     def _process_items(
         self,
         store: Store,

@@ -331,7 +331,7 @@ def _retry_now(
                 claimed.append(it)
     outcomes: dict[int, tuple[BaseException, str]] = {}
     try:
-        outcomes = engine._run_listeners(claimed)
+        outcomes = engine.run_listeners_once(store, claimed)
     except BaseException as exc:  # interrupted: put the items back as failed, never leave them processing
         outcomes = {it["id"]: (exc, "fatal") for it in claimed}
         _write_retry_outcomes(store, engine, claimed, outcomes)
@@ -350,6 +350,10 @@ def _write_retry_outcomes(
     t = m.sync_items
     now = engine.clock()
     written: dict[int, dict[str, Any]] = {}
+    # Masked error texts first: reading the integration inside the write transaction below would wait
+    # on SQLite's database-wide write lock.
+    errors = {i: engine.error_text(store, it["integration_id"], outcomes[i][0])
+              for it in claimed if (i := it["id"]) in outcomes}
     with store.begin() as conn:
         for it in claimed:
             problem = outcomes.get(it["id"])
@@ -357,7 +361,7 @@ def _write_retry_outcomes(
                 values: dict[str, Any] = {"status": "success", "last_error": None}
             else:
                 exc, kind = problem
-                error = f"{type(exc).__name__}: {exc}"
+                error = errors[it["id"]]
                 if kind == "defer":
                     error += " (rate limited; retry later)"
                 values = {"status": "failed", "last_error": error[:4000]}

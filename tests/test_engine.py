@@ -430,3 +430,22 @@ def test_reconciling_an_old_run_after_a_newer_one_changes_nothing(store, db_url,
     again = engine_of(r.load()).reconcile(store, first_run["id"])
     assert (again.changed, again.status, again.cursor_after) == (False, "success", checkpoint_for(4))
     assert store.get_integration(integ.id).cursor == checkpoint_for(8) and len(app.COMPLETED) == 2
+
+
+def test_operator_retry_runs_listeners_in_their_context_and_masks_secrets(store, db_url, dagster_instance,
+                                                                           monkeypatch):
+    from integrations_dagster import engine_of
+    from integrations_dagster._operations import retry_item
+
+    monkeypatch.setenv("INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS", "1")
+    integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 3},
+                                     credentials={"token": "sekret-token-4242"})
+    app.POISON.add("item-2")
+    r = ref(db_url)
+    execute_sync(r, "synthetic", integ.id, instance=dagster_instance)
+    [item] = store.failed_items(integration_id=integ.id)
+    again = retry_item(store, engine_of(r.load()), item["id"])  # still poisoned: fails inside current_sync()
+    assert again.item_status == "failed" and "calling with ***" in (again.last_error or "")
+    app.POISON.clear()
+    fixed = retry_item(store, engine_of(r.load()), item["id"])
+    assert fixed.item_status == "success" and store.get_integration(integ.id).cursor == checkpoint_for(2)
