@@ -96,15 +96,22 @@ class Store:
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Writes through ``Store.begin`` take the write lock up front, so a read-then-write
+                # transaction never fails to upgrade; every other transaction (reads, and listeners'
+                # write-first upserts) begins deferred so readers never queue behind a writer.
+                write = conn.get_execution_options().get("integrations_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
         return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """A write transaction (on SQLite: ``BEGIN IMMEDIATE``, the database-wide write lock)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(integrations_write=True)
+            with conn.begin():
+                yield conn
 
     def for_update(self, stmt: Any) -> Any:
         return stmt if self.is_sqlite else stmt.with_for_update()
@@ -118,7 +125,7 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(728130001)"))
             cfg.attributes["connection"] = conn
