@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 
 from ._cron import validate_cron
 from ._engine import ReconcileResult, RunAliveCheck, SyncEngine
@@ -319,16 +319,14 @@ def _retry_now(
     """Claim failed ``items`` (attempts reset), run their listeners once now, write, reconcile."""
     t = m.sync_items
     now = engine.clock()
-    claimed: list[dict[str, Any]] = []
-    with store.begin() as conn:
-        for it in items:
-            n = conn.execute(
-                update(t).where(t.c.id == it["id"], t.c.status == "failed")
-                .values(status="processing", claimed_at=now, attempts=0, deferrals=0, first_attempt_at=now,
-                        next_attempt_at=None, finished_at=None, failure_notified=False)
-            ).rowcount
-            if n:
-                claimed.append(it)
+    with store.begin() as conn:  # one statement claims every item that is still failed
+        taken = set(conn.execute(
+            update(t).where(store.id_in(t.c.id, [it["id"] for it in items]), t.c.status == "failed")
+            .values(status="processing", claimed_at=now, attempts=0, deferrals=0, first_attempt_at=now,
+                    next_attempt_at=None, finished_at=None, failure_notified=False)
+            .returning(t.c.id)
+        ).scalars())
+    claimed = [it for it in items if it["id"] in taken]
     outcomes: dict[int, tuple[BaseException, str]] = {}
     try:
         outcomes = engine.run_listeners_once(store, claimed)
@@ -350,26 +348,26 @@ def _write_retry_outcomes(
     t = m.sync_items
     now = engine.clock()
     written: dict[int, dict[str, Any]] = {}
-    # Masked error texts first: reading the integration inside the write transaction below would wait
-    # on SQLite's database-wide write lock.
-    errors = {i: engine.error_text(store, it["integration_id"], outcomes[i][0])
-              for it in claimed if (i := it["id"]) in outcomes}
-    with store.begin() as conn:
-        for it in claimed:
-            problem = outcomes.get(it["id"])
-            if problem is None:
-                values: dict[str, Any] = {"status": "success", "last_error": None}
-            else:
-                exc, kind = problem
-                error = errors[it["id"]]
-                if kind == "defer":
-                    error += " (rate limited; retry later)"
-                values = {"status": "failed", "last_error": error[:4000]}
-            conn.execute(
-                update(t).where(t.c.id == it["id"], t.c.status == "processing")
-                .values(attempts=1, finished_at=now, next_attempt_at=None, **values)
-            )
-            written[it["id"]] = {"status": values["status"], "last_error": values["last_error"], "attempts": 1}
+    for it in claimed:
+        problem = outcomes.get(it["id"])
+        if problem is None:
+            written[it["id"]] = {"status": "success", "last_error": None, "attempts": 1}
+            continue
+        exc, kind = problem
+        error = engine.error_text(store, it["integration_id"], exc)  # credentials masked
+        if kind == "defer":
+            error += " (rate limited; retry later)"
+        written[it["id"]] = {"status": "failed", "last_error": error[:4000], "attempts": 1}
+    if not written:
+        return written
+    with store.begin() as conn:  # one statement for all outcomes
+        conn.execute(
+            update(t)
+            .where(t.c.id == bindparam("b_id"), t.c.status == "processing")
+            .values(status=bindparam("b_status"), last_error=bindparam("b_error"), attempts=1, finished_at=now,
+                    next_attempt_at=None),
+            [{"b_id": i, "b_status": w["status"], "b_error": w["last_error"]} for i, w in written.items()],
+        )
     return written
 
 
