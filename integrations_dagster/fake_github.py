@@ -318,8 +318,10 @@ class FakeGitHub:
             self._views.clear()
             return [i.id for i in added]
 
-    def _view(self, state: str, sort: str, since: str | None) -> tuple[list[int], list[str]]:
-        """Indexes of matching issues, ascending by (sort key, number), and their sort keys."""
+    def _view(self, state: str, sort: str, since: str | None) -> tuple[list[int], int]:
+        """Indexes of issues in (state, sort) order, ascending by (sort key, number), and the
+        offset of the first one at or after ``since``: the caller pages from there, so a request
+        never copies the whole view (that made each page O(issues))."""
         key = (state, sort, since if sort == "created" else None)
         with self._lock:
             view = self._views.get(key)
@@ -336,9 +338,8 @@ class FakeGitHub:
                 view = (idx, keys)
                 self._views[key] = view
         if since is not None and sort == "updated":
-            start = bisect.bisect_left(view[1], since)
-            return view[0][start:], view[1][start:]
-        return view
+            return view[0], bisect.bisect_left(view[1], since)
+        return view[0], 0
 
     # -- faults & counters ---------------------------------------------------------------------
 
@@ -563,14 +564,14 @@ class FakeGitHub:
                 return 422, {}, _json_bytes({"message": "Invalid since"})
         page, per_page = self._paging(query)
         with self._lock:
-            idx, _keys = self._view(state, sort, since)
-            total = len(idx)
+            idx, first = self._view(state, sort, since)
+            total = len(idx) - first
             start, stop = (page - 1) * per_page, page * per_page
             if direction == "asc":
-                chosen = idx[start:stop]
+                chosen = idx[first + start:first + stop]
             else:
                 lo, hi = max(0, total - stop), max(0, total - start)
-                chosen = idx[lo:hi][::-1]
+                chosen = idx[first + lo:first + hi][::-1]
             body = "[" + ",".join(self._issue_json(self._issues[i]) for i in chosen) + "]"
         return 200, self._link(base, path, query, page, per_page, total), body.encode()
 
