@@ -13,6 +13,7 @@ integration and the sync run, and keeps the run's request count.
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -65,6 +66,15 @@ class DbRateBudget:
         self._leased: list[float] = []
         self._grants = 0
         self.prune_every = prune_every  # grants older than one period are deleted every N transactions
+        self._lock = threading.Lock()  # one client may send from a prefetch thread and its caller
+
+    def acquire(self) -> float:
+        with self._lock:
+            return self._acquire()
+
+    def observe(self, headers: httpx.Headers | Mapping[str, str]) -> None:
+        with self._lock:
+            self._observe(headers)
 
     def _row(self, conn: Any, now: float) -> Any:
         t = m.rate_budgets
@@ -83,7 +93,7 @@ class DbRateBudget:
             row = conn.execute(stmt).first()
         return row
 
-    def acquire(self) -> float:
+    def _acquire(self) -> float:
         limit, period = self.rate_limit.limit, self.rate_limit.period_seconds
         if self._leased:
             fresh = self.clock() - self.lease_ttl
@@ -131,7 +141,7 @@ class DbRateBudget:
             self._leased = [now] * (n - 1)
             return 0.0
 
-    def observe(self, headers: httpx.Headers | Mapping[str, str]) -> None:
+    def _observe(self, headers: httpx.Headers | Mapping[str, str]) -> None:
         h = httpx.Headers(headers)
         now = self.clock()
         values: dict[str, Any] = {}
@@ -177,8 +187,13 @@ class DbRequestRecorder:
         self.batch = batch
         self._rows: list[dict[str, Any]] = []
         self.recorded = 0
+        self._lock = threading.RLock()  # a prefetch thread and its caller may both record
 
     def record(self, entry: RequestLogEntry) -> None:
+        with self._lock:
+            self._record(entry)
+
+    def _record(self, entry: RequestLogEntry) -> None:
         self._rows.append(
             dict(
                 integration_id=self.integration_id, sync_run_id=self.sync_run_id, method=entry.method, url=entry.url,
@@ -190,6 +205,10 @@ class DbRequestRecorder:
             self.flush()
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if not self._rows:
             return
         rows, self._rows = self._rows, []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -10,6 +13,7 @@ import pytest
 
 from integrations_dagster.http import (
     ApiClient,
+    ApiError,
     CursorPaginator,
     LinkHeaderPaginator,
     OffsetPaginator,
@@ -179,14 +183,78 @@ def test_paginate_autodetects_item_list_and_rejects_non_lists() -> None:
     assert "/x" in str(info.value)
 
 
-def test_paginate_is_lazy_and_streams_one_page_at_a_time() -> None:
+def test_paginate_without_prefetch_is_lazy_and_streams_one_page_at_a_time() -> None:
     api, seen = client_for(numbered_api(50, style="page"))
-    gen = api.paginate("/items", paginator=PageNumberPaginator(per_page=10))
+    gen = api.paginate("/items", paginator=PageNumberPaginator(per_page=10), prefetch=0)
     assert seen == []  # nothing sent before iteration
     next(gen)
     assert len(seen) == 1
     next(gen)
     assert len(seen) == 2
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_prefetch_runs_ahead_by_at_most_its_depth_and_keeps_order() -> None:
+    api, seen = client_for(numbered_api(500, style="page"))
+    gen = api.paginate("/items", paginator=PageNumberPaginator(per_page=10), prefetch=2)
+    assert seen == []  # nothing sent before iteration
+    first = next(gen)
+    # the consumer holds page 1; two pages wait in the queue; the worker holds a fourth
+    _wait_for(lambda: len(seen) == 4)
+    time.sleep(0.1)
+    assert len(seen) == 4  # bounded: it does not run away with the whole listing
+    rest = list(gen)
+    assert [i["id"] for page in [first, *rest] for i in page] == list(range(500))
+    assert [int(r.url.params["page"]) for r in seen] == list(range(1, 52))  # in order, once each
+
+
+def test_closing_a_prefetching_iterator_stops_the_worker() -> None:
+    api, seen = client_for(numbered_api(500, style="page"))
+    gen = api.paginate("/items", paginator=PageNumberPaginator(per_page=10), prefetch=3)
+    next(gen)
+    gen.close()
+    settled = len(seen)
+    assert settled <= 1 + 3 + 1
+    time.sleep(0.1)
+    assert len(seen) == settled  # nothing more is fetched after close
+    assert not [t for t in threading.enumerate() if t.name == "integrations-prefetch"]
+
+
+def test_prefetch_raises_an_error_at_the_page_where_it_happened() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        if page == 3:
+            return httpx.Response(404, json={"message": "gone"})
+        return httpx.Response(200, json=[{"id": page * 10 + k} for k in range(10)])
+
+    api, _ = client_for(handler)
+    got: list[int] = []
+    with pytest.raises(ApiError) as info:
+        for page in api.paginate("/items", paginator=PageNumberPaginator(per_page=10), prefetch=4):
+            got.extend(i["id"] for i in page)
+    assert info.value.status_code == 404
+    assert got == [10 + k for k in range(10)] + [20 + k for k in range(10)]  # pages 1 and 2, then the error
+
+
+def test_prefetch_worker_sees_the_callers_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    values: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        values.append(var.get())
+        page = int(request.url.params["page"])
+        return httpx.Response(200, json=[{"id": page}] if page < 3 else [])
+
+    api, _ = client_for(handler)
+    var.set("sync-context")
+    list(api.paginate("/items", paginator=PageNumberPaginator(per_page=1), prefetch=2))
+    assert values == ["sync-context"] * 3
 
 
 def test_get_path() -> None:
