@@ -8,9 +8,11 @@ is untouched.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._background import BackgroundWriter
 from ._events import SyncItemEvent
 from ._store import utcnow
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_dumps = json.dumps
 
 
 def event_type_name(cls: type) -> str:
@@ -64,11 +67,17 @@ class SyncSession:
         self.integration = integration
         self._settings = settings
         self._log = log
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[tuple[Any, ...]] = []
+        self._type_names: dict[type, str] = {}
+        self._stamp = utcnow()  # created_at of the items dispatched until the next write
         self.dispatched = 0
         self._warned = False
         self._http_factory = http_factory
         self._http: Any = None
+        # PostgreSQL batches are written in the background while enumeration goes on (see
+        # BackgroundWriter); SQLite writes in-process anyway, one writer at a time: synchronous.
+        self._background = not store.is_sqlite
+        self._writer: BackgroundWriter | None = None  # started at the first batch
         # An explicit SyncSettings(chunk_size=...) wins; else the provider's preference; else the default.
         explicit = "chunk_size" in settings.model_fields_set
         self.chunk_size = settings.chunk_size if explicit or not chunk_size else chunk_size
@@ -91,24 +100,19 @@ class SyncSession:
         """Record one item (its listeners run later, in a mapped step, with retries)."""
         if not isinstance(event, SyncItemEvent):
             raise TypeError(f"dispatch() takes a SyncItemEvent, got {type(event).__name__}")
-        _check_json(checkpoint_value, "checkpoint_value")
-        chunk = self.dispatched // self.chunk_size
-        self._buffer.append(
-            {
-                "run_id": self.run_id,
-                "integration_id": self.integration.id,
-                "chunk": chunk,
-                "status": "pending",
-                "attempts": 0,
-                "deferrals": 0,
-                "external_id": None if external_id is None else str(external_id),
-                "checkpoint": checkpoint_value,
-                "event_type": event_type_name(type(event)),
-                # JSON text straight from pydantic's serializer: stored as is (COPY on PostgreSQL)
-                "payload": event.model_dump_json(),
-                "created_at": utcnow(),
-            }
-        )
+        if not isinstance(checkpoint_value, str):  # a str is always a JSON value: skip the walk
+            _check_json(checkpoint_value, "checkpoint_value")
+        cls = type(event)
+        type_name = self._type_names.get(cls)
+        if type_name is None:
+            type_name = self._type_names[cls] = event_type_name(cls)
+        # A row in Store._ITEM_COLUMNS order; the payload is JSON text straight from pydantic's
+        # serializer, stored as is (COPY on PostgreSQL).
+        self._buffer.append((
+            self.run_id, self.integration.id, self.dispatched // self.chunk_size, "pending", 0, 0,
+            None if external_id is None else str(external_id), _dumps(checkpoint_value), type_name,
+            event.model_dump_json(), self._stamp,
+        ))
         self.dispatched += 1
         if self.dispatched > self._settings.max_items_per_batch and not self._warned:
             self._warned = True
@@ -117,7 +121,7 @@ class SyncSession:
                 "in one run (a soft cap); consider a smaller sync window"
             )
         if len(self._buffer) >= self._settings.flush_every:
-            self.flush()
+            self._write_buffer()
 
     def dispatch_invalid(
         self,
@@ -148,12 +152,27 @@ class SyncSession:
             external_id=external_id,
         )
 
-    def flush(self) -> None:
+    def _write_buffer(self) -> None:
         if not self._buffer:
             return
+        rows, self._buffer = self._buffer, []
+        self._stamp = utcnow()
+        if self._background:
+            if self._writer is None:
+                self._writer = BackgroundWriter("dispatch-writer")
+            self._writer.submit(self._insert, rows)
+        else:
+            self._insert(rows)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         with self._store.begin() as conn:
-            self._store.insert_items(conn, self._buffer)
-        self._buffer = []
+            self._store.insert_item_rows(conn, rows)
+
+    def flush(self) -> None:
+        """Write every dispatched item now and wait until it is stored."""
+        self._write_buffer()
+        if self._writer is not None:
+            self._writer.drain()
 
     @property
     def chunks(self) -> int:
@@ -161,7 +180,15 @@ class SyncSession:
             return 0
         return (self.dispatched - 1) // self.chunk_size + 1
 
+    def stop_writing(self) -> None:
+        """Stop the background writer after the batch it has in flight (nothing is written later)."""
+        if self._writer is not None:
+            self._writer.stop()
+        self._background = False  # anything flushed after this is written synchronously
+
     def close(self) -> None:
+        """End the session: stop the background writer, close the HTTP client."""
+        self.stop_writing()
         if self._http is not None:
             close = getattr(self._http, "close", None)
             if callable(close):

@@ -319,18 +319,27 @@ class Store:
 
         tuples = [
             (r["run_id"], r["integration_id"], r["chunk"], r["status"], r["attempts"], r["deferrals"],
-             r["external_id"], dumps(r["checkpoint"]), r["event_type"], payload(r["payload"]),
-             r["created_at"].replace(tzinfo=None).isoformat(sep=" ") if self.is_sqlite else r["created_at"])
+             r["external_id"], dumps(r["checkpoint"]), r["event_type"], payload(r["payload"]), r["created_at"])
             for r in rows
         ]
+        self.insert_item_rows(conn, tuples)
+
+    def insert_item_rows(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``insert_items`` for rows already in ``_ITEM_COLUMNS`` order, checkpoint and payload as JSON text
+        (the session's hot path: no per-row dict)."""
+        if not rows:
+            return
+        cols = self._ITEM_COLUMNS
         if self.is_sqlite:
             marks = ", ".join("?" for _ in cols)
-            conn.exec_driver_sql(f"INSERT INTO sync_items ({', '.join(cols)}) VALUES ({marks})", tuples)
+            sqlite_rows = [(*r[:10], r[10].replace(tzinfo=None).isoformat(sep=" ")) for r in rows]
+            conn.exec_driver_sql(f"INSERT INTO sync_items ({', '.join(cols)}) VALUES ({marks})", sqlite_rows)
             return
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY sync_items ({', '.join(cols)}) FROM STDIN") as copy:
-            for t in tuples:
-                copy.write_row(t)
+            write = copy.write_row
+            for row in rows:
+                write(row)
 
     def get_item(self, item_id: int, *, tenant: str | None = None) -> dict[str, Any]:
         stmt = select(m.sync_items).where(m.sync_items.c.id == item_id)
