@@ -24,6 +24,7 @@ from ._ratelimit import RateLimit
 from ._resource import IntegrationsResource
 from ._runner import DefinitionsRef, execute_sync, reexecute_from_failure
 from ._session import SyncSession
+from ._staged import StagedBatch
 from ._settings import SyncSettings
 from ._store import Store
 from ._sync_now import SyncRequest, request_sync
@@ -50,6 +51,7 @@ __all__ = [
     "SyncItemNotFound",
     "SyncListenerMustNotBeQueuedError",
     "SyncRequest",
+    "StagedBatch",
     "SyncSession",
     "SyncSettings",
     "UnknownProvider",

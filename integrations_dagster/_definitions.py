@@ -171,7 +171,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         )
         if res.waiting:
             raise RetryRequested(max_retries=100_000, seconds_to_wait=res.wait_seconds)
-        settled = engine.try_reconcile(store, chunk["run_id"], log=context.log)
+        settled = engine.try_reconcile(store, chunk["run_id"], log=context.log, after_chunk=chunk["chunk"])
         if settled is not None:
             _record(context, settled)
         if res.failed:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, select, update
+from sqlalchemy import Text, bindparam, cast, select, text, update
 
+from ._background import BackgroundWriter
 from ._errors import IntegrationsError, RateLimited, SyncListenerMustNotBeQueuedError, UnknownProvider
 from ._events import InvalidPayload, InvalidPayloadError, SyncCompleted, SyncItemFailed
 from ._health import HealthPolicy, after_run
@@ -102,6 +104,14 @@ def _display(value: Any) -> str:
     import json
 
     return "null" if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+class _Rollback(Exception):
+    """Carries a staged listener's failure out of its transaction so the transaction rolls back."""
+
+    def __init__(self, problem: tuple[BaseException, str]) -> None:
+        super().__init__(str(problem[0]))
+        self.problem = problem
 
 
 class _EventTypes:
@@ -277,6 +287,7 @@ class SyncEngine:
             provider.enumerate(integration, session)
             session.flush()
         except BaseException as exc:
+            session.stop_writing()  # no batch may land after the discard below
             self.fail_enumeration(store, integration, run_id, exc)
             raise
         finally:
@@ -341,18 +352,52 @@ class SyncEngine:
         the caller hands the step back to Dagster for that long (other steps run meanwhile).
         """
         result = ChunkResult(run_id=run_id, chunk=chunk)
-        items = self._claim(store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
-        if not items:
-            return result
-        from ._http_session import SyncContext, http_factory_for, sync_context
+        with self._chunk_claim(store, run_id, chunk) as claimed:
+            if not claimed:  # another step holds this chunk right now: it will finish it
+                log.info(f"sync run {run_id} chunk {chunk}: already being processed elsewhere")
+                return result
+            items = self._claim(store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
+            if not items:
+                return result
+            from ._http_session import SyncContext, http_factory_for, sync_context
 
-        integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
-        provider = self.providers.get(integration.provider_key)
-        factory = http_factory_for(self, store, provider, integration, run_id, for_items=True) if provider else None
-        from ._redaction import secret_values
+            integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
+            provider = self.providers.get(integration.provider_key)
+            factory = http_factory_for(self, store, provider, integration, run_id, for_items=True) if provider else None
+            from ._redaction import secret_values
 
-        with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
-            return self._process_items(store, run_id, chunk, items, result, log, secret_values(integration))
+            with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
+                return self._process_items(store, run_id, chunk, items, result, log, secret_values(integration))
+
+    @contextmanager
+    def _chunk_claim(self, store: Store, run_id: int, chunk: int) -> Iterator[bool]:
+        """Hold the chunk for this step: yields False if another step holds it.
+
+        PostgreSQL: a session advisory lock on (run id, chunk) held on its own connection for
+        the step's duration. Claiming a chunk then costs one lock instead of a write per item
+        (items stay ``pending`` while they run), and a worker that dies releases it with its
+        connection, leaving its unfinished items pending for the next attempt. SQLite has no such
+        lock: there ``_claim`` marks the items ``processing`` (one writer at a time anyway).
+        """
+        if store.is_sqlite:
+            yield True
+            return
+        conn = store.engine.connect()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:run, :chunk)"), {"run": run_id, "chunk": chunk})
+            held = bool(got.scalar())
+            conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute(text("SELECT pg_advisory_unlock(:run, :chunk)"), {"run": run_id, "chunk": chunk})
+                    conn.commit()
+        except BaseException:
+            conn.invalidate()  # never hand a connection that may still hold the lock back to the pool
+            raise
+        finally:
+            conn.close()
 
     def run_listeners_once(
         self, store: Store, items: list[dict[str, Any]]
@@ -375,7 +420,7 @@ class SyncEngine:
                 if provider else None
             ctx = SyncContext(integration=integration, sync_run_id=group[0]["run_id"], store=store, _factory=factory)
             with sync_context(ctx):
-                outcomes.update(self._run_listeners(group))
+                outcomes.update(self._run_listeners(store, group))
         return outcomes
 
     def error_text(self, store: Store, integration_id: int, exc: BaseException) -> str:
@@ -395,51 +440,87 @@ class SyncEngine:
         secrets: list[str] = (),  # type: ignore[assignment]
     ) -> ChunkResult:
         settings = self.settings
-        while items:
-            now = self.clock()
-            ready = [it for it in items if it["next_attempt_at"] is None or as_utc(it["next_attempt_at"]) <= now]
-            waiting = [it for it in items if it not in ready] if len(ready) != len(items) else []
-            outcomes = self._run_listeners(ready)
-            successes: list[int] = []
-            changes: list[dict[str, Any]] = []
-            for it in ready:
-                outcome = outcomes.get(it["id"])
-                if outcome is None:
-                    successes.append(it["id"])
-                    continue
-                exc, kind = outcome
-                change = self._after_failure(it, exc, kind, now)
-                if secrets:  # a listener's message may quote a credential: it must not reach the item row
-                    from ._redaction import scrub
+        # PostgreSQL: each batch's status write runs in the background while the next batch's
+        # listeners run; drained before the step decides anything (see BackgroundWriter).
+        writer = None if store.is_sqlite else BackgroundWriter("outcome-writer")
+        try:
+            while items:
+                now = self.clock()
+                ready, waiting = [], []
+                for it in items:
+                    due = it["next_attempt_at"] is None or as_utc(it["next_attempt_at"]) <= now
+                    (ready if due else waiting).append(it)
+                size = settings.listener_batch_size
+                for start in range(0, len(ready), size):
+                    part = ready[start:start + size]
+                    successes, changes = self._run_batch(store, part, now, result, waiting, secrets)
+                    if writer is not None:
+                        writer.submit(self._write_outcomes, store, successes, changes, now)
+                    else:
+                        self._write_outcomes(store, successes, changes, now)
+                    result.succeeded += len(successes)
+                if writer is not None:
+                    writer.drain()
+                items = waiting
+                if not items:
+                    break
+                next_at = min(as_utc(it["next_attempt_at"]) for it in items)
+                wait = max(0.0, (next_at - self.clock()).total_seconds())
+                if wait > settings.inline_wait_max:
+                    result.waiting = len(items)
+                    result.wait_seconds = wait
+                    log.info(f"sync run {run_id} chunk {chunk}: {len(items)} items wait {wait:.1f} s for a retry")
+                    return result
+                if wait > 0:
+                    self.sleep(wait)
+            return result
+        finally:
+            if writer is not None:
+                writer.stop()
 
-                    change["last_error"] = scrub(change["last_error"], list(secrets))
-                changes.append(change)
-                if change["status"] == "failed":
-                    result.failed += 1
-                    result.failed_items.append((it["id"], it["external_id"], change["last_error"]))
-                else:
-                    it.update(change)
-                    waiting.append(it)
-            self._write_outcomes(store, successes, changes, now)
-            result.succeeded += len(successes)
-            items = waiting
-            if not items:
-                break
-            next_at = min(as_utc(it["next_attempt_at"]) for it in items)
-            wait = max(0.0, (next_at - self.clock()).total_seconds())
-            if wait > settings.inline_wait_max:
-                result.waiting = len(items)
-                result.wait_seconds = wait
-                log.info(f"sync run {run_id} chunk {chunk}: {len(items)} items wait {wait:.1f} s for a retry")
-                return result
-            if wait > 0:
-                self.sleep(wait)
-        return result
+    def _run_batch(
+        self,
+        store: Store,
+        part: list[dict[str, Any]],
+        now: datetime,
+        result: ChunkResult,
+        waiting: list[dict[str, Any]],
+        secrets: list[str],
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        """Run the listeners of ``part``; returns (succeeded ids, changes for the rest).
+
+        Items to retry get their new state in place and are appended to ``waiting``.
+        """
+        outcomes = self._run_listeners(store, part)
+        successes: list[int] = []
+        changes: list[dict[str, Any]] = []
+        for it in part:
+            outcome = outcomes.get(it["id"])
+            if outcome is None:
+                successes.append(it["id"])
+                continue
+            exc, kind = outcome
+            change = self._after_failure(it, exc, kind, now)
+            if secrets:  # a listener's message may quote a credential: it must not reach the item row
+                from ._redaction import scrub
+
+                change["last_error"] = scrub(change["last_error"], list(secrets))
+            changes.append(change)
+            if change["status"] == "failed":
+                result.failed += 1
+                result.failed_items.append((it["id"], it["external_id"], change["last_error"]))
+            else:
+                it.update(change)
+                waiting.append(it)
+        return successes, changes
 
     def _claim(
         self, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None
     ) -> list[dict[str, Any]]:
-        """Take the chunk's unfinished items (and its failed ones when re-executing)."""
+        """Take the chunk's unfinished items (and its failed ones when re-executing).
+
+        Called under ``_chunk_claim``, so no other step is working on this chunk.
+        """
         now = self.clock()
         t = m.sync_items
         with store.begin() as conn:
@@ -473,41 +554,54 @@ class SyncEngine:
                     t.c.first_attempt_at,
                     t.c.next_attempt_at,
                     t.c.event_type,
-                    cast(t.c.payload, Text).label("payload_json"),
                     t.c.external_id,
-                )
+                )  # no payloads: they are read per listener batch, and not at all for staged listeners
                 .where(t.c.run_id == run_id, t.c.chunk == chunk, t.c.status.in_(("pending", "processing")))
                 .order_by(t.c.id)
             )
-            if not store.is_sqlite:
-                stmt = stmt.with_for_update(skip_locked=True)
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
-            for ids in chunked([r["id"] for r in rows], 1000):
-                conn.execute(update(t).where(store.id_in(t.c.id, ids)).values(status="processing", claimed_at=now))
+            if store.is_sqlite:  # PostgreSQL holds the chunk's advisory lock instead (_chunk_claim)
+                for ids in chunked([r["id"] for r in rows], 1000):
+                    conn.execute(update(t).where(store.id_in(t.c.id, ids)).values(status="processing", claimed_at=now))
         return rows
 
-    def _run_listeners(self, items: list[dict[str, Any]]) -> dict[int, tuple[BaseException, str]]:
+    def _run_listeners(self, store: Store, items: list[dict[str, Any]]) -> dict[int, tuple[BaseException, str]]:
         """Run every listener for ``items``; returns failures by item id as (exception, kind).
 
         kind is ``retry`` (genuine failure), ``defer`` (RateLimited) or ``fatal`` (no retry helps).
+        Payloads are read and parsed only for event types that have a listener needing event
+        objects: types whose listeners are all staged never leave the database.
         """
         failures: dict[int, tuple[BaseException, str]] = {}
-        by_type: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        by_type: dict[str, list[dict[str, Any]]] = {}
         for it in items:
+            by_type.setdefault(it["event_type"], []).append(it)
+        for type_name, group in by_type.items():
             try:
-                cls = self._types.resolve(it["event_type"])
-                raw = it.get("payload_json")
-                event = cls.model_validate_json(raw) if raw is not None else cls.model_validate(it["payload"])
-            except Exception as exc:  # the stored payload no longer matches its event class
-                failures[it["id"]] = (exc, "fatal")
+                cls = self._types.resolve(type_name)
+            except Exception as exc:  # the event class is gone: no retry will bring it back
+                for it in group:
+                    failures[it["id"]] = (exc, "fatal")
                 continue
-            if isinstance(event, InvalidPayload):  # recorded at enumeration; only a skip gets past it
-                failures[it["id"]] = (InvalidPayloadError(event.error), "fatal")
-                continue
-            by_type.setdefault(it["event_type"], []).append((it, event))
-        for group in by_type.values():
-            specs = self.listeners.for_type(type(group[0][1]))
-            alive = group
+            specs = self.listeners.for_type(cls)
+            invalid = issubclass(cls, InvalidPayload)
+            alive: list[tuple[dict[str, Any], Any]]
+            if invalid or any(not spec.staged for spec in specs):
+                alive = []
+                payloads = self._payloads(store, group)
+                for it in group:
+                    try:
+                        raw = payloads[it["id"]]
+                        event = cls.model_validate_json(raw) if isinstance(raw, (str, bytes)) else cls.model_validate(raw)
+                    except Exception as exc:  # the stored payload no longer matches its event class
+                        failures[it["id"]] = (exc, "fatal")
+                        continue
+                    if invalid:  # recorded at enumeration; only a skip gets past it
+                        failures[it["id"]] = (InvalidPayloadError(event.error), "fatal")
+                        continue
+                    alive.append((it, event))
+            else:
+                alive = [(it, None) for it in group]
             for spec in specs:
                 if not alive:
                     break
@@ -519,12 +613,16 @@ class SyncEngine:
                         failures[it["id"]] = (err, "fatal")
                     alive = []
                     break
-                if spec.batch:
-                    alive = self._call_batch(spec, alive, failures)
+                if spec.staged:
+                    alive = self._isolating(alive, failures, lambda pairs, spec=spec: self._call_staged(
+                        spec, store, cls, pairs))
+                elif spec.batch:
+                    alive = self._isolating(alive, failures, lambda pairs, spec=spec: self._call(
+                        spec, [ev for _, ev in pairs]))
                 else:
                     survivors = []
                     for it, ev in alive:
-                        problem = self._call(spec, ev, single=True)
+                        problem = self._call(spec, ev)
                         if problem is None:
                             survivors.append((it, ev))
                         else:
@@ -532,7 +630,26 @@ class SyncEngine:
                     alive = survivors
         return failures
 
-    def _call(self, spec: ListenerSpec, arg: Any, *, single: bool) -> tuple[BaseException, str] | None:
+    @staticmethod
+    def _payloads(store: Store, group: list[dict[str, Any]]) -> dict[int, Any]:
+        """Stored payloads by item id: from the item rows when they carry them, else one query."""
+        out: dict[int, Any] = {}
+        missing: list[int] = []
+        for it in group:
+            if it.get("payload_json") is not None:
+                out[it["id"]] = it["payload_json"]
+            elif "payload" in it:
+                out[it["id"]] = it["payload"]
+            else:
+                missing.append(it["id"])
+        if missing:
+            t = m.sync_items
+            with store.engine.connect() as conn:
+                for ids in chunked(missing, 1000):
+                    out.update(conn.execute(select(t.c.id, cast(t.c.payload, Text)).where(store.id_in(t.c.id, ids))).all())
+        return out
+
+    def _call(self, spec: ListenerSpec, arg: Any) -> tuple[BaseException, str] | None:
         try:
             result = spec.fn(arg)
         except RateLimited as exc:
@@ -548,13 +665,32 @@ class SyncEngine:
             )
         return None
 
-    def _call_batch(
-        self,
-        spec: ListenerSpec,
+    def _call_staged(
+        self, spec: ListenerSpec, store: Store, cls: type, pairs: list[tuple[dict[str, Any], Any]]
+    ) -> tuple[BaseException, str] | None:
+        """One staged call in a transaction of its own: committed if the listener returns."""
+        from ._staged import StagedBatch
+
+        events = [ev for _, ev in pairs] if all(ev is not None for _, ev in pairs) else None
+        try:
+            with store.begin() as conn:
+                problem = self._call(spec, StagedBatch(conn, [it["id"] for it, _ in pairs], cls, events=events))
+                if problem is not None:
+                    raise _Rollback(problem)
+        except _Rollback as rollback:
+            return rollback.problem
+        except Exception as exc:  # the commit itself failed (e.g. a deferred constraint)
+            return exc, "retry"
+        return None
+
+    @staticmethod
+    def _isolating(
         alive: list[tuple[dict[str, Any], Any]],
         failures: dict[int, tuple[BaseException, str]],
+        call: Callable[[list[tuple[dict[str, Any], Any]]], tuple[BaseException, str] | None],
     ) -> list[tuple[dict[str, Any], Any]]:
-        problem = self._call(spec, [ev for _, ev in alive], single=False)
+        """Call once for the whole batch; if that fails, once per item to isolate the culprit(s)."""
+        problem = call(alive)
         if problem is None:
             return alive
         if problem[1] in ("defer", "fatal"):
@@ -565,12 +701,12 @@ class SyncEngine:
             failures[alive[0][0]["id"]] = problem
             return []
         survivors = []
-        for it, ev in alive:  # isolate the item(s) that fail
-            single = self._call(spec, [ev], single=True)
+        for pair in alive:
+            single = call([pair])
             if single is None:
-                survivors.append((it, ev))
+                survivors.append(pair)
             else:
-                failures[it["id"]] = single
+                failures[pair[0]["id"]] = single
         return survivors
 
     def _after_failure(self, it: dict[str, Any], exc: BaseException, kind: str, now: datetime) -> dict[str, Any]:
@@ -629,17 +765,27 @@ class SyncEngine:
                 )
 
     # --- reconciliation ------------------------------------------------------------------
-    def try_reconcile(self, store: Store, run_id: int, *, log: Any = log_default) -> ReconcileResult | None:
-        """Reconcile only if no item of the run is pending or processing (one indexed probe first).
+    def try_reconcile(
+        self, store: Store, run_id: int, *, log: Any = log_default, after_chunk: int | None = None
+    ) -> ReconcileResult | None:
+        """Reconcile only if no item of the run is pending or processing (indexed probes first).
 
-        Chunk steps call this as they end: all but the last find unfinished items at once and
-        skip the locking and counting that a full reconcile does.
+        Chunk steps call this as they end (``after_chunk`` = their chunk): all but the last find
+        unfinished items at once and skip the locking and counting that a full reconcile does.
+        The first probe looks at the next chunk only (usually not yet run, so its first index
+        entry answers); only if that one is finished does the probe cover the whole run, whose
+        index holds one dead entry per item that has finished.
         """
         t = m.sync_items
+        unfinished = t.c.status.in_(("pending", "processing"))
         with store.engine.connect() as conn:
-            busy = conn.execute(
-                select(t.c.id).where(t.c.run_id == run_id, t.c.status.in_(("pending", "processing"))).limit(1)
-            ).first()
+            busy = None
+            if after_chunk is not None:
+                busy = conn.execute(
+                    select(t.c.id).where(t.c.run_id == run_id, t.c.chunk == after_chunk + 1, unfinished).limit(1)
+                ).first()
+            if busy is None:
+                busy = conn.execute(select(t.c.id).where(t.c.run_id == run_id, unfinished).limit(1)).first()
         if busy is not None:
             return None
         return self.reconcile(store, run_id, log=log)
@@ -795,6 +941,14 @@ class SyncEngine:
             if not held:
                 return None
             low_water = min(held)
+        if (
+            conn.dialect.name == "postgresql"
+            and type(provider).reduce_checkpoints is Provider.reduce_checkpoints
+            and (low_water is None or isinstance(low_water, str))
+        ):
+            found, value = self._max_string_checkpoint(conn, run_id, low_water)
+            if found:
+                return value
         reduced: Any = None
         stmt = (
             select(t.c.checkpoint)
@@ -808,6 +962,32 @@ class SyncEngine:
             page = provider.reduce_checkpoints(values)
             reduced = page if reduced is None else provider.reduce_checkpoints([reduced, page])
         return reduced
+
+    @staticmethod
+    def _max_string_checkpoint(conn: Any, run_id: int, below: str | None) -> tuple[bool, Any]:
+        """The default reducer (``max``) done by PostgreSQL when every checkpoint is a JSON string.
+
+        Python's ``max`` over ``str`` orders by code point; so does ``COLLATE "C"`` over UTF-8 text,
+        so the answer is the same, without fetching and decoding a checkpoint per item (the
+        common case: ISO-8601 timestamps). Anything else (numbers, mixed types, a string
+        PostgreSQL cannot hold as text) answers ``(False, None)`` and Python reduces as usual.
+        """
+        from sqlalchemy.exc import DBAPIError
+
+        sql = text(
+            "SELECT count(*) FILTER (WHERE json_typeof(checkpoint) NOT IN ('string', 'null')), "
+            "max((checkpoint #>> '{}') COLLATE \"C\") FILTER (WHERE json_typeof(checkpoint) = 'string'"
+            + (" AND (checkpoint #>> '{}') COLLATE \"C\" < :below" if below is not None else "")
+            + ") FROM sync_items WHERE run_id = :run_id AND status IN ('success', 'skipped')"
+        )
+        try:
+            with conn.begin_nested():
+                others, top = conn.execute(sql, {"run_id": run_id, "below": below}).one()
+        except DBAPIError:  # e.g. a \u0000 escape, which text cannot hold
+            return False, None
+        if others:
+            return False, None
+        return True, top
 
     @staticmethod
     def _monotonic(provider: Provider, old: Any, candidate: Any) -> Any:

@@ -4,6 +4,9 @@ A listener is a plain function ``fn(event) -> None`` run synchronously by the fr
 item. ``listener(EventType, batch=True)`` marks a function that takes a *list* of events; the
 engine calls it once per group of ready items and, if it raises, once per item to isolate the
 culprit, so per-item guarantees hold while the common case does one round trip per chunk.
+``listener(EventType, staged=True)`` is a batch listener that receives a ``StagedBatch`` (the
+batch's item ids and a connection in its own transaction) to move the batch with set-based SQL
+straight from the stored events; see ``_staged.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class ListenerSpec:
     fn: Callable[..., Any]
     batch: bool = False
     queued: bool = False
+    staged: bool = False
 
     @property
     def name(self) -> str:
@@ -34,15 +38,20 @@ class ListenerSpec:
 _global_registry: list[ListenerSpec] = []
 
 
-def listener(event_type: type, *, batch: bool = False, queued: bool = False) -> Callable[[F], F]:
+def listener(
+    event_type: type, *, batch: bool = False, staged: bool = False, queued: bool = False
+) -> Callable[[F], F]:
     """Register ``fn`` as a listener for ``event_type`` (and its subclasses).
+
+    ``batch=True``: ``fn`` takes a list of events. ``staged=True``: ``fn`` takes a ``StagedBatch``
+    (implies batch semantics: one call per batch, one call per item to isolate a failure).
 
     ``queued=True`` exists only so that a listener declared as queued is refused loudly at run time
     (``SyncListenerMustNotBeQueuedError``) rather than silently reporting success early.
     """
 
     def decorate(fn: F) -> F:
-        spec = ListenerSpec(event_type=event_type, fn=fn, batch=batch, queued=queued)
+        spec = ListenerSpec(event_type=event_type, fn=fn, batch=batch or staged, queued=queued, staged=staged)
         specs = list(getattr(fn, _ATTR, ()))
         specs.append(spec)
         try:

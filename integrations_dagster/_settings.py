@@ -43,6 +43,11 @@ class SyncSettings(BaseSettings):
     max_items_per_batch: int = Field(default=10_000, ge=1, description="Soft cap: a larger run logs a warning.")
     chunk_size: int = Field(default=1000, ge=1, description="Items per mapped Dagster step.")
     flush_every: int = Field(default=1000, ge=1, description="Dispatched items buffered before one INSERT.")
+    listener_batch_size: int = Field(
+        default=1000, ge=1,
+        description="Events handed to a batch listener per call; each batch's statuses are written in one statement "
+        "(on PostgreSQL while the next batch runs).",
+    )
     cursor_rule: Literal["low_water_mark", "strict"] = Field(
         default="low_water_mark",
         description="low_water_mark: a failure holds back only later checkpoints; strict: any failure keeps the cursor.",

@@ -77,3 +77,11 @@ def dagster_instance(tmp_path):  # type: ignore[no-untyped-def]
     home.mkdir()
     with instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Store:
+    """PostgreSQL only: for paths that exist only there (advisory-lock claims, background writes)."""
+    store = Store.for_url(pg_url)
+    _empty_tables(store)
+    return store
