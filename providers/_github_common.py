@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 
 from integrations_dagster import Integration, IntegrationsError, Store
 
@@ -26,26 +26,33 @@ def require(integration: Integration, *keys: str) -> dict[str, Any]:
     return meta
 
 
-def upsert(store: Store, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
-    """Upsert ``rows`` into ``table``: ``INSERT ... ON CONFLICT DO UPDATE`` (PostgreSQL and SQLite)."""
+def upsert(target: Store | Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Upsert ``rows`` into ``table``: ``INSERT ... ON CONFLICT DO UPDATE`` (PostgreSQL and SQLite).
+
+    ``target`` is a Store (its own transaction) or a connection inside the caller's transaction.
+    Rows sharing a key keep the last one: one statement cannot update a row twice.
+    """
     if not rows:
         return
-    if not store.is_sqlite:
-        with store.engine.begin() as conn:
-            pg_upsert(conn.connection.driver_connection, table, rows, keys)
-        return
-    if store.is_sqlite:
-        from sqlalchemy.dialects.sqlite import insert
+    rows = list({tuple(r[k] for k in keys): r for r in rows}.values())
+    if isinstance(target, Store):
+        with target.engine.begin() as conn:
+            _upsert(conn, table, rows, keys)
     else:
-        from sqlalchemy.dialects.postgresql import insert
+        _upsert(target, table, rows, keys)
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    if conn.dialect.name == "postgresql":
+        pg_upsert(conn.connection.driver_connection, table, rows, keys)
+        return
+    from sqlalchemy.dialects.sqlite import insert
+
     stmt = insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     )
-    with store.engine.begin() as conn:
-        # One statement for the batch: psycopg pipelines an executemany; a multi-VALUES statement of
-        # 1,000 rows costs more to compile than to run.
-        conn.execute(stmt, rows)
+    conn.execute(stmt, rows)  # one executemany for the batch
 
 
 def pg_upsert(pg_conn: Any, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:

@@ -260,3 +260,46 @@ def test_listener_requests_share_the_budget_and_are_deferred_not_failed(store, d
     logged = _requests(store, integ.id)
     assert len(logged) == 5 and all(r.sync_run_id == latest(store, integ.id)["id"] for r in logged)
     assert latest(store, integ.id)["request_count"] == 5
+
+
+def test_staged_sql_upsert_stores_the_same_rows_as_the_python_path(pg_store):
+    """PostgreSQL upserts issues with one INSERT ... SELECT from the staged events; SQLite (and any
+    other database) builds the rows in Python with issue_row. Both must store the same thing,
+    including the awkward cases, and a batch that holds one issue twice keeps its latest version."""
+    from integrations_dagster import StagedBatch, SyncSettings
+    from integrations_dagster._engine import SyncEngine
+    from integrations_dagster._listeners import ListenerRegistry
+    from providers.github import GitHubIssueSynced, GitHubProvider, issue_row, upsert_github_issues
+
+    store = pg_store
+    base = {"state": "open", "created_at": "2024-01-01T00:00:00Z", "html_url": "https://x/1"}
+    issues = [
+        {**base, "id": 1, "number": 1, "title": 'quotes " and \\ backslash', "user": {"login": "a"},
+         "labels": [{"name": "bug"}, {"name": "p1"}], "updated_at": "2024-01-02T00:00:00Z", "extra": {"n": [1]}},
+        {**base, "id": 2, "number": 2, "title": "ünïcødé ✓", "user": None, "labels": [],
+         "updated_at": "2024-01-03T00:00:00Z"},
+        {"id": 3, "number": 3, "title": "no url", "state": "closed", "user": {"login": "b"}, "labels": [],
+         "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-04T00:00:00Z"},
+        {**base, "id": 1, "number": 1, "title": "issue 1, edited later in the same run", "user": {"login": "a"},
+         "labels": [{"name": "bug"}], "updated_at": "2024-01-05T00:00:00Z"},
+    ]
+    engine = SyncEngine(providers=[GitHubProvider()], listeners=ListenerRegistry([]), settings=SyncSettings())
+    integ = store.create_integration(provider_key="github", name="g", metadata={"owner": "o", "repo": "r"})
+    start = engine.start_run(store, integ.id, dagster_run_id=None)
+    with store.begin() as conn:
+        store.insert_items(conn, [
+            dict(run_id=start.run_id, integration_id=integ.id, chunk=0, status="pending", attempts=0, deferrals=0,
+                 external_id=str(i["id"]), checkpoint=i["updated_at"],
+                 event_type="providers.github:GitHubIssueSynced",
+                 payload=GitHubIssueSynced(integration_id=integ.id, issue=i).model_dump_json(),
+                 created_at=engine.clock())
+            for i in issues
+        ])
+    ids = [it["id"] for it in store.items_for_run(start.run_id)]
+    with store.begin() as conn:
+        upsert_github_issues(StagedBatch(conn, ids, GitHubIssueSynced))
+    with store.engine.connect() as conn:
+        stored = {r.issue_id: dict(r._mapping) for r in conn.execute(select(github_issues))}
+    latest_by_id = {i["id"]: i for i in issues}  # the later dispatch of issue 1 wins
+    expected = {k: issue_row(GitHubIssueSynced(integration_id=integ.id, issue=v)) for k, v in latest_by_id.items()}
+    assert stored == expected
