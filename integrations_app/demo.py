@@ -84,7 +84,8 @@ def main() -> int:
             "   or fix the listener and re-execute the run from failure in the UI."
         )
     print(f"\nThe CLI needs the demo's key:  export {ENV_KEY}=$(cat {home}/demo-secret.key)")
-    print("\nSee it in the UI:  DAGSTER_HOME=.dagster_home .venv/bin/dagster dev -w workspace.yaml")
+    print(f"\nSee it in the UI:  DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '.dagster_home')} "
+          ".venv/bin/dagster dev -w workspace.yaml")
     return 0
 
 
