@@ -19,7 +19,6 @@ from integrations_dagster import (
 )
 from integrations_dagster._engine import SyncEngine
 from integrations_dagster._listeners import ListenerRegistry
-from integrations_dagster._store import _models as m
 
 
 class Noted(SyncItemEvent):
@@ -245,4 +244,3 @@ def test_staged_batch_exposes_its_items(store, db_url):
         assert [e.value for e in batch.events()] == ["a", "b"]
         rows = batch.execute("SELECT s.item_id FROM {staged} AS s ORDER BY s.item_id").scalars().all()
         assert rows == ids
-    assert m.sync_items.name == "sync_items"
