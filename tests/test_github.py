@@ -303,3 +303,30 @@ def test_staged_sql_upsert_stores_the_same_rows_as_the_python_path(pg_store):
     latest_by_id = {i["id"]: i for i in issues}  # the later dispatch of issue 1 wins
     expected = {k: issue_row(GitHubIssueSynced(integration_id=integ.id, issue=v)) for k, v in latest_by_id.items()}
     assert stored == expected
+
+
+def test_calls_made_while_a_listing_prefetches_share_the_client_safely(fake):
+    """A provider may call the API per item while ``iter_items`` fetches the next pages on its
+    worker thread: both use one client (one connection pool, one budget, one request log)."""
+    from integrations_dagster.http import ApiClient, LinkHeaderPaginator
+
+    recorded: list[Any] = []
+
+    class Recorder:
+        def record(self, entry: Any) -> None:
+            recorded.append(entry)
+
+    with ApiClient(base_url=fake.url, headers={"Authorization": f"Bearer {TOKEN}"}, recorder=Recorder()) as api:
+        numbers, details = [], {}
+        params = {"since": "2000-01-01T00:00:00Z", "state": "all", "sort": "updated", "direction": "asc",
+                  "per_page": 100}
+        for raw, _parsed, error in api.iter_items(f"/repos/{fake.owner}/{fake.repo}/issues", params=params,
+                                                  paginator=LinkHeaderPaginator(), prefetch=3):
+            assert error is None
+            numbers.append(raw["number"])
+            if raw["number"] % 25 == 0:
+                details[raw["number"]] = api.get_json(f"/repos/{fake.owner}/{fake.repo}/issues/{raw['number']}")
+    assert sorted(numbers) == list(range(1, 351)) and len(numbers) == 350
+    assert {n: d["title"] for n, d in details.items()} == {n: fake.issue(n)["title"] for n in range(25, 351, 25)}
+    assert len(recorded) == 4 + 14 and all(e.status_code == 200 for e in recorded)
+    assert all(TOKEN not in e.url for e in recorded)
