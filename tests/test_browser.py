@@ -243,7 +243,8 @@ def _wait_for_status(page: Any, status: str) -> None:
 
 
 def _colour_of(page: Any, text: str) -> tuple[int, int, int]:
-    """The background colour of the nearest coloured box around the element whose text is ``text``."""
+    """The background colour of the nearest coloured box around the element whose text is ``text``
+    (``page`` may be any locator to search in)."""
     rgb = page.get_by_text(text, exact=True).first.evaluate(
         """el => { for (let e = el; e; e = e.parentElement) {
                const c = getComputedStyle(e).backgroundColor;
@@ -262,6 +263,7 @@ def test_a_a_partition_launched_from_the_launchpad_syncs(server: Server, page: A
     # The run's sync result is in its event log: the materialisation of the integration's partition.
     page.get_by_placeholder("Filter…").fill("type:ASSET_MATERIALIZATION")
     page.get_by_text(re.compile(r"sync run \d+: success")).first.wait_for()
+    page.mouse.move(300, 780)  # not over the event (hovering shows its "view full message" button)
     _shot(server, page, "a-launchpad-run-success")
     with server.instance() as instance:
         run = instance.get_run_by_id(run_id)
@@ -298,6 +300,15 @@ def test_b_a_run_with_a_poisoned_item_shows_red_and_names_the_item(server: Serve
     server.story["sync_run"] = store.run_for_dagster_run(run_id)["id"]
 
 
+def test_e_health_checks_are_red_while_the_poisoned_item_holds_the_cursor(server: Server, page: Any) -> None:
+    _needs(server, "failed_run")
+    _checks_show(server, page, passed=False, shot="e-checks-red")
+    # The history of the failing check keeps the failure (with the item) as well as the earlier pass.
+    _check_panel(server, page, "no_failed_items_holding_cursor")
+    page.get_by_role("tab", name="Execution history").click()
+    page.get_by_text(re.compile(rf"\(external id {POISONED}\): ValueError")).first.wait_for()
+
+
 def test_c_reexecute_from_failure_runs_only_the_failed_chunk_and_the_reconcile(server: Server, page: Any) -> None:
     _needs(server, "failed_run")
     parent = server.story["failed_run"]
@@ -332,6 +343,16 @@ def test_c_reexecute_from_failure_runs_only_the_failed_chunk_and_the_reconcile(s
     server.story["child_run"] = child
 
 
+def test_e_health_checks_turn_green_after_the_reexecution(server: Server, page: Any) -> None:
+    _needs(server, "child_run")
+    _checks_show(server, page, passed=True, shot="e-checks-green")
+    _check_panel(server, page, "no_failed_items_holding_cursor")
+    page.get_by_role("tab", name="Execution history").click()
+    page.get_by_text("Failed", exact=True).first.wait_for()  # red, then green, in the history
+    page.get_by_text("Passed", exact=True).first.wait_for()
+    _shot(server, page, "e-check-history-red-then-green")
+
+
 def test_d_the_asset_timeline_shows_the_runs_of_one_integration(server: Server, page: Any) -> None:
     _needs(server, "failed_run", "child_run")
     partition = server.poisoned_id
@@ -359,3 +380,35 @@ def test_d_the_asset_timeline_shows_the_runs_of_one_integration(server: Server, 
         assert {k: shown.get(k) for k in metadata} == metadata
         _shot(server, page, f"d-timeline-{metadata['status']}")
         row.get_by_role("img", name="arrow_drop_down").click()  # fold it again
+
+
+def _check_panel(server: Server, page: Any, check: str) -> Any:
+    """The asset's Checks tab with ``check`` selected; returns the locator of its latest execution."""
+    page.goto(f"{server.url}/assets/integrations/synthetic?view=checks")
+    page.get_by_text(check, exact=True).first.click()
+    page.get_by_text("Latest execution").wait_for()
+    return page
+
+
+def _latest_evaluation(page: Any, check: str, result: str, description: str | re.Pattern[str]) -> None:
+    """The selected check's latest execution: ``result`` (Passed/Failed), for the poisoned partition."""
+    page.get_by_text(description).first.wait_for()
+    box = page.get_by_text("Evaluation result", exact=True).locator("xpath=..")
+    box.get_by_text(result, exact=True).wait_for()
+    colour = _colour_of(box, result)
+    red, green = colour[0] > colour[1] + 20, colour[1] > colour[0] + 20
+    assert (red, green) == ((True, False) if result == "Failed" else (False, True)), (check, result, colour)
+
+
+def _checks_show(server: Server, page: Any, passed: bool, shot: str) -> None:
+    partition = server.poisoned_id
+    failed_desc = re.compile(rf"1 failed item\(s\) hold the cursor; oldest: item \d+ \(external id {POISONED}\)")
+    for check, bad, good in (
+        ("no_failed_items_holding_cursor", failed_desc, "no failed items hold the cursor"),
+        ("synced_within_interval", re.compile(r"health is failing after 1 unsuccessful run"), re.compile(r"synced at ")),
+    ):
+        _check_panel(server, page, check)
+        _latest_evaluation(page, check, "Passed" if passed else "Failed", good if passed else bad)
+        # The evaluation is the poisoned integration's partition (the partition header, then its value).
+        page.get_by_text("Partition", exact=True).locator("xpath=..").get_by_text(str(partition), exact=True).wait_for()
+        _shot(server, page, f"{shot}-{check}")
