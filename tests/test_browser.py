@@ -4,8 +4,10 @@ One ``dagster dev`` (webserver, daemon, code server) per module, on a temporary 
 project's dagster.yaml, a free port and the code location ``tests.support.browser_app`` (the synthetic
 provider; a listener that fails on the poisoned item until the test creates the "fixed" flag file; state
 on SQLite in the temporary folder). Playwright drives Debian's Chromium (``/usr/bin/chromium``;
-``scripts/setup.sh`` installs both). The tests run in order and build on each other (a story): they are
-one xdist group, so they always share one worker and one server.
+``scripts/test.sh`` installs both). The flows build on each other (a story: the poisoned run of (b) is
+re-executed in (c)), so one test runs them in order on one server, each flow in a fresh browser context;
+a failure names the flow. (One test, not one per flow: pytest-xdist could otherwise hand the flows to
+different workers, and its ``xdist_group`` grouping does not work with pytest 9.)
 
 Screenshots go to ``<tmp>/screenshots`` (the path is printed) and, when ``INTEGRATIONS_SCREENSHOTS_DIR``
 is set, are copied there too (that is how ``docs/screenshots/`` was made).
@@ -22,7 +24,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +46,6 @@ POISONED = "item-15"  # in chunk 1
 MAX_CURSOR = f"{ITEMS - 1:08d}"
 RUN_TIMEOUT_MS = 120_000  # a daemon-launched run starts a fresh interpreter: seconds on a busy 2-core machine
 UI_TIMEOUT_MS = 30_000
-
-pytestmark = pytest.mark.xdist_group("browser")
 
 
 @dataclass
@@ -196,16 +197,18 @@ def browser(server: Server) -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, server: Server, request: pytest.FixtureRequest) -> Iterator[Any]:
+@contextmanager
+def _page(browser: Any, server: Server, name: str) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     # Dagster's "join the community" dialog covers the first page a new browser opens: mark it seen.
     context.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
     pg = context.new_page()
     pg.set_default_timeout(UI_TIMEOUT_MS)
-    yield pg
-    _shot(server, pg, f"end-{request.node.name}", publish=False)  # what the page showed last (useful when a test failed)
-    context.close()
+    try:
+        yield pg
+    finally:
+        _shot(server, pg, f"end-{name}", publish=False)  # what the page showed last (useful after a failure)
+        context.close()
 
 
 def _shot(server: Server, page: Any, name: str, *, full_page: bool = False, publish: bool = True) -> Path:
@@ -216,12 +219,6 @@ def _shot(server: Server, page: Any, name: str, *, full_page: bool = False, publ
         Path(extra).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(extra) / path.name)
     return path
-
-
-def _needs(server: Server, *keys: str) -> None:
-    missing = [k for k in keys if k not in server.story]
-    if missing:
-        pytest.fail(f"an earlier browser test did not get this far (missing {missing}); see its failure first")
 
 
 def _launch_from_launchpad(server: Server, page: Any, partition: int) -> str:
@@ -256,7 +253,7 @@ def _colour_of(page: Any, text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
-def test_a_a_partition_launched_from_the_launchpad_syncs(server: Server, page: Any) -> None:
+def flow_a_partition_launched_from_the_launchpad_syncs(server: Server, page: Any) -> None:
     run_id = _launch_from_launchpad(server, page, server.clean_id)
     _wait_for_status(page, "Success")
     page.get_by_text(f"partition: {server.clean_id}").wait_for()
@@ -278,7 +275,7 @@ def test_a_a_partition_launched_from_the_launchpad_syncs(server: Server, page: A
     server.story["clean_run"] = run_id
 
 
-def test_b_a_run_with_a_poisoned_item_shows_red_and_names_the_item(server: Server, page: Any) -> None:
+def flow_b_run_with_a_poisoned_item_shows_red_and_names_the_item(server: Server, page: Any) -> None:
     run_id = _launch_from_launchpad(server, page, server.poisoned_id)
     _wait_for_status(page, "Failure")
     r, g, b = _colour_of(page, "Failure")
@@ -300,8 +297,7 @@ def test_b_a_run_with_a_poisoned_item_shows_red_and_names_the_item(server: Serve
     server.story["sync_run"] = store.run_for_dagster_run(run_id)["id"]
 
 
-def test_e_health_checks_are_red_while_the_poisoned_item_holds_the_cursor(server: Server, page: Any) -> None:
-    _needs(server, "failed_run")
+def flow_e1_health_checks_are_red_while_the_poisoned_item_holds_the_cursor(server: Server, page: Any) -> None:
     _checks_show(server, page, passed=False, shot="e-checks-red")
     # The history of the failing check keeps the failure (with the item) as well as the earlier pass.
     _check_panel(server, page, "no_failed_items_holding_cursor")
@@ -309,8 +305,7 @@ def test_e_health_checks_are_red_while_the_poisoned_item_holds_the_cursor(server
     page.get_by_text(re.compile(rf"\(external id {POISONED}\): ValueError")).first.wait_for()
 
 
-def test_c_reexecute_from_failure_runs_only_the_failed_chunk_and_the_reconcile(server: Server, page: Any) -> None:
-    _needs(server, "failed_run")
+def flow_c_reexecute_from_failure_runs_only_the_failed_chunk_and_the_reconcile(server: Server, page: Any) -> None:
     parent = server.story["failed_run"]
     server.fixed_flag.write_text("the listener is fixed\n")  # the operator fixes the cause ...
     page.goto(f"{server.url}/runs/{parent}")  # ... and re-executes the failed run from its page
@@ -343,8 +338,7 @@ def test_c_reexecute_from_failure_runs_only_the_failed_chunk_and_the_reconcile(s
     server.story["child_run"] = child
 
 
-def test_e_health_checks_turn_green_after_the_reexecution(server: Server, page: Any) -> None:
-    _needs(server, "child_run")
+def flow_e2_health_checks_turn_green_after_the_reexecution(server: Server, page: Any) -> None:
     _checks_show(server, page, passed=True, shot="e-checks-green")
     _check_panel(server, page, "no_failed_items_holding_cursor")
     page.get_by_role("tab", name="Execution history").click()
@@ -353,8 +347,7 @@ def test_e_health_checks_turn_green_after_the_reexecution(server: Server, page: 
     _shot(server, page, "e-check-history-red-then-green")
 
 
-def test_d_the_asset_timeline_shows_the_runs_of_one_integration(server: Server, page: Any) -> None:
-    _needs(server, "failed_run", "child_run")
+def flow_d_asset_timeline_shows_the_runs_of_one_integration(server: Server, page: Any) -> None:
     partition = server.poisoned_id
     page.goto(f"{server.url}/assets/integrations/synthetic?view=partitions&partition={partition}")
     page.get_by_role("button", name=re.compile(r"View all historical events \(2\)")).click()
@@ -412,3 +405,21 @@ def _checks_show(server: Server, page: Any, passed: bool, shot: str) -> None:
         # The evaluation is the poisoned integration's partition (the partition header, then its value).
         page.get_by_text("Partition", exact=True).locator("xpath=..").get_by_text(str(partition), exact=True).wait_for()
         _shot(server, page, f"{shot}-{check}")
+
+
+FLOWS: list[Callable[[Server, Any], None]] = [
+    flow_a_partition_launched_from_the_launchpad_syncs,
+    flow_b_run_with_a_poisoned_item_shows_red_and_names_the_item,
+    flow_e1_health_checks_are_red_while_the_poisoned_item_holds_the_cursor,
+    flow_c_reexecute_from_failure_runs_only_the_failed_chunk_and_the_reconcile,
+    flow_e2_health_checks_turn_green_after_the_reexecution,
+    flow_d_asset_timeline_shows_the_runs_of_one_integration,
+]
+
+
+def test_the_flows_users_rely_on_in_the_dagster_ui(server: Server, browser: Any) -> None:
+    """(a) Launchpad sync, (b) poisoned run red with the item named, (e) checks red, (c) re-execute from
+    failure runs only the failed chunk and the reconcile, (e) checks green, (d) the integration's timeline."""
+    for flow in FLOWS:
+        with _page(browser, server, flow.__name__) as page:
+            flow(server, page)
