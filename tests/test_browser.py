@@ -260,7 +260,10 @@ def flow_a_partition_launched_from_the_launchpad_syncs(server: Server, page: Any
     # The run's sync result is in its event log: the materialisation of the integration's partition.
     page.get_by_placeholder("Filter…").fill("type:ASSET_MATERIALIZATION")
     page.get_by_text(re.compile(r"sync run \d+: success")).first.wait_for()
-    page.mouse.move(300, 780)  # not over the event (hovering shows its "view full message" button)
+    page.get_by_role("button", name="View full message").first.click()  # the metadata, not cut off
+    message = page.get_by_role("dialog")
+    message.get_by_text(f'"{MAX_CURSOR}"', exact=True).wait_for()  # cursor_after: the last item's checkpoint
+    page.wait_for_timeout(500)  # the dialog fades in
     _shot(server, page, "a-launchpad-run-success")
     with server.instance() as instance:
         run = instance.get_run_by_id(run_id)
