@@ -273,6 +273,9 @@ def build_definitions(
             pass
         else:
             all_sensors.extend(build_sync_sensors(engine=engine, settings=settings))
+        from ._checks import build_health_sensor
+
+        all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
     if operator_jobs:
         try:
             from ._operator_jobs import build_operator_definitions
