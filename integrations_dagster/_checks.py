@@ -208,11 +208,14 @@ def build_health_checks(provider_key: str, engine: Any) -> Any:
     def health_checks(context):  # type: ignore[no-untyped-def]
         store = context.resources.integrations.get_store()
         totals = {name: 0 for name in CHECK_NAMES}
-        ids = store.integration_ids(provider_key)
+        from ._definitions import partitions_name
+
+        existing = set(context.instance.get_dynamic_partitions(partitions_name(provider_key)))
+        ids = [i for i in store.integration_ids(provider_key) if str(i) in existing]  # a check needs its partition
         for integration_id in ids:
             _, outcomes = evaluate_for(store, engine, integration_id)
             for ev in to_evaluations(provider_key, integration_id, outcomes):
-                context.log_event(ev)
+                context.op_execution_context.log_event(ev)
             for o in outcomes:
                 totals[o.name] += 0 if o.passed else 1
         from ._definitions import asset_key

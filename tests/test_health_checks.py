@@ -180,3 +180,25 @@ def test_health_sensor_records_cli_skips_and_lateness(store: Store, db_url, dags
     events, cursor = tick(sensor, dagster_instance, db_url, cursor)
     late = events[(SYNCED_WITHIN_INTERVAL, pid)]
     assert not late.passed and late.severity == AssetCheckSeverity.WARN
+
+
+def test_executing_the_checks_from_the_ui_records_one_evaluation_per_partition(store: Store, db_url, dagster_instance):
+    integration = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 30})
+    store.create_integration(provider_key="synthetic", name="never synced: no partition")
+    app.POISON.update({"item-12"})
+    execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)
+    [failed] = store.failed_items(integration_id=integration.id)
+    store.update_integration(integration.id, consecutive_failures=0)
+    from integrations_dagster import _operations as ops
+    from integrations_dagster._definitions import engine_of
+
+    defs = ref(db_url).load()
+    ops.skip_item(store, engine_of(defs), failed["id"], reason="bad data")  # outside Dagster
+    keys = {AssetCheckKey(KEY, NO_FAILED_ITEMS), AssetCheckKey(KEY, SYNCED_WITHIN_INTERVAL)}
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=keys, asset_selection=set())
+    assert job.execute_in_process(instance=dagster_instance).success  # what the UI's "Execute" runs
+    assert evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)[-1].passed
+    partitioned = [r for r in dagster_instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION))
+        if r.event_log_entry.dagster_event.event_specific_data.partition is not None]
+    assert {r.event_log_entry.dagster_event.event_specific_data.partition for r in partitioned} == {str(integration.id)}
