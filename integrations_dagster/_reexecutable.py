@@ -54,19 +54,28 @@ def _workspace_file(workspace: str | os.PathLike[str] | None) -> Path | None:
     return path.resolve() if path.is_file() else None
 
 
-def code_location_origin(ref: Any, workspace: str | os.PathLike[str] | None = None) -> Any:
-    """The code location origin whose definitions are ``ref`` (see the module docstring)."""
-    from dagster._core.workspace.load import location_origin_from_module_name, location_origins_from_yaml_paths
+def workspace_location_origin(ref: Any, workspace: str | os.PathLike[str] | None = None) -> Any:
+    """The origin of the workspace file's code location that loads ``ref``, or None."""
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
 
     path = _workspace_file(workspace)
-    if path is not None and not ref.kwargs:
-        for origin in location_origins_from_yaml_paths([str(path)]):
-            target = getattr(origin, "loadable_target_origin", None)
-            if target is None or target.module_name != ref.module:
-                continue
-            if target.attribute in (None, ref.attr):
-                return origin
-    return location_origin_from_module_name(ref.module, ref.attr, os.getcwd())
+    if path is None or ref.kwargs:
+        return None
+    for origin in location_origins_from_yaml_paths([str(path)]):
+        target = getattr(origin, "loadable_target_origin", None)
+        if target is None or target.module_name != ref.module:
+            continue
+        if target.attribute in (None, ref.attr):
+            return origin
+    return None
+
+
+def code_location_origin(ref: Any, workspace: str | os.PathLike[str] | None = None) -> Any:
+    """The code location origin whose definitions are ``ref`` (see the module docstring)."""
+    from dagster._core.workspace.load import location_origin_from_module_name
+
+    origin = workspace_location_origin(ref, workspace)
+    return origin if origin is not None else location_origin_from_module_name(ref.module, ref.attr, os.getcwd())
 
 
 def job_origin(ref: Any, job_name: str, workspace: str | os.PathLike[str] | None = None) -> Any:
@@ -148,3 +157,41 @@ def reexecute_run_from_failure(
     )
     with execute_run(recon, run, instance, raise_on_error=False) as result:
         return result.dagster_run
+
+
+def submit_run_to_queue(
+    ref: Any,
+    job_name: str,
+    *,
+    instance: DagsterInstance,
+    tags: Mapping[str, str],
+    workspace: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """Create the run ``dagster job launch -w WORKSPACE`` would create and put it on the run queue,
+    in this process (no Python start, no code server: about 7 s less on our machines).
+
+    Returns None, and the caller uses ``dagster job launch``, unless the instance's run coordinator is
+    Dagster's ``QueuedRunCoordinator`` (whose ``submit_run`` only enqueues and never reads the
+    workspace, ``dagster/_core/run_coordinator/queued_run_coordinator.py``) and the workspace file has
+    the code location of ``ref`` (the daemon must find the run's location by name).
+    """
+    from dagster import QueuedRunCoordinator
+    from dagster._core.remote_origin import RemoteRepositoryOrigin
+
+    if not isinstance(instance.run_coordinator, QueuedRunCoordinator):
+        return None
+    location = workspace_location_origin(ref, workspace)
+    if location is None:
+        return None
+    recon, job_def, load_data = _loaded(ref, job_name)
+    origin = RemoteRepositoryOrigin(location, ref.load().get_repository_def().name).get_job_origin(job_name)
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config={},
+        tags={**job_def.run_tags, **tags},
+        remote_job_origin=origin,
+        job_code_origin=recon.get_python_origin(),
+        repository_load_data=load_data,
+    )
+    instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]  # unused by QueuedRunCoordinator
+    return run.run_id
