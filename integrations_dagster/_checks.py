@@ -208,11 +208,14 @@ def build_health_checks(provider_key: str, engine: Any) -> Any:
     def health_checks(context):  # type: ignore[no-untyped-def]
         store = context.resources.integrations.get_store()
         totals = {name: 0 for name in CHECK_NAMES}
-        ids = store.integration_ids(provider_key)
+        from ._definitions import partitions_name
+
+        existing = set(context.instance.get_dynamic_partitions(partitions_name(provider_key)))
+        ids = [i for i in store.integration_ids(provider_key) if str(i) in existing]  # a check needs its partition
         for integration_id in ids:
             _, outcomes = evaluate_for(store, engine, integration_id)
             for ev in to_evaluations(provider_key, integration_id, outcomes):
-                context.log_event(ev)
+                context.op_execution_context.log_event(ev)
             for o in outcomes:
                 totals[o.name] += 0 if o.passed else 1
         from ._definitions import asset_key
@@ -226,3 +229,88 @@ def build_health_checks(provider_key: str, engine: Any) -> Any:
             )
 
     return health_checks
+
+
+# --- the health sensor: CLI actions outside Dagster, and lateness as time passes ---------------------
+HEALTH_SENSOR = "integrations_health_checks_sensor"
+
+
+def fingerprint(integration: Any, failed_items: Sequence[dict[str, Any]], outcomes: Sequence[CheckOutcome]) -> str:
+    """Changes whenever a verdict, the failed items or the integration row change (pure)."""
+    import hashlib
+    import json
+
+    data = [
+        _iso(integration.updated_at), len(failed_items), min((r["id"] for r in failed_items), default=None),
+        [(o.name, o.passed, o.severity) for o in outcomes],
+    ]
+    return hashlib.sha1(json.dumps(data, default=str).encode()).hexdigest()[:12]
+
+
+def changed_evaluations(
+    integrations: Sequence[Any],
+    failed_items: Sequence[dict[str, Any]],
+    *,
+    previous: dict[str, str],
+    now: datetime,
+    default_intervals: dict[str, int | None],
+    partitions: dict[str, set[str]],
+) -> tuple[list[tuple[Any, list[CheckOutcome]]], dict[str, str]]:
+    """Which integrations need new check evaluations since ``previous`` fingerprints (pure).
+
+    Only integrations of known providers whose partition exists are evaluated (a check needs its
+    partition; the first run adds it). Returns the (integration, outcomes) to record and the new
+    fingerprints.
+    """
+    by_integration: dict[int, list[dict[str, Any]]] = {}
+    for row in failed_items:
+        by_integration.setdefault(row["integration_id"], []).append(row)
+    changed: list[tuple[Any, list[CheckOutcome]]] = []
+    current: dict[str, str] = {}
+    for integ in integrations:
+        if integ.provider_key not in default_intervals or str(integ.id) not in partitions.get(integ.provider_key, set()):
+            continue
+        failed = by_integration.get(integ.id, [])
+        outcomes = evaluate_health(integ, failed, now=now, default_interval=default_intervals[integ.provider_key])
+        fp = fingerprint(integ, failed, outcomes)
+        current[str(integ.id)] = fp
+        if previous.get(str(integ.id)) != fp:
+            changed.append((integ, outcomes))
+    return changed, current
+
+
+def build_health_sensor(engine: Any, *, minimum_interval_seconds: int = 60, running: bool = True) -> Any:
+    """One sensor that re-evaluates the health checks of every integration each tick and records the
+    ones whose verdict or state changed: it catches operator actions done outside Dagster (the CLI's
+    ``skip-sync-item``, ``retry-item``, ``advance-cursor``, ``enable``/``disable``) and an integration
+    becoming late. Two queries per tick (integrations, failed items) plus one per provider for its
+    partitions; the cursor keeps one short fingerprint per integration."""
+    import json
+
+    from dagster import DefaultSensorStatus, SensorResult, SkipReason, sensor
+
+    from ._definitions import partitions_name
+
+    @sensor(
+        name=HEALTH_SENSOR, minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING if running else DefaultSensorStatus.STOPPED,
+        required_resource_keys={"integrations"},
+        description="Records the integrations' health checks when they change outside a sync run "
+        "(CLI operator actions, an integration becoming late).",
+    )
+    def health_sensor(context):  # type: ignore[no-untyped-def]
+        store = context.resources.integrations.get_store()
+        previous = json.loads(context.cursor) if context.cursor else {}
+        keys = list(engine.providers)
+        partitions = {k: set(context.instance.get_dynamic_partitions(partitions_name(k))) for k in keys}
+        changed, current = changed_evaluations(
+            store.list_integrations(), store.failed_items(), previous=previous, now=engine.clock(),
+            default_intervals={k: p.default_sync_interval for k, p in engine.providers.items()},
+            partitions=partitions,
+        )
+        events = [ev for integ, outcomes in changed for ev in to_evaluations(integ.provider_key, integ.id, outcomes)]
+        if not events and current == previous:
+            return SkipReason("no health check changed")
+        return SensorResult(asset_events=events, cursor=json.dumps(current, sort_keys=True))
+
+    return health_sensor

@@ -182,13 +182,14 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         if settled is not None:
             _record(context, settled, store, engine)
         if res.failed:
-            lines = "\n".join(f"- item {i} (external id {x}): {e}" for i, x, e in res.failed_items[:20])
-            raise Failure(
-                description=f"{res.failed} item(s) of chunk {chunk['chunk']} failed after their retries; "
-                f"the cursor holds before them. Fix the cause and re-execute from failure, or skip them.\n{lines}",
-                metadata={"sync_run_id": chunk["run_id"], "failed": res.failed, "succeeded": res.succeeded},
-                allow_retries=False,
+            from ._failure_text import ChunkFailure
+
+            text = ChunkFailure(
+                integration_id=context.partition_key, sync_run_id=chunk["run_id"], chunk=chunk["chunk"],
+                failed_items=res.failed_items, failed=res.failed, succeeded=res.succeeded,
+                tries=engine.settings.item_tries,
             )
+            raise Failure(description=text.description(), metadata=text.metadata(), allow_retries=False)
         return {"run_id": chunk["run_id"], "chunk": chunk["chunk"], "succeeded": res.succeeded}
 
     @op(name=f"{key}_reconcile", tags={"kind": "reconcile"})
@@ -272,6 +273,9 @@ def build_definitions(
             pass
         else:
             all_sensors.extend(build_sync_sensors(engine=engine, settings=settings))
+        from ._checks import build_health_sensor
+
+        all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
     if operator_jobs:
         try:
             from ._operator_jobs import build_operator_definitions

@@ -142,7 +142,7 @@ def request_sync(
         return SyncRequest(run_id=run.run_id, created=True, status=run.status, mode="in_process")
     run_id = submit_to_queue(
         instance=instance, provider_key=provider_key, integration_id=integration_id, workspace=workspace,
-        trigger=trigger,
+        trigger=trigger, definitions_ref=definitions_ref,
     )
     run = instance.get_run_by_id(run_id)
     status = run.status if run is not None else DagsterRunStatus.QUEUED
@@ -158,14 +158,29 @@ def submit_to_queue(
     integration_id: int,
     workspace: str | os.PathLike[str] | None = None,
     trigger: str = "manual",
+    definitions_ref: DefinitionsRef | None = None,
 ) -> str:
-    """Submit a sync run to the instance's run queue with ``dagster job launch``; return its id."""
+    """Submit a sync run to the instance's run queue; return its id.
+
+    The run is created in this process when the workspace has the code location of the definitions
+    (``_reexecutable.submit_run_to_queue``), else with ``dagster job launch``; either way it carries
+    the workspace's remote job origin."""
     path = workspace_path(workspace)
     if not path.exists():
         raise IntegrationsError(f"workspace file {path} not found (set INTEGRATIONS_WORKSPACE or pass workspace=)")
     ensure_partition(instance, provider_key, integration_id)
-    run_id = str(uuid.uuid4())
     tags = sync_tags(provider_key, integration_id, trigger)
+    from ._reexecutable import submit_run_to_queue
+
+    try:
+        ref = definitions_ref or definitions_ref_from_workspace(path)
+    except IntegrationsError:
+        ref = None
+    if ref is not None:
+        queued = submit_run_to_queue(ref, job_name(provider_key), instance=instance, tags=tags, workspace=path)
+        if queued is not None:
+            return queued
+    run_id = str(uuid.uuid4())
     env = dict(os.environ)
     if instance.root_directory:
         env["DAGSTER_HOME"] = str(instance.root_directory)

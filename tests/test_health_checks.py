@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -134,3 +136,69 @@ def test_retry_job_records_checks_and_a_failing_integration_fails_freshness(stor
         instance=dagster_instance, raise_on_error=False)
     assert result.success
     assert evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)[-1].passed
+
+
+# --- the health sensor: operator actions outside Dagster and lateness ------------------------------------
+def tick(sensor, instance, db_url: str, cursor: str | None):  # type: ignore[no-untyped-def]
+    from dagster import build_sensor_context
+
+    from integrations_dagster._resource import IntegrationsResource
+
+    ctx = build_sensor_context(instance=instance, cursor=cursor,
+                               resources={"integrations": IntegrationsResource(database_url=db_url)})
+    data = sensor.evaluate_tick(ctx)
+    return {(e.check_name, e.partition): e for e in data.asset_events}, data.cursor
+
+
+def test_health_sensor_records_cli_skips_and_lateness(store: Store, db_url, dagster_instance):
+    from integrations_dagster import _operations as ops
+    from integrations_dagster._checks import build_health_sensor
+    from integrations_dagster._definitions import engine_of
+
+    engine = engine_of(ref(db_url).load())
+    sensor = build_health_sensor(engine)
+    never_synced = store.create_integration(provider_key="synthetic", name="no partition yet")
+    integration = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 30},
+                                           sync_interval_minutes=10)
+    app.POISON.update({"item-12"})
+    execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)
+    [failed] = store.failed_items(integration_id=integration.id)
+    pid = str(integration.id)
+
+    events, cursor = tick(sensor, dagster_instance, db_url, None)
+    assert set(events) == {(NO_FAILED_ITEMS, pid), (SYNCED_WITHIN_INTERVAL, pid)}  # no partition: not evaluated
+    assert not events[(NO_FAILED_ITEMS, pid)].passed
+    assert set(json.loads(cursor)) == {pid}  # the never-synced integration has no partition yet
+    events, _ = tick(sensor, dagster_instance, db_url, cursor)
+    assert events == {}  # nothing changed: nothing recorded
+
+    ops.skip_item(store, engine, failed["id"], reason="bad data")  # what `integrations skip-sync-item` does
+    events, cursor = tick(sensor, dagster_instance, db_url, cursor)
+    assert events[(NO_FAILED_ITEMS, pid)].passed
+
+    store.update_integration(integration.id, next_sync_at=engine.clock() - timedelta(minutes=11))
+    events, cursor = tick(sensor, dagster_instance, db_url, cursor)
+    late = events[(SYNCED_WITHIN_INTERVAL, pid)]
+    assert not late.passed and late.severity == AssetCheckSeverity.WARN
+
+
+def test_executing_the_checks_from_the_ui_records_one_evaluation_per_partition(store: Store, db_url, dagster_instance):
+    integration = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 30})
+    store.create_integration(provider_key="synthetic", name="never synced: no partition")
+    app.POISON.update({"item-12"})
+    execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)
+    [failed] = store.failed_items(integration_id=integration.id)
+    store.update_integration(integration.id, consecutive_failures=0)
+    from integrations_dagster import _operations as ops
+    from integrations_dagster._definitions import engine_of
+
+    defs = ref(db_url).load()
+    ops.skip_item(store, engine_of(defs), failed["id"], reason="bad data")  # outside Dagster
+    keys = {AssetCheckKey(KEY, NO_FAILED_ITEMS), AssetCheckKey(KEY, SYNCED_WITHIN_INTERVAL)}
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=keys, asset_selection=set())
+    assert job.execute_in_process(instance=dagster_instance).success  # what the UI's "Execute" runs
+    assert evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)[-1].passed
+    partitioned = [r for r in dagster_instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION))
+        if r.event_log_entry.dagster_event.event_specific_data.partition is not None]
+    assert {r.event_log_entry.dagster_event.event_specific_data.partition for r in partitioned} == {str(integration.id)}
