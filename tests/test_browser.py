@@ -285,10 +285,8 @@ def flow_b_run_with_a_poisoned_item_shows_red_and_names_the_item(server: Server,
     assert r > g + 20 and r > b + 20, f"the Failure tag is not red: rgb({r}, {g}, {b})"
     # The failed step's event names the item, its external id and the listener's error.
     page.get_by_placeholder("Filter…").fill("type:STEP_FAILURE")
-    failure = page.get_by_text(re.compile(r"1 item\(s\) of chunk 1 failed"))
-    failure.first.wait_for()
-    page.get_by_text(re.compile(rf"external id {POISONED}\): ValueError: listener cannot store {POISONED}")) \
-        .first.wait_for()
+    page.get_by_text(re.compile(r"1 item.* of chunk 1 failed")).first.wait_for()
+    page.get_by_text(re.compile(rf"external id {POISONED}\): .*listener cannot store {POISONED}")).first.wait_for()
     _shot(server, page, "b-poisoned-run-failure")
     with server.instance() as instance:
         assert instance.get_run_by_id(run_id).status.value == "FAILURE"
@@ -399,7 +397,7 @@ def _latest_evaluation(page: Any, check: str, result: str, description: str | re
 
 def _checks_show(server: Server, page: Any, passed: bool, shot: str) -> None:
     partition = server.poisoned_id
-    failed_desc = re.compile(rf"1 failed item\(s\) hold the cursor; oldest: item \d+ \(external id {POISONED}\)")
+    failed_desc = re.compile(rf"1 failed item.* hold the cursor.*\(external id {POISONED}\)")
     for check, bad, good in (
         ("no_failed_items_holding_cursor", failed_desc, "no failed items hold the cursor"),
         ("synced_within_interval", re.compile(r"health is failing after 1 unsuccessful run"), re.compile(r"synced at ")),
