@@ -183,9 +183,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def browser(server: Server) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `bash scripts/setup.sh` (as root it installs "
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `bash scripts/install-chromium.sh` (as root it installs "
                     "Debian's chromium) or `apt-get install chromium`")
     from playwright.sync_api import sync_playwright
 
@@ -419,7 +419,7 @@ FLOWS: list[Callable[[Server, Any], None]] = [
 ]
 
 
-def test_the_flows_users_rely_on_in_the_dagster_ui(server: Server, browser: Any) -> None:
+def test_the_flows_users_rely_on_in_the_dagster_ui(browser: Any, server: Server) -> None:  # Chromium first: fail fast
     """(a) Launchpad sync, (b) poisoned run red with the item named, (e) checks red, (c) re-execute from
     failure runs only the failed chunk and the reconcile, (e) checks green, (d) the integration's timeline."""
     for flow in FLOWS:
