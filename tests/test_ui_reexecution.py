@@ -239,3 +239,16 @@ def test_every_path_creates_runs_the_ui_reexecutes_from_failure(setting):
     for path, integration_id in ids.items():
         assert store.failed_items(integration_id=integration_id) == [], path
         assert store.get_integration(integration_id, decrypt=False).cursor == checkpoint_for(29), path
+
+
+def test_the_demo_runs_carry_the_project_workspace_location():
+    """The demo (and `integrations` from the project folder) name the location `dagster dev -w workspace.yaml`
+    shows; a factory with arguments, which no workspace can load, gets the `-m MODULE -a ATTR` name."""
+    from integrations_app.demo import REF
+    from integrations_dagster._reexecutable import job_origin
+
+    origin = job_origin(REF, "synthetic_sync", ROOT / "workspace.yaml")
+    assert origin.location_name == "integrations_app.definitions:defs"
+    assert (origin.repository_origin.repository_name, origin.job_name) == ("__repository__", "synthetic_sync")
+    factory = DefinitionsRef("tests.support.app", "make_defs", {"database_url": "sqlite://"})
+    assert job_origin(factory, "synthetic_sync", ROOT / "workspace.yaml").location_name == "tests.support.app:make_defs"
