@@ -138,7 +138,7 @@ def request_sync(
         use_daemon = daemon_running(instance)
     if not use_daemon:
         ref = definitions_ref or definitions_ref_from_workspace(workspace)
-        run = execute_sync(ref, provider_key, integration_id, instance=instance, trigger=trigger)
+        run = execute_sync(ref, provider_key, integration_id, instance=instance, trigger=trigger, workspace=workspace)
         return SyncRequest(run_id=run.run_id, created=True, status=run.status, mode="in_process")
     run_id = submit_to_queue(
         instance=instance, provider_key=provider_key, integration_id=integration_id, workspace=workspace,

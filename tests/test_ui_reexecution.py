@@ -252,3 +252,22 @@ def test_the_demo_runs_carry_the_project_workspace_location():
     assert (origin.repository_origin.repository_name, origin.job_name) == ("__repository__", "synthetic_sync")
     factory = DefinitionsRef("tests.support.app", "make_defs", {"database_url": "sqlite://"})
     assert job_origin(factory, "synthetic_sync", ROOT / "workspace.yaml").location_name == "tests.support.app:make_defs"
+
+
+def test_a_run_without_a_daemon_carries_the_workspace_location_by_its_configured_name(tmp_path, monkeypatch,
+                                                                                     dagster_instance):
+    from integrations_dagster import request_sync
+
+    monkeypatch.setenv("INTEGRATIONS_DATABASE_URL", f"sqlite:///{tmp_path}/integrations.sqlite")
+    monkeypatch.delenv("CLI_APP_POISON_FILE", raising=False)
+    ws = tmp_path / "workspace.yaml"
+    ws.write_text("load_from:\n  - python_module:\n      module_name: tests.support.cli_app\n      attribute: defs\n"
+                  f"      working_directory: {ROOT}\n      location_name: our_integrations\n")
+    store = Store.for_url(f"sqlite:///{tmp_path}/integrations.sqlite")
+    integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 3})
+    req = request_sync(instance=dagster_instance, provider_key="synthetic", integration_id=integ.id,
+                       definitions_ref=DefinitionsRef("tests.support.cli_app", "defs"), workspace=ws, use_daemon=False)
+    assert (req.mode, req.status) == ("in_process", DagsterRunStatus.SUCCESS)
+    run = dagster_instance.get_run_by_id(req.run_id)
+    assert run.remote_job_origin.location_name == "our_integrations"
+    assert run.tags["dagster/code_location"] == "our_integrations"
