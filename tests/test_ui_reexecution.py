@@ -271,3 +271,16 @@ def test_a_run_without_a_daemon_carries_the_workspace_location_by_its_configured
     run = dagster_instance.get_run_by_id(req.run_id)
     assert run.remote_job_origin.location_name == "our_integrations"
     assert run.tags["dagster/code_location"] == "our_integrations"
+
+
+def test_a_broken_workspace_file_does_not_stop_an_in_process_sync(tmp_path, monkeypatch, dagster_instance):
+    monkeypatch.setenv("INTEGRATIONS_DATABASE_URL", f"sqlite:///{tmp_path}/integrations.sqlite")
+    monkeypatch.delenv("CLI_APP_POISON_FILE", raising=False)
+    ws = tmp_path / "workspace.yaml"
+    ws.write_text("load_from: [{python_module: {}}]\n: not yaml {\n")
+    store = Store.for_url(f"sqlite:///{tmp_path}/integrations.sqlite")
+    integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 3})
+    run = execute_sync(DefinitionsRef("tests.support.cli_app", "defs"), "synthetic", integ.id,
+                       instance=dagster_instance, workspace=ws, log_level="CRITICAL")
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert run.remote_job_origin.location_name == "tests.support.cli_app:defs"  # as `dagster dev -m ... -a defs`
