@@ -61,7 +61,11 @@ def workspace_location_origin(ref: Any, workspace: str | os.PathLike[str] | None
     path = _workspace_file(workspace)
     if path is None or ref.kwargs:
         return None
-    for origin in location_origins_from_yaml_paths([str(path)]):
+    try:
+        origins = location_origins_from_yaml_paths([str(path)])
+    except Exception:  # a broken workspace file must not stop a sync; `dagster dev` reports it itself
+        return None
+    for origin in origins:
         target = getattr(origin, "loadable_target_origin", None)
         if target is None or target.module_name != ref.module:
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,10 +86,13 @@ def execute_sync(
     trigger: str = "manual",
     tags: dict[str, str] | None = None,
     log_level: str = "DEBUG",
+    workspace: str | os.PathLike[str] | None = None,
 ) -> DagsterRun:
     """Execute one sync run in this process against ``instance``; it appears in the UI's run history.
 
     ``log_level`` only affects what is echoed to this process's console; the event log keeps everything.
+    The run carries the origin of the code location of ``ref`` in ``workspace`` (default
+    ``$INTEGRATIONS_WORKSPACE``, else ``./workspace.yaml``), so the UI can re-execute it.
     """
     ensure_partition(instance, provider_key, integration_id)
     all_tags = sync_tags(provider_key, integration_id, trigger)
@@ -97,7 +101,8 @@ def execute_sync(
     from ._reexecutable import execute_run_with_origin
 
     return execute_run_with_origin(
-        ref, job_name(provider_key), instance=instance, tags=all_tags, run_config=_console(log_level)
+        ref, job_name(provider_key), instance=instance, tags=all_tags, run_config=_console(log_level),
+        workspace=workspace,
     )
 
 

@@ -239,3 +239,48 @@ def test_every_path_creates_runs_the_ui_reexecutes_from_failure(setting):
     for path, integration_id in ids.items():
         assert store.failed_items(integration_id=integration_id) == [], path
         assert store.get_integration(integration_id, decrypt=False).cursor == checkpoint_for(29), path
+
+
+def test_the_demo_runs_carry_the_project_workspace_location():
+    """The demo (and `integrations` from the project folder) name the location `dagster dev -w workspace.yaml`
+    shows; a factory with arguments, which no workspace can load, gets the `-m MODULE -a ATTR` name."""
+    from integrations_app.demo import REF
+    from integrations_dagster._reexecutable import job_origin
+
+    origin = job_origin(REF, "synthetic_sync", ROOT / "workspace.yaml")
+    assert origin.location_name == "integrations_app.definitions:defs"
+    assert (origin.repository_origin.repository_name, origin.job_name) == ("__repository__", "synthetic_sync")
+    factory = DefinitionsRef("tests.support.app", "make_defs", {"database_url": "sqlite://"})
+    assert job_origin(factory, "synthetic_sync", ROOT / "workspace.yaml").location_name == "tests.support.app:make_defs"
+
+
+def test_a_run_without_a_daemon_carries_the_workspace_location_by_its_configured_name(tmp_path, monkeypatch,
+                                                                                     dagster_instance):
+    from integrations_dagster import request_sync
+
+    monkeypatch.setenv("INTEGRATIONS_DATABASE_URL", f"sqlite:///{tmp_path}/integrations.sqlite")
+    monkeypatch.delenv("CLI_APP_POISON_FILE", raising=False)
+    ws = tmp_path / "workspace.yaml"
+    ws.write_text("load_from:\n  - python_module:\n      module_name: tests.support.cli_app\n      attribute: defs\n"
+                  f"      working_directory: {ROOT}\n      location_name: our_integrations\n")
+    store = Store.for_url(f"sqlite:///{tmp_path}/integrations.sqlite")
+    integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 3})
+    req = request_sync(instance=dagster_instance, provider_key="synthetic", integration_id=integ.id,
+                       definitions_ref=DefinitionsRef("tests.support.cli_app", "defs"), workspace=ws, use_daemon=False)
+    assert (req.mode, req.status) == ("in_process", DagsterRunStatus.SUCCESS)
+    run = dagster_instance.get_run_by_id(req.run_id)
+    assert run.remote_job_origin.location_name == "our_integrations"
+    assert run.tags["dagster/code_location"] == "our_integrations"
+
+
+def test_a_broken_workspace_file_does_not_stop_an_in_process_sync(tmp_path, monkeypatch, dagster_instance):
+    monkeypatch.setenv("INTEGRATIONS_DATABASE_URL", f"sqlite:///{tmp_path}/integrations.sqlite")
+    monkeypatch.delenv("CLI_APP_POISON_FILE", raising=False)
+    ws = tmp_path / "workspace.yaml"
+    ws.write_text("load_from: [{python_module: {}}]\n: not yaml {\n")
+    store = Store.for_url(f"sqlite:///{tmp_path}/integrations.sqlite")
+    integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 3})
+    run = execute_sync(DefinitionsRef("tests.support.cli_app", "defs"), "synthetic", integ.id,
+                       instance=dagster_instance, workspace=ws, log_level="CRITICAL")
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert run.remote_job_origin.location_name == "tests.support.cli_app:defs"  # as `dagster dev -m ... -a defs`
