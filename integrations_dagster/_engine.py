@@ -308,7 +308,7 @@ class SyncEngine:
             session._http_factory = lambda: http_factory(session)
         try:
             provider.enumerate(integration, session)
-            session.flush()
+            session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
         except BaseException as exc:
             session.stop_writing()  # no batch may land after the discard below
             self.fail_enumeration(store, integration, run_id, exc)
@@ -750,7 +750,8 @@ class SyncEngine:
         if kind == "fatal" or (kind == "retry" and attempts >= s.item_tries):
             change.update(status="failed", next_attempt_at=None, finished_at=now)
             return change
-        wait = exc.retry_after if isinstance(exc, RateLimited) else s.backoff_for(attempts)
+        # A deferral waits at least min_deferral: RateLimited(0) must not retry in a busy loop.
+        wait = max(exc.retry_after, s.min_deferral) if isinstance(exc, RateLimited) else s.backoff_for(attempts)
         next_at = now + timedelta(seconds=wait)
         if next_at > first + timedelta(seconds=s.item_retry_window):
             change.update(
@@ -940,12 +941,12 @@ class SyncEngine:
             for item in to_notify:
                 self._fire(SyncItemFailed(integration_id=integ.id, provider_key=integ.provider_key,
                                           sync_run_id=run_id, item_id=item["id"], external_id=item["external_id"],
-                                          attempts=item["attempts"], error=item["last_error"]), log)
+                                          attempts=item["attempts"], error=item["last_error"]), log, store)
             if status == "success":
                 self._fire(SyncCompleted(integration_id=integ.id, provider_key=integ.provider_key, sync_run_id=run_id,
                                          cursor_before=run.cursor_before, cursor_after=cursor_after,
                                          items_total=total, success_count=counts["success"],
-                                         skipped_count=counts["skipped"]), log)
+                                         skipped_count=counts["skipped"]), log, store)
         return result
 
     def cursor_policy(self, provider: Provider) -> CursorPolicy:
@@ -1070,13 +1071,28 @@ class SyncEngine:
             return False, None
         return True, top
 
-    def _fire(self, event: Any, log: Any) -> None:
+    def _fire(self, event: Any, log: Any, store: Store | None = None) -> None:
         for spec in self.listeners.for_type(type(event)):
             try:
                 result = spec.fn(event)
                 close_awaitable(result)
             except Exception as exc:  # a notification listener must not undo a reconciliation
-                log.warning(f"listener {spec.name} for {type(event).__name__} raised: {exc!r}")
+                log.warning(f"listener {spec.name} for {type(event).__name__} raised: "
+                            f"{self._redacted(exc, store, getattr(event, 'integration_id', None))}")
+
+    @staticmethod
+    def _redacted(exc: BaseException, store: Store | None, integration_id: int | None) -> str:
+        """``repr(exc)`` with the integration's credentials masked (they may be in the message)."""
+        from ._redaction import scrub, secret_values
+
+        text = repr(exc)
+        if store is None or integration_id is None:
+            return text
+        try:
+            secrets = secret_values(store.get_integration(integration_id))
+        except Exception:  # no key to decrypt, or the integration is gone: mask nothing we cannot know
+            return text
+        return scrub(text, secrets) if secrets else text
 
     # --- operator actions ------------------------------------------------------------------
     def unfinished_runs(self, store: Store, integration_id: int) -> list[int]:
