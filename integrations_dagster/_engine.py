@@ -48,8 +48,6 @@ log_default = logging.getLogger("integrations_dagster")
 
 #: ``sync_runs.error`` of a run whose cursor could not be computed (reconcile tries again).
 CURSOR_ERROR = "cursor not advanced: "
-_AWARE_SQL = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
-_ZFORM_SQL = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
 
 
 def _is_cursor_error(error: str | None) -> bool:
@@ -1046,28 +1044,34 @@ class SyncEngine:
         """
         from sqlalchemy.exc import DBAPIError
 
-        s = "(checkpoint #>> '{}')"
-        is_str = "json_typeof(checkpoint) = 'string'"
-        dateish = f"{is_str} AND substr({s}, 5, 1) = '-'"
+        # Each row's JSON is parsed once (the subquery; OFFSET 0 keeps PostgreSQL from inlining it).
+        is_str = "jt = 'string'"
+        # Timestamp-like: what every ISO-8601 timestamp has ('-' 5th, 'T'/'t'/' ' 11th). Those order
+        # as text only in the one-length UTC form YYYY-MM-DDTHH:MM:SS[.digits]Z (separators checked
+        # by LIKE; a wrong digit in the date or time decides text and instant order alike before
+        # the fraction, so only the fraction's digits need a look).
+        dateish = f"{is_str} AND substr(s, 5, 1) = '-' AND substr(s, 11, 1) IN ('T', 't', ' ')"
+        zform = ("(s LIKE '____-__-__T__:__:__Z' OR (s LIKE '____-__-__T__:__:__._%Z' "
+                 "AND ltrim(substr(s, 21, length(s) - 21), '0123456789') = ''))")
         sql = text(
-            "SELECT count(*) FILTER (WHERE json_typeof(checkpoint) NOT IN ('string', 'null')), "
-            f"count(*) FILTER (WHERE {is_str}), "
-            f"count(*) FILTER (WHERE {dateish} AND {s} ~ :aware), "
-            f"count(*) FILTER (WHERE {dateish} AND {s} ~ :zform), "
-            f"min(length({s})) FILTER (WHERE {is_str}), max(length({s})) FILTER (WHERE {is_str}), "
-            f"max({s} COLLATE \"C\") FILTER (WHERE {is_str} AND status IN ('success', 'skipped', 'superseded')"
-            + (f" AND {s} COLLATE \"C\" < :below" if below is not None else "")
-            + ") FROM sync_items WHERE run_id = :run_id"
+            "SELECT count(*) FILTER (WHERE jt NOT IN ('string', 'null')), "
+            f"count(*) FILTER (WHERE {is_str}), count(*) FILTER (WHERE {dateish}), "
+            f"count(*) FILTER (WHERE {dateish} AND {zform}), "
+            f"min(length(s)) FILTER (WHERE {dateish}), max(length(s)) FILTER (WHERE {dateish}), "
+            f"max(s COLLATE \"C\") FILTER (WHERE {is_str} AND status IN ('success', 'skipped', 'superseded')"
+            + (" AND s COLLATE \"C\" < :below" if below is not None else "")
+            + ") FROM (SELECT status, json_typeof(checkpoint) AS jt, checkpoint #>> '{}' AS s "
+            "FROM sync_items WHERE run_id = :run_id OFFSET 0) AS cp"
         )
         try:
             with conn.begin_nested():
-                others, strings, aware, zform, shortest, longest, top = conn.execute(
-                    sql, {"run_id": run_id, "below": below, "aware": _AWARE_SQL, "zform": _ZFORM_SQL}).one()
+                others, strings, dates, zforms, shortest, longest, top = conn.execute(
+                    sql, {"run_id": run_id, "below": below}).one()
         except DBAPIError:  # e.g. a \u0000 escape, which text cannot hold
             return False, None
         if others:
             return False, None
-        if aware and not (zform == aware == strings and shortest == longest):
+        if dates and not (dates == strings == zforms and shortest == longest):
             return False, None
         return True, top
 

@@ -334,3 +334,33 @@ def test_notification_listener_errors_are_logged_redacted(store, monkeypatch, ca
     raised = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
     assert any("on_failed" in m for m in raised) and any("on_completed" in m for m in raised), raised
     assert all(secret not in m and "***" in m for m in raised), raised
+
+
+@pytest.mark.parametrize("checkpoints, shortcut", [
+    (["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"], True),  # one shape: text order is time order
+    (["00000001", "00000002", "abc"], True),  # plain strings
+    (["2024-01-01T00:00:00Z", "2024-01-01T00:00:00.5Z"], False),  # mixed precision: Python orders them
+    (["2024-01-01T00:00:00+01:00", "2024-01-01T00:00:00-01:00"], False),  # offsets
+    (["2024-01-01T00:00:00.1Z", "2024-01-01T00:00:00.!Z"], False),  # not a timestamp after all
+    (["2024-01-01T00:00:00Z", "00000001"], False),  # timestamps among other strings
+])
+def test_postgresql_maximum_shortcut_only_when_text_order_is_checkpoint_order(pg_store, checkpoints, shortcut):
+    store = pg_store
+    engine = engine_for()
+    integ = store.create_integration(provider_key="feed", name="f")
+    start = engine.start_run(store, integ.id, dagster_run_id=None)
+    with store.begin() as conn:
+        store.insert_items(conn, [
+            dict(run_id=start.run_id, integration_id=integ.id, chunk=0, status="success", attempts=1, deferrals=0,
+                 external_id=str(i), checkpoint=cp, event_type="x:Y", payload={}, created_at=engine.clock())
+            for i, cp in enumerate(checkpoints)
+        ])
+    with store.begin() as conn:
+        found, top = engine._max_string_checkpoint(conn, start.run_id, None)
+        assert found is shortcut
+        if found:
+            assert top == max(checkpoints)
+        got = engine.next_cursor(conn, engine.provider("feed"), start.run_id, has_failures=False)
+    from integrations_dagster._cursor import reduce_by_max
+
+    assert got == reduce_by_max(checkpoints)
