@@ -268,6 +268,8 @@ class SyncSession:
         except Exception:  # pragma: no cover - model_dump of a validated model does not fail
             shown = ascii(event)
         message = INVALID_PREFIX + problem
+        if isinstance(event, InvalidPayload):  # dispatch_invalid's item was itself unstorable: keep its error
+            message = f"{message}; {safe_text(event.error, 2000)}"
         self.invalid += 1
         self._log.warning(f"{self.integration}: sync run {self.run_id}: {message}")
         self.dispatch(

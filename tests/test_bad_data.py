@@ -101,6 +101,27 @@ def test_numbers_then_timestamps_fail_the_items_not_the_integration(store):
     assert (again.succeeded, again.still_failed) == (2, 0)
     assert store.get_integration(integ.id).cursor == "2024-05-02T00:00:00Z"
     assert store.get_run(res.run_id)["status"] == "success"
+    feed("2024-05-03T00:00:00Z")  # and the next sync runs as usual
+    assert sync(engine, store, integ.id).cursor_after == "2024-05-03T00:00:00Z"
+    assert store.get_integration(integ.id).health == "healthy"
+
+
+def test_dispatch_invalid_with_an_unstorable_raw_payload_keeps_both_errors(store):
+    class Raw(Provider):
+        key = "feed"
+
+        def sync(self, integration, session):  # type: ignore[no-untyped-def]
+            session.dispatch_invalid({"title": "a\x00b"}, "title is not valid", checkpoint_value="00000001",
+                                     external_id="r1")
+            session.dispatch(Item(n=2), checkpoint_value="00000002", external_id="r2")
+
+    engine = engine_for(Raw())
+    integ = store.create_integration(provider_key="feed", name="f")
+    res = sync(engine, store, integ.id)
+    assert (res.status, res.failed_count, res.success_count) == ("partial", 1, 1)
+    [bad] = store.failed_items(integration_id=integ.id)
+    assert "invalid item: payload contains a NUL character" in bad["last_error"]
+    assert "title is not valid" in bad["last_error"] and bad["external_id"] == "r1"
 
 
 def test_mixed_types_in_one_run_fail_the_odd_items_and_skip_recovers(store):
@@ -364,3 +385,27 @@ def test_postgresql_maximum_shortcut_only_when_text_order_is_checkpoint_order(pg
     from integrations_dagster._cursor import reduce_by_max
 
     assert got == reduce_by_max(checkpoints)
+
+
+def test_cli_advance_cursor_sets_a_cursor_and_refuses_bad_values(store, db_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from integrations_dagster.cli import cli
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    integ = store.create_integration(provider_key="synthetic", name="s")
+    store.update_integration(integ.id, cursor=7)
+    env = {"INTEGRATIONS_DATABASE_URL": db_url, "INTEGRATIONS_DEFINITIONS": "tests.support.cli_app:defs",
+           "DAGSTER_DISABLE_TELEMETRY": "yes"}
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    ok = invoke("advance-cursor", str(integ.id), "--set-cursor", '"2024-05-01T00:00:00Z"', "--json")
+    assert ok.exit_code == 0, ok.output
+    assert __import__("json").loads(ok.stdout)["cursor_after"] == "2024-05-01T00:00:00Z"
+    bad = invoke("advance-cursor", str(integ.id), "--set-cursor", "2024-05-01")
+    assert bad.exit_code == 2 and "not JSON" in bad.output and "quote a string" in bad.output
+    nan = invoke("advance-cursor", str(integ.id), "--set-cursor", "NaN")
+    assert nan.exit_code == 1 and "cannot be stored" in nan.output and "Traceback" not in nan.output
+    assert store.get_integration(integ.id).cursor == "2024-05-01T00:00:00Z"
