@@ -201,6 +201,8 @@ BAD_ITEMS = {
     "infinite_checkpoint": (float("inf"), "e", "t", "is inf, which JSON cannot hold"),
     "surrogate_in_payload": ("00000001", "e", "a\ud800b", "payload cannot be stored"),
     "surrogate_in_external_id": ("00000001", "a\udfffb", "t", "external_id contains a lone surrogate"),
+    "surrogate_in_checkpoint": ("0000\ud8000001", "e", "t", "contains a lone surrogate"),
+    "nan_inside_a_checkpoint": ({"at": [1, float("nan")]}, "e", "t", "is nan, which JSON cannot hold"),
 }
 
 

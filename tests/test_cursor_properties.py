@@ -268,3 +268,41 @@ def test_engine_reconcile_agrees_with_the_pure_rule(store, case):
     else:
         assert key(got.cursor_after) == key(expected.cursor)
     assert store.get_integration(integ.id).cursor == got.cursor_after
+
+
+storable_mixed = st.one_of(number_checkpoints, plain_checkpoints, tricky_checkpoints, st.none(),
+                           st.sampled_from([True, {"a": 1}, [1, 2]]))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(storable_mixed, st.sampled_from(["success", "failed", "skipped"])), min_size=1, max_size=10),
+       st.one_of(st.none(), number_checkpoints, plain_checkpoints), st.sampled_from(["low_water_mark", "strict"]))
+def test_engine_reconcile_never_raises_on_mixed_checkpoints(store, rows, old, rule):
+    from sqlalchemy import text
+
+    from integrations_dagster import SyncSettings
+    from integrations_dagster._engine import SyncEngine
+    from integrations_dagster._listeners import ListenerRegistry
+    from providers.synthetic import SyntheticProvider
+
+    engine = SyncEngine(providers=[SyntheticProvider()], listeners=ListenerRegistry([]),
+                        settings=SyncSettings(cursor_rule=rule))
+    integ = store.create_integration(provider_key="synthetic", name="p")
+    store.update_integration(integ.id, cursor=old)
+    start = engine.start_run(store, integ.id, dagster_run_id=None)
+    with store.begin() as conn:
+        store.insert_items(conn, [
+            dict(run_id=start.run_id, integration_id=integ.id, chunk=0, status=status, attempts=1, deferrals=0,
+                 external_id=str(i), checkpoint=cp, event_type="x:Y", payload={}, created_at=engine.clock())
+            for i, (cp, status) in enumerate(rows)
+        ])
+        conn.execute(text("UPDATE sync_runs SET status = 'processing', enumerated_at = started_at WHERE id = :i"),
+                     {"i": start.run_id})
+    ids = [it["id"] for it in store.items_for_run(start.run_id)]
+    expected = run([ItemCheckpoint(i, status, cp) for i, (cp, status) in zip(ids, rows)], old, rule=rule)
+    got = engine.reconcile(store, start.run_id)  # never raises
+    assert (got.final, got.status, got.failed_count, got.cursor_after) == (
+        True, expected.status, expected.counts.failed, expected.cursor)
+    assert store.get_run(start.run_id)["status"] == expected.status
+    again = engine.reconcile(store, start.run_id)
+    assert not again.changed and again.status == expected.status
