@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 _dumps = json.dumps
-_get_ident = threading.get_ident
 #: ``sync_items.external_id`` is a String(300): a longer id is an invalid item, on every database.
 EXTERNAL_ID_MAX = 300
 INVALID_PREFIX = "invalid item: "
@@ -145,10 +144,9 @@ class SyncSession:
         self.dispatched = 0
         self._warned = False
         self._closed = False
-        # dispatch vs. finish: nothing is accepted once the session ended. The thread that enumerates
-        # (the one that ends the session) dispatches without the lock; any other thread takes it.
+        # dispatch vs. finish (and helper threads vs. each other): nothing is accepted once the
+        # session ended, and the chunk of each row and the count stay exact.
         self._lock = threading.Lock()
-        self._owner = _get_ident()
         self.invalid = 0  # items recorded as invalid at dispatch
         self._http_factory = http_factory
         self._http: Any = None
@@ -219,31 +217,25 @@ class SyncSession:
         type_name = self._type_names.get(cls)
         if type_name is None:
             type_name = self._type_names[cls] = event_type_name(cls)
-        # A row in Store._ITEM_COLUMNS order; the payload is JSON text straight from pydantic's
-        # serializer, stored as is (COPY on PostgreSQL).
-        row = (self.run_id, self.integration.id, self.dispatched // self.chunk_size, "pending", 0, 0,
-               ext, _dumps(checkpoint_value), type_name, payload, self._stamp)
-        if not self._closed and _get_ident() == self._owner:  # the enumerating thread: no lock needed
-            self._buffer.append(row)
-            self.dispatched += 1
-            if len(self._buffer) >= self._settings.flush_every or (
-                self.dispatched > self._settings.max_items_per_batch and not self._warned
-            ):
-                self._after_accept()
-            return
-        with self._lock:  # another thread, or the session has ended: finish() holds this lock
+        checkpoint_json = _dumps(checkpoint_value)
+        with self._lock:  # helper threads may dispatch too; finish() holds this lock while it ends the session
             if self._closed:
                 raise SyncSessionClosed(
                     f"sync run {self.run_id}: dispatch() after the session ended (enumeration has returned or "
                     "failed); the item was not recorded. Dispatch only from the provider's sync() before it "
                     "returns, and join helper threads first"
                 )
-            self._accept(row)
-
-    def _accept(self, row: tuple[Any, ...]) -> None:
-        self._buffer.append(row)
-        self.dispatched += 1
-        self._after_accept()
+            # A row in Store._ITEM_COLUMNS order; the payload is JSON text straight from pydantic's
+            # serializer, stored as is (COPY on PostgreSQL).
+            self._buffer.append((
+                self.run_id, self.integration.id, self.dispatched // self.chunk_size, "pending", 0, 0,
+                ext, checkpoint_json, type_name, payload, self._stamp,
+            ))
+            self.dispatched += 1
+            if len(self._buffer) >= self._settings.flush_every or (
+                self.dispatched > self._settings.max_items_per_batch and not self._warned
+            ):
+                self._after_accept()
 
     def _after_accept(self) -> None:
         if self.dispatched > self._settings.max_items_per_batch and not self._warned:

@@ -411,3 +411,25 @@ def test_cli_advance_cursor_sets_a_cursor_and_refuses_bad_values(store, db_url, 
     nan = invoke("advance-cursor", str(integ.id), "--set-cursor", "NaN")
     assert nan.exit_code == 1 and "cannot be stored" in nan.output and "Traceback" not in nan.output
     assert store.get_integration(integ.id).cursor == "2024-05-01T00:00:00Z"
+
+
+def test_helper_threads_may_dispatch_while_the_enumeration_runs(store):
+    class Threaded(Provider):
+        key = "feed"
+
+        def sync(self, integration, session):  # type: ignore[no-untyped-def]
+            def work(start: int) -> None:
+                for i in range(start, start + 50):
+                    session.dispatch(Item(n=i), checkpoint_value=f"{i:08d}", external_id=f"e{i}")
+
+            threads = [threading.Thread(target=work, args=(k * 50,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+    engine = engine_for(Threaded(), flush_every=16, chunk_size=64)
+    integ = store.create_integration(provider_key="feed", name="f")
+    res = sync(engine, store, integ.id)
+    assert (res.status, res.items_total) == ("success", 200)
+    assert sorted(SEEN) == list(range(200)) and res.cursor_after == f"{199:08d}"
