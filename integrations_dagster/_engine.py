@@ -877,10 +877,12 @@ class SyncEngine:
             outcome = self.settle_run(conn, provider, run_id, counts, integ.cursor)
             status, cursor_after = outcome.status, outcome.cursor
             if outcome.invalid:
-                self._fail_invalid_checkpoints(conn, store, run_id, outcome.invalid, now, log)
+                self._fail_invalid_checkpoints(conn, run_id, outcome.invalid, now, log)
                 counts = {**counts, "success": outcome.counts.success, "failed": outcome.counts.failed}
                 base.update(success_count=counts["success"], failed_count=counts["failed"])
-            run_error = CURSOR_ERROR + outcome.error if outcome.error else (None if _is_cursor_error(run.error) else run.error)
+            run_error = run.error if not _is_cursor_error(run.error) else None  # a cursor error clears once fixed
+            if outcome.error:
+                run_error = CURSOR_ERROR + outcome.error
             changed = not (
                 run.status == status
                 and run.success_count == counts["success"]
@@ -1020,8 +1022,9 @@ class SyncEngine:
         return self.settle_run(conn, provider, run_id, counts, None).candidate
 
     def _fail_invalid_checkpoints(
-        self, conn: Any, store: Store, run_id: int, invalid: tuple[InvalidItem, ...], now: datetime, log: Any
+        self, conn: Any, run_id: int, invalid: tuple[InvalidItem, ...], now: datetime, log: Any
     ) -> None:
+        """Fail completed items whose checkpoint cannot be ordered (they then hold the cursor)."""
         t = m.sync_items
         conn.execute(
             update(t)

@@ -131,7 +131,8 @@ def test_mixed_types_in_one_run_fail_the_odd_items_and_skip_recovers(store):
     res = sync(engine, store, integ.id)
     assert (res.status, res.success_count, res.failed_count, res.cursor_after) == ("partial", 3, 1, None)
     [bad] = store.failed_items(integration_id=integ.id)
-    assert bad["external_id"] == "e1" and "cannot be ordered with the other checkpoints of this run" in bad["last_error"]
+    assert bad["external_id"] == "e1"
+    assert "cannot be ordered with the other checkpoints of this run" in bad["last_error"]
     out = skip_item(store, engine, bad["id"], reason="provider bug")
     assert (out.run_status, out.cursor_after) == ("success", 9)
 

@@ -71,7 +71,7 @@ def key(v):  # type: ignore[no-untyped-def]
 
 
 @st.composite
-def runs(draw, *, kind: str | None = None, statuses=("success", "failed", "skipped", "superseded")):  # type: ignore[no-untyped-def]
+def runs(draw, *, kind=None, statuses=("success", "failed", "skipped", "superseded")):  # type: ignore[no-untyped-def]
     kind = kind or draw(kinds)
     cps = draw(st.lists(of_kind(kind), min_size=0, max_size=25))
     ids = draw(st.permutations(list(range(1, len(cps) + 1))))  # dispatch order is not checkpoint order
