@@ -336,10 +336,23 @@ def _retry_now(
         raise
     written = _write_retry_outcomes(store, engine, claimed, outcomes)
     results = [engine.reconcile(store, run_id, log=log) for run_id in sorted({it["run_id"] for it in claimed})]
+    _settled_states(store, written)
     for item_id, state in written.items():
         if state["status"] == "failed":
             log.warning(f"sync item {item_id} failed again: {state['last_error']}")
     return written, results
+
+
+def _settled_states(store: Store, written: dict[int, dict[str, Any]]) -> None:
+    """Report what reconcile left: it may fail a succeeded item again (an invalid checkpoint)."""
+    t = m.sync_items
+    with store.engine.connect() as conn:
+        for ids in chunked([i for i, w in written.items() if w["status"] == "success"], 1000):
+            for item_id, status, error in conn.execute(
+                select(t.c.id, t.c.status, t.c.last_error).where(store.id_in(t.c.id, ids))
+            ):
+                if status != "success":
+                    written[item_id].update(status=status, last_error=error)
 
 
 def _write_retry_outcomes(

@@ -133,6 +133,10 @@ def test_mixed_types_in_one_run_fail_the_odd_items_and_skip_recovers(store):
     [bad] = store.failed_items(integration_id=integ.id)
     assert bad["external_id"] == "e1"
     assert "cannot be ordered with the other checkpoints of this run" in bad["last_error"]
+    from integrations_dagster._operations import retry_item
+
+    again = retry_item(store, engine, bad["id"])  # the listener succeeds, the checkpoint is still odd
+    assert again.item_status == "failed" and again.last_error.startswith("invalid checkpoint: ")
     out = skip_item(store, engine, bad["id"], reason="provider bug")
     assert (out.run_status, out.cursor_after) == ("success", 9)
 
