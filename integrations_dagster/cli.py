@@ -3,22 +3,44 @@
 One verb per action (see ``docs/OPERATIONS.md``). Exit codes: 0 success, 1 an error the user can act
 on (the message names the thing, no stack trace), 2 usage. Listings print a table, or JSON with
 ``--json`` (stable keys, documented). Progress goes to stderr so ``--json`` output stays parseable.
+
+Only the verbs that run a Dagster job (``sync``, ``retry``) import Dagster. Every other verb answers
+from the integrations database alone: this module imports click and the standard library, the store
+and the operations are imported by the verb that uses them, and the definitions module is loaded for
+its engine only (``_codeloc.load_engine``: providers and listeners, no Dagster objects).
+``tests/test_cli_fast.py`` fails when one of them imports ``dagster``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import _operations as ops
 from ._errors import IntegrationsError
+
+
+class _LazyModule:
+    """``ops.name`` imports ``_operations`` (and SQLAlchemy) on first use, not when the CLI starts."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+ops: Any = _LazyModule("integrations_dagster._operations")
+#: ``_operations.DEFAULT_PRUNE_DAYS`` (a test keeps them equal): --help must not import the operations.
+DEFAULT_PRUNE_DAYS = 30
 
 DEFAULT_DEFS = "integrations_app.definitions:defs"
 ENV_DATABASE_URL = "INTEGRATIONS_DATABASE_URL"
@@ -39,6 +61,8 @@ class Env:
         self.defs_spec = defs or os.environ.get(ENV_DEFS) or DEFAULT_DEFS
         self.tenant = tenant
         self.verbose = verbose
+        #: Set by the verbs that run a Dagster job: their engine comes from real Definitions.
+        self.runs_jobs = False
         self._store: Any = None
         self._engine: Any = None
 
@@ -72,33 +96,37 @@ class Env:
         return self._store
 
     @property
-    def ref(self) -> Any:
-        from ._runner import DefinitionsRef
-
+    def defs_target(self) -> tuple[str, str]:
         module, _, attr = self.defs_spec.partition(":")
         if not module:
             raise UserError(f"--defs {self.defs_spec!r} must look like module:attribute")
-        return DefinitionsRef(module, attr or "defs")
+        return module, attr or "defs"
+
+    @property
+    def ref(self) -> Any:
+        from ._runner import DefinitionsRef
+
+        return DefinitionsRef(*self.defs_target)
 
     @property
     def engine(self) -> Any:
+        """The definitions' ``SyncEngine``: without Dagster (``load_engine``) unless the verb runs jobs."""
         if self._engine is None:
-            from ._definitions import engine_of
+            from ._codeloc import engine_of, load_engine
 
             _ = self.database_url  # exported before the definitions read their settings
-            ref = self.ref
+            module, attr = self.defs_target
             try:
-                defs = ref.load()
+                engine = engine_of(self.ref.load()) if self.runs_jobs else load_engine(module, attr)
+            except LookupError:
+                raise UserError(f"the definitions {self.defs_spec!r} were not made by "
+                                "integrations_dagster.build_definitions") from None
             except Exception as exc:  # the user's module: any import error is theirs to fix
                 raise UserError(
                     f"cannot load the definitions {self.defs_spec!r} ({type(exc).__name__}: {_first_line(exc)}); "
                     f"set --defs or {ENV_DEFS} to module:attribute"
                 ) from None
-            try:
-                self._engine = engine_of(defs)
-            except LookupError:
-                raise UserError(f"the definitions {self.defs_spec!r} were not made by "
-                                "integrations_dagster.build_definitions") from None
+            self._engine = engine
         return self._engine
 
     def instance(self) -> Any:
@@ -178,14 +206,16 @@ class _Group(click.Group):
     """Turns errors a user can act on into ``Error: ...`` and exit code 1, without a stack trace."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import OperationalError, ProgrammingError
-
         try:
             return super().invoke(ctx)
         except (IntegrationsError, LookupError) as exc:
             raise click.ClickException(str(exc)) from None
-        except (OperationalError, ProgrammingError) as exc:
-            raise click.ClickException(f"database error: {_first_line(exc.orig or exc)}") from None
+        except Exception as exc:
+            # A SQLAlchemy error can only come from a verb that imported SQLAlchemy (help does not).
+            sa = sys.modules.get("sqlalchemy.exc")
+            if sa is not None and isinstance(exc, (sa.OperationalError, sa.ProgrammingError)):
+                raise click.ClickException(f"database error: {_first_line(exc.orig or exc)}") from None
+            raise
 
 
 def tenant_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -621,7 +651,7 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
 
 
 @cli.command("prune")
-@click.option("--days", type=click.IntRange(min=0), default=ops.DEFAULT_PRUNE_DAYS, show_default=True,
+@click.option("--days", type=click.IntRange(min=0), default=DEFAULT_PRUNE_DAYS, show_default=True,
               help="Delete success/skipped items and request log rows older than this.")
 @tenant_option
 @json_option
