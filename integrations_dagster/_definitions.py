@@ -78,7 +78,7 @@ def run_alive_check(instance: Any):  # type: ignore[no-untyped-def]
     return check
 
 
-def _record(context: OpExecutionContext, result: ReconcileResult) -> None:
+def _record(context: OpExecutionContext, result: ReconcileResult, store: Any = None, engine: Any = None) -> None:
     if result.final and result.changed:
         context.log_event(
             AssetMaterialization(
@@ -88,6 +88,10 @@ def _record(context: OpExecutionContext, result: ReconcileResult) -> None:
                 description=f"sync run {result.run_id}: {result.status}",
             )
         )
+        if store is not None and engine is not None:
+            from ._checks import log_health_checks
+
+            log_health_checks(context, store, engine, result.integration_id)
 
 
 def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDefinition) -> Any:
@@ -145,13 +149,16 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                                  metadata={"status": "failed", "sync_run_id": start.run_id,
                                            "error": safe_error(exc, integration)})
             )
+            from ._checks import log_health_checks
+
+            log_health_checks(context, store, engine, integration_id)
             raise Failure(
                 description=f"enumeration of {integration} failed; cursor unchanged: {safe_error(exc, integration)}",
                 metadata={"sync_run_id": start.run_id},
                 allow_retries=False,
             ) from None
         if result.items == 0:
-            _record(context, engine.reconcile(store, result.run_id, log=context.log))
+            _record(context, engine.reconcile(store, result.run_id, log=context.log), store, engine)
             return
         for chunk in range(result.chunks):
             yield DynamicOutput({"run_id": result.run_id, "chunk": chunk}, mapping_key=f"chunk_{chunk}")
@@ -173,15 +180,16 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             raise RetryRequested(max_retries=100_000, seconds_to_wait=res.wait_seconds)
         settled = engine.try_reconcile(store, chunk["run_id"], log=context.log, after_chunk=chunk["chunk"])
         if settled is not None:
-            _record(context, settled)
+            _record(context, settled, store, engine)
         if res.failed:
-            lines = "\n".join(f"- item {i} (external id {x}): {e}" for i, x, e in res.failed_items[:20])
-            raise Failure(
-                description=f"{res.failed} item(s) of chunk {chunk['chunk']} failed after their retries; "
-                f"the cursor holds before them. Fix the cause and re-execute from failure, or skip them.\n{lines}",
-                metadata={"sync_run_id": chunk["run_id"], "failed": res.failed, "succeeded": res.succeeded},
-                allow_retries=False,
+            from ._failure_text import ChunkFailure
+
+            text = ChunkFailure(
+                integration_id=context.partition_key, sync_run_id=chunk["run_id"], chunk=chunk["chunk"],
+                failed_items=res.failed_items, failed=res.failed, succeeded=res.succeeded,
+                tries=engine.settings.item_tries,
             )
+            raise Failure(description=text.description(), metadata=text.metadata(), allow_retries=False)
         return {"run_id": chunk["run_id"], "chunk": chunk["chunk"], "succeeded": res.succeeded}
 
     @op(name=f"{key}_reconcile", tags={"kind": "reconcile"})
@@ -192,7 +200,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         store = integrations.get_store()
         run_id = chunks[0]["run_id"]
         result = engine.reconcile(store, run_id, log=context.log)
-        _record(context, result)
+        _record(context, result, store, engine)
         if not result.final:
             raise Failure(description=f"sync run {run_id} still has {result.pending_count} unfinished items")
         return result.as_metadata()
@@ -253,6 +261,9 @@ def build_definitions(
         )
         for p in engine.providers.values()
     ]
+    from ._checks import build_health_checks
+
+    checks = [build_health_checks(p.key, engine) for p in engine.providers.values()]
     all_sensors: list[Any] = []
     schedules: list[Any] = []
     if sensors:
@@ -262,6 +273,9 @@ def build_definitions(
             pass
         else:
             all_sensors.extend(build_sync_sensors(engine=engine, settings=settings))
+        from ._checks import build_health_sensor
+
+        all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
     if operator_jobs:
         try:
             from ._operator_jobs import build_operator_definitions
@@ -274,7 +288,7 @@ def build_definitions(
     res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=settings.database_url)}
     res.update(resources or {})
     defs = Definitions(
-        jobs=jobs, assets=assets, sensors=all_sensors, schedules=schedules, resources=res,
+        jobs=jobs, assets=assets, asset_checks=checks, sensors=all_sensors, schedules=schedules, resources=res,
         metadata={"integrations_engine": "integrations_dagster"},
     )
     _ENGINES[id(defs)] = engine

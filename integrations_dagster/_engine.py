@@ -18,6 +18,20 @@ from typing import Any
 from sqlalchemy import Text, bindparam, cast, select, text, update
 
 from ._background import BackgroundWriter
+from ._cursor import (
+    COMPLETED,
+    PAGE,
+    STRICT,
+    UNFINISHED,
+    CursorPolicy,
+    Counts,
+    InvalidItem,
+    ItemCheckpoint,
+    Outcome,
+    checkpoint_key,
+    run_status,
+    settle,
+)
 from ._errors import IntegrationsError, RateLimited, SyncListenerMustNotBeQueuedError, UnknownProvider
 from ._events import InvalidPayload, InvalidPayloadError, SyncCompleted, SyncItemFailed
 from ._health import HealthPolicy, after_run
@@ -31,6 +45,13 @@ from ._store import _models as m
 from ._store._store import RUN_IN_FLIGHT, chunked
 
 log_default = logging.getLogger("integrations_dagster")
+
+#: ``sync_runs.error`` of a run whose cursor could not be computed (reconcile tries again).
+CURSOR_ERROR = "cursor not advanced: "
+
+
+def _is_cursor_error(error: str | None) -> bool:
+    return bool(error) and error.startswith(CURSOR_ERROR)  # type: ignore[union-attr]
 
 #: Callback telling whether the Dagster run that owns a sync run can still make progress:
 #: True (queued/running), False (finished or unknown to the instance), None (cannot tell).
@@ -285,7 +306,7 @@ class SyncEngine:
             session._http_factory = lambda: http_factory(session)
         try:
             provider.enumerate(integration, session)
-            session.flush()
+            session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
         except BaseException as exc:
             session.stop_writing()  # no batch may land after the discard below
             self.fail_enumeration(store, integration, run_id, exc)
@@ -727,7 +748,8 @@ class SyncEngine:
         if kind == "fatal" or (kind == "retry" and attempts >= s.item_tries):
             change.update(status="failed", next_attempt_at=None, finished_at=now)
             return change
-        wait = exc.retry_after if isinstance(exc, RateLimited) else s.backoff_for(attempts)
+        # A deferral waits at least min_deferral: RateLimited(0) must not retry in a busy loop.
+        wait = max(exc.retry_after, s.min_deferral) if isinstance(exc, RateLimited) else s.backoff_for(attempts)
         next_at = now + timedelta(seconds=wait)
         if next_at > first + timedelta(seconds=s.item_retry_window):
             change.update(
@@ -835,18 +857,13 @@ class SyncEngine:
                                  .values(status="processing", finished_at=None))
                 return ReconcileResult(final=False, changed=False, status="processing",
                                        cursor_after=None, **base)
-            completed = counts["success"] + counts["skipped"]
-            if counts["failed"] == 0:
-                status = "success"
-            elif completed:
-                status = "partial"
-            else:
-                status = "failed"
+            status = run_status(Counts.of(counts))
             settled = (
                 run.finished_at is not None
                 and run.status == status
                 and (run.success_count, run.failed_count, run.skipped_count)
                 == (counts["success"], counts["failed"], counts["skipped"])
+                and not _is_cursor_error(run.error)  # a run that failed to compute its cursor tries again
             )
             if settled:
                 # Nothing moved since this run was settled (items only leave a settled state by
@@ -855,8 +872,17 @@ class SyncEngine:
                 return ReconcileResult(final=True, changed=False, status=status, cursor_after=run.cursor_after,
                                        duration_seconds=(as_utc(run.finished_at) - as_utc(run.started_at))
                                        .total_seconds(), **base)
-            candidate = self.next_cursor(conn, provider, run_id, has_failures=counts["failed"] > 0)
-            cursor_after = self._monotonic(provider, integ.cursor, candidate)
+            # The cursor rule is a pure function (_cursor.settle); it never raises on data: items whose
+            # checkpoint cannot be ordered fail here, a reducer that raises fails the run.
+            outcome = self.settle_run(conn, provider, run_id, counts, integ.cursor)
+            status, cursor_after = outcome.status, outcome.cursor
+            if outcome.invalid:
+                self._fail_invalid_checkpoints(conn, run_id, outcome.invalid, now, log)
+                counts = {**counts, "success": outcome.counts.success, "failed": outcome.counts.failed}
+                base.update(success_count=counts["success"], failed_count=counts["failed"])
+            run_error = run.error if not _is_cursor_error(run.error) else None  # a cursor error clears once fixed
+            if outcome.error:
+                run_error = CURSOR_ERROR + outcome.error
             changed = not (
                 run.status == status
                 and run.success_count == counts["success"]
@@ -864,6 +890,7 @@ class SyncEngine:
                 and run.skipped_count == counts["skipped"]
                 and run.cursor_after == cursor_after
                 and run.finished_at is not None
+                and run.error == run_error
             )
             finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
             duration = (finished_at - as_utc(run.started_at)).total_seconds()
@@ -879,6 +906,7 @@ class SyncEngine:
                         skipped_count=counts["skipped"],
                         cursor_after=cursor_after,
                         finished_at=finished_at,
+                        error=run_error,
                     )
                 )
                 if cursor_after != integ.cursor:
@@ -913,99 +941,165 @@ class SyncEngine:
             for item in to_notify:
                 self._fire(SyncItemFailed(integration_id=integ.id, provider_key=integ.provider_key,
                                           sync_run_id=run_id, item_id=item["id"], external_id=item["external_id"],
-                                          attempts=item["attempts"], error=item["last_error"]), log)
+                                          attempts=item["attempts"], error=item["last_error"]), log, store)
             if status == "success":
                 self._fire(SyncCompleted(integration_id=integ.id, provider_key=integ.provider_key, sync_run_id=run_id,
                                          cursor_before=run.cursor_before, cursor_after=cursor_after,
                                          items_total=total, success_count=counts["success"],
-                                         skipped_count=counts["skipped"]), log)
+                                         skipped_count=counts["skipped"]), log, store)
         return result
 
-    def next_cursor(self, conn: Any, provider: Provider, run_id: int, *, has_failures: bool) -> Any:
-        """The cursor a finished run earns (before the monotonic guard).
+    def cursor_policy(self, provider: Provider) -> CursorPolicy:
+        default = type(provider).reduce_checkpoints is Provider.reduce_checkpoints
+        return CursorPolicy(rule=self.settings.cursor_rule, ordered=provider.has_ordered_checkpoints(),
+                            reduce=None if default else provider.reduce_checkpoints)
 
-        - No failures: ``reduce_checkpoints`` over every completed item.
-        - Failures, ``cursor_rule="strict"`` or a structured cursor: None (the cursor stays).
-        - Failures, ordered checkpoints: the low-water mark, i.e. the reduction of completed
-          checkpoints strictly below the smallest checkpoint of any unfinished item.
+    def settle_run(self, conn: Any, provider: Provider, run_id: int, counts: dict[str, int], old: Any) -> Outcome:
+        """Read what the cursor rule needs and apply it (``_cursor.settle``); never raises on data.
+
+        Held (failed) items are read whole; completed checkpoints are streamed in id order. With
+        the default reducer on PostgreSQL, when every checkpoint is a JSON string whose text order
+        is its order (plain strings, or ISO-8601 timestamps all in one ``...Z`` shape), the
+        database computes the maximum itself and only that value reaches ``settle``.
         """
         t = m.sync_items
-        low_water = None
-        if has_failures:
-            if self.settings.cursor_rule == "strict" or not provider.has_ordered_checkpoints():
-                return None
+        policy = self.cursor_policy(provider)
+        c = Counts.of(counts)
+        if c.unfinished:
+            return settle(c, [], [], old_cursor=old, policy=policy)
+        held: list[ItemCheckpoint] = []
+        if c.failed:
             held = [
-                cp for (cp,) in conn.execute(
-                    select(t.c.checkpoint).where(t.c.run_id == run_id, t.c.status.notin_(("success", "skipped")))
+                ItemCheckpoint(int(i), st, cp, ext) for i, st, cp, ext in conn.execute(
+                    select(t.c.id, t.c.status, t.c.checkpoint, t.c.external_id)
+                    .where(t.c.run_id == run_id, t.c.status.notin_(COMPLETED + UNFINISHED))
                 )
-                if cp is not None
             ]
-            if not held:
-                return None
-            low_water = min(held)
         if (
             conn.dialect.name == "postgresql"
-            and type(provider).reduce_checkpoints is Provider.reduce_checkpoints
-            and (low_water is None or isinstance(low_water, str))
+            and policy.reduce is None
+            and (old is None or isinstance(old, str))
+            and all(isinstance(h.checkpoint, str) or h.checkpoint is None for h in held)
         ):
-            found, value = self._max_string_checkpoint(conn, run_id, low_water)
+            below = None
+            if policy.ordered and policy.rule != STRICT and held and all(h.checkpoint is not None for h in held):
+                below = min((h.checkpoint for h in held), key=checkpoint_key)
+            found, top = self._max_string_checkpoint(conn, run_id, below)
             if found:
-                return value
-        reduced: Any = None
-        stmt = (
-            select(t.c.checkpoint)
-            .where(t.c.run_id == run_id, t.c.status.in_(("success", "skipped")))
-            .execution_options(yield_per=5000)
+                top_items = [ItemCheckpoint(0, "success", top)] if top is not None else []
+                return settle(c, held, top_items, old_cursor=old, policy=policy)
+
+        def completed() -> Iterator[ItemCheckpoint]:
+            stmt = (
+                select(t.c.id, t.c.status, t.c.checkpoint)
+                .where(t.c.run_id == run_id, t.c.status.in_(COMPLETED))
+                .order_by(t.c.id)
+                .execution_options(yield_per=PAGE)
+            )
+            for part in conn.execute(stmt).partitions():
+                for i, st, cp in part:
+                    yield ItemCheckpoint(int(i), st, cp)
+
+        return settle(c, held, completed(), old_cursor=old, policy=policy)
+
+    def next_cursor(self, conn: Any, provider: Provider, run_id: int, *, has_failures: bool) -> Any:
+        """The cursor a finished run earns before the monotonic guard (``settle``'s candidate).
+
+        - No failures: the reduction of every completed item's checkpoint.
+        - Failures, ``cursor_rule="strict"`` or a structured cursor: None (the cursor stays).
+        - Failures, ordered checkpoints: the low-water mark, i.e. the reduction of completed
+          checkpoints strictly below the smallest checkpoint of any failed item.
+        """
+        from sqlalchemy import func
+
+        t = m.sync_items
+        counts = {st: int(n) for st, n in conn.execute(
+            select(t.c.status, func.count()).where(t.c.run_id == run_id).group_by(t.c.status))}
+        for st in UNFINISHED:
+            counts.pop(st, None)
+        if has_failures and not counts.get("failed"):
+            counts["failed"] = 1
+        return self.settle_run(conn, provider, run_id, counts, None).candidate
+
+    def _fail_invalid_checkpoints(
+        self, conn: Any, run_id: int, invalid: tuple[InvalidItem, ...], now: datetime, log: Any
+    ) -> None:
+        """Fail completed items whose checkpoint cannot be ordered (they then hold the cursor)."""
+        t = m.sync_items
+        conn.execute(
+            update(t)
+            .where(t.c.id == bindparam("b_id"), t.c.status == "success")
+            .values(status="failed", last_error=bindparam("b_error"), finished_at=now, next_attempt_at=None,
+                    failure_notified=False),
+            [{"b_id": i.item_id, "b_error": i.message} for i in invalid],
         )
-        for part in conn.execute(stmt).partitions():
-            values = [cp for (cp,) in part if cp is not None and (low_water is None or cp < low_water)]
-            if not values:
-                continue
-            page = provider.reduce_checkpoints(values)
-            reduced = page if reduced is None else provider.reduce_checkpoints([reduced, page])
-        return reduced
+        log.warning(f"sync run {run_id}: {len(invalid)} items failed: {invalid[0].message}")
 
     @staticmethod
     def _max_string_checkpoint(conn: Any, run_id: int, below: str | None) -> tuple[bool, Any]:
-        """The default reducer (``max``) done by PostgreSQL when every checkpoint is a JSON string.
+        """The default reducer (the maximum) done by PostgreSQL when text order is checkpoint order.
 
-        Python's ``max`` over ``str`` orders by code point; so does ``COLLATE "C"`` over UTF-8 text,
-        so the answer is the same, without fetching and decoding a checkpoint per item (the
-        common case: ISO-8601 timestamps). Anything else (numbers, mixed types, a string
-        PostgreSQL cannot hold as text) answers ``(False, None)`` and Python reduces as usual.
+        Python's order over plain strings is code point order, and so is ``COLLATE "C"`` over UTF-8
+        text. ISO-8601 timestamps with a time zone order by instant (``_cursor.checkpoint_key``),
+        which is text order only when they all share one shape (``YYYY-MM-DDTHH:MM:SS[.f]Z`` of one
+        length); any other mix (``...00Z`` with ``...00.5Z``, offsets), numbers, mixed types or a
+        string PostgreSQL cannot hold as text answers ``(False, None)`` and Python reduces.
         """
         from sqlalchemy.exc import DBAPIError
 
+        # Each row's JSON is parsed once (the subquery; OFFSET 0 keeps PostgreSQL from inlining it).
+        is_str = "jt = 'string'"
+        # Timestamp-like: what every ISO-8601 timestamp has ('-' 5th, 'T'/'t'/' ' 11th). Those order
+        # as text only in the one-length UTC form YYYY-MM-DDTHH:MM:SS[.digits]Z (separators checked
+        # by LIKE; a wrong digit in the date or time decides text and instant order alike before
+        # the fraction, so only the fraction's digits need a look).
+        dateish = f"{is_str} AND substr(s, 5, 1) = '-' AND substr(s, 11, 1) IN ('T', 't', ' ')"
+        zform = ("(s LIKE '____-__-__T__:__:__Z' OR (s LIKE '____-__-__T__:__:__._%Z' "
+                 "AND ltrim(substr(s, 21, length(s) - 21), '0123456789') = ''))")
         sql = text(
-            "SELECT count(*) FILTER (WHERE json_typeof(checkpoint) NOT IN ('string', 'null')), "
-            "max((checkpoint #>> '{}') COLLATE \"C\") FILTER (WHERE json_typeof(checkpoint) = 'string'"
-            + (" AND (checkpoint #>> '{}') COLLATE \"C\" < :below" if below is not None else "")
-            + ") FROM sync_items WHERE run_id = :run_id AND status IN ('success', 'skipped')"
+            "SELECT count(*) FILTER (WHERE jt NOT IN ('string', 'null')), "
+            f"count(*) FILTER (WHERE {is_str}), count(*) FILTER (WHERE {dateish}), "
+            f"count(*) FILTER (WHERE {dateish} AND {zform}), "
+            f"min(length(s)) FILTER (WHERE {dateish}), max(length(s)) FILTER (WHERE {dateish}), "
+            f"max(s COLLATE \"C\") FILTER (WHERE {is_str} AND status IN ('success', 'skipped', 'superseded')"
+            + (" AND s COLLATE \"C\" < :below" if below is not None else "")
+            + ") FROM (SELECT status, json_typeof(checkpoint) AS jt, checkpoint #>> '{}' AS s "
+            "FROM sync_items WHERE run_id = :run_id OFFSET 0) AS cp"
         )
         try:
             with conn.begin_nested():
-                others, top = conn.execute(sql, {"run_id": run_id, "below": below}).one()
+                others, strings, dates, zforms, shortest, longest, top = conn.execute(
+                    sql, {"run_id": run_id, "below": below}).one()
         except DBAPIError:  # e.g. a \u0000 escape, which text cannot hold
             return False, None
         if others:
             return False, None
+        if dates and not (dates == strings == zforms and shortest == longest):
+            return False, None
         return True, top
 
-    @staticmethod
-    def _monotonic(provider: Provider, old: Any, candidate: Any) -> Any:
-        if candidate is None:
-            return old
-        if old is None:
-            return candidate
-        return provider.reduce_checkpoints([old, candidate])
-
-    def _fire(self, event: Any, log: Any) -> None:
+    def _fire(self, event: Any, log: Any, store: Store | None = None) -> None:
         for spec in self.listeners.for_type(type(event)):
             try:
                 result = spec.fn(event)
                 close_awaitable(result)
             except Exception as exc:  # a notification listener must not undo a reconciliation
-                log.warning(f"listener {spec.name} for {type(event).__name__} raised: {exc!r}")
+                log.warning(f"listener {spec.name} for {type(event).__name__} raised: "
+                            f"{self._redacted(exc, store, getattr(event, 'integration_id', None))}")
+
+    @staticmethod
+    def _redacted(exc: BaseException, store: Store | None, integration_id: int | None) -> str:
+        """``repr(exc)`` with the integration's credentials masked (they may be in the message)."""
+        from ._redaction import scrub, secret_values
+
+        text = repr(exc)
+        if store is None or integration_id is None:
+            return text
+        try:
+            secrets = secret_values(store.get_integration(integration_id))
+        except Exception:  # no key to decrypt, or the integration is gone: mask nothing we cannot know
+            return text
+        return scrub(text, secrets) if secrets else text
 
     # --- operator actions ------------------------------------------------------------------
     def unfinished_runs(self, store: Store, integration_id: int) -> list[int]:

@@ -336,10 +336,23 @@ def _retry_now(
         raise
     written = _write_retry_outcomes(store, engine, claimed, outcomes)
     results = [engine.reconcile(store, run_id, log=log) for run_id in sorted({it["run_id"] for it in claimed})]
+    _settled_states(store, written)
     for item_id, state in written.items():
         if state["status"] == "failed":
             log.warning(f"sync item {item_id} failed again: {state['last_error']}")
     return written, results
+
+
+def _settled_states(store: Store, written: dict[int, dict[str, Any]]) -> None:
+    """Report what reconcile left: it may fail a succeeded item again (an invalid checkpoint)."""
+    t = m.sync_items
+    with store.engine.connect() as conn:
+        for ids in chunked([i for i, w in written.items() if w["status"] == "success"], 1000):
+            for item_id, status, error in conn.execute(
+                select(t.c.id, t.c.status, t.c.last_error).where(store.id_in(t.c.id, ids))
+            ):
+                if status != "success":
+                    written[item_id].update(status=status, last_error=error)
 
 
 def _write_retry_outcomes(
@@ -429,6 +442,23 @@ def retry_failed_items(
 
 
 # --- advance cursor ----------------------------------------------------------------------------
+#: ``advance_cursor(set_cursor=KEEP_CURSOR)``: leave the cursor as it is (None would clear it).
+KEEP_CURSOR: Any = type("KeepCursor", (), {"__repr__": lambda self: "KEEP_CURSOR"})()
+
+
+def _check_cursor_value(value: Any) -> None:
+    """A cursor must be a JSON value that every store can hold (no NaN, no NUL, no lone surrogate)."""
+    from ._session import _check_json, _value_problem
+
+    try:
+        _check_json(value, "a cursor")
+    except TypeError as exc:
+        raise IntegrationsError(str(exc)) from None
+    problem = _value_problem(value)
+    if problem:
+        raise IntegrationsError(f"a cursor cannot be stored: {ascii(value)[:200]} {problem}")
+
+
 @dataclass
 class AdvanceResult:
     integration_id: int
@@ -451,8 +481,14 @@ def advance_cursor(
     is_run_alive: RunAliveCheck | None = None,
     log: Any = log_default,
     progress: Progress = _noop,
+    set_cursor: Any = KEEP_CURSOR,
 ) -> AdvanceResult:
     """Nudge an integration whose cursor is stuck.
+
+    0. With ``set_cursor`` (any JSON value, None included), the cursor is first replaced by it,
+       unconditionally: the way out when the stored cursor cannot be ordered with what the provider
+       now reports (a provider that moved from numbers to timestamps), or to re-read from a point.
+       Items that failed because of it ("invalid checkpoint") are then retried or skipped as usual.
 
     1. Items left in ``processing`` whose claim is older than ``settings.job_timeout`` (the worker
        died) are marked failed with a clear error, so ``retry-item`` or ``skip-sync-item`` can take
@@ -465,6 +501,11 @@ def advance_cursor(
     store.get_integration(integration_id, tenant=tenant, decrypt=False)
     before = _cursor(store, integration_id)
     now = engine.clock()
+    if set_cursor is not KEEP_CURSOR:
+        _check_cursor_value(set_cursor)
+        store.update_integration(integration_id, tenant=tenant, cursor=set_cursor)
+        log.warning(f"integration {integration_id}: cursor set by an operator: {json.dumps(before, default=str)} -> "
+                    f"{json.dumps(set_cursor)}")
     cutoff = now - timedelta(seconds=engine.settings.job_timeout)
     t, r = m.sync_items, m.sync_runs
     with store.begin() as conn:

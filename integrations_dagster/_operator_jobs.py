@@ -29,6 +29,7 @@ from dagster import (
 from pydantic import Field
 
 from . import _operations as ops
+from ._checks import log_health_checks
 from ._definitions import asset_key, run_alive_check
 from ._engine import SyncEngine
 from ._errors import IntegrationsError
@@ -117,6 +118,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
                                      "sync_run_id": res.sync_run_id, "run_status": res.run_status,
                                      "cursor_before": _md(res.cursor_before), "cursor_after": _md(res.cursor_after)})
         _record(context, store, res.integration_id, f"skip item {res.item_id}", res.cursor_before, res.cursor_after)
+        log_health_checks(context, store, engine, res.integration_id)
         return res.as_dict()
 
     @op(name="retry_failed_items")
@@ -133,6 +135,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
                                      "still_failed": res.still_failed, "cursor_before": _md(res.cursor_before),
                                      "cursor_after": _md(res.cursor_after)})
         _record(context, store, res.integration_id, "retry failed items", res.cursor_before, res.cursor_after)
+        log_health_checks(context, store, engine, res.integration_id)
         if res.still_failed:
             raise Failure(
                 description=f"{res.still_failed} of {res.retried} failed items of integration "
@@ -157,6 +160,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
                                      "abandoned_items": len(res.abandoned_items), "runs_reconciled": len(res.runs),
                                      "cursor_before": _md(res.cursor_before), "cursor_after": _md(res.cursor_after)})
         _record(context, store, res.integration_id, "advance cursor", res.cursor_before, res.cursor_after)
+        log_health_checks(context, store, engine, res.integration_id)
         return res.as_dict()
 
     @op(name="prune")

@@ -12,9 +12,15 @@ if TYPE_CHECKING:
 
 
 def reduce_by_max(checkpoints: list[Any]) -> Any:
-    """The largest checkpoint (right for ISO-8601 timestamps and ordered ids); None for no checkpoints."""
-    values = [c for c in checkpoints if c is not None]
-    return max(values) if values else None
+    """The largest checkpoint (right for ISO-8601 timestamps and ordered ids); None for no checkpoints.
+
+    Timestamps with a time zone compare by instant (``...00Z`` < ``...00.5Z``); a number and a string,
+    NaN, dicts and other values that cannot be ordered raise ``UnorderableCheckpoint`` (a ``TypeError``).
+    See ``_cursor.checkpoint_key``.
+    """
+    from ._cursor import reduce_by_max as _reduce
+
+    return _reduce(checkpoints)
 
 
 class Provider:

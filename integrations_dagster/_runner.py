@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,7 @@ from dagster import (
     DagsterInstance,
     DagsterRun,
     Definitions,
-    ReexecutionOptions,
     build_reconstructable_job,
-    execute_job,
 )
 
 from ._definitions import INTEGRATION_TAG, PROVIDER_TAG, TRIGGER_TAG, job_name, partitions_name
@@ -87,22 +86,24 @@ def execute_sync(
     trigger: str = "manual",
     tags: dict[str, str] | None = None,
     log_level: str = "DEBUG",
+    workspace: str | os.PathLike[str] | None = None,
 ) -> DagsterRun:
     """Execute one sync run in this process against ``instance``; it appears in the UI's run history.
 
     ``log_level`` only affects what is echoed to this process's console; the event log keeps everything.
+    The run carries the origin of the code location of ``ref`` in ``workspace`` (default
+    ``$INTEGRATIONS_WORKSPACE``, else ``./workspace.yaml``), so the UI can re-execute it.
     """
     ensure_partition(instance, provider_key, integration_id)
     all_tags = sync_tags(provider_key, integration_id, trigger)
     all_tags.update(tags or {})
-    with execute_job(
-        ref.reconstructable_job(job_name(provider_key)),
-        instance=instance,
-        tags=all_tags,
-        run_config=_console(log_level),
-        raise_on_error=False,
-    ) as result:
-        return result.dagster_run
+    # Like execute_job, but the run carries its code location's origin, so the UI can re-execute it.
+    from ._reexecutable import execute_run_with_origin
+
+    return execute_run_with_origin(
+        ref, job_name(provider_key), instance=instance, tags=all_tags, run_config=_console(log_level),
+        workspace=workspace,
+    )
 
 
 def _console(log_level: str) -> dict[str, Any]:
@@ -116,12 +117,8 @@ def reexecute_from_failure(
     parent = instance.get_run_by_id(dagster_run_id)
     if parent is None:
         raise LookupError(f"Dagster run {dagster_run_id} not found")
-    with execute_job(
-        ref.reconstructable_job(parent.job_name),
-        instance=instance,
-        reexecution_options=ReexecutionOptions.from_failure(dagster_run_id, instance),
-        tags={**parent.tags, TRIGGER_TAG: "retry"},
-        run_config=_console(log_level),
-        raise_on_error=False,
-    ) as result:
-        return result.dagster_run
+    from ._reexecutable import reexecute_run_from_failure
+
+    return reexecute_run_from_failure(
+        ref, dagster_run_id, instance=instance, extra_tags={TRIGGER_TAG: "retry"}, run_config=_console(log_level)
+    )

@@ -52,6 +52,11 @@ class SyncSettings(BaseSettings):
         default="low_water_mark",
         description="low_water_mark: a failure holds back only later checkpoints; strict: any failure keeps the cursor.",
     )
+    min_deferral: float = Field(
+        default=1.0, ge=0,
+        description="Shortest wait after a listener raises RateLimited (RateLimited(0) or a negative wait must not "
+        "retry in a busy loop).",
+    )
     inline_wait_max: float = Field(
         default=1.0,
         ge=0,

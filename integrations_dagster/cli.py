@@ -591,11 +591,21 @@ def skip_cmd(env: Env, item_id: int, reason: str | None, tenant: str | None, as_
 
 @cli.command("advance-cursor")
 @click.argument("integration_id", type=int)
+@click.option("--set-cursor", "set_cursor", default=None, metavar="JSON",
+              help="First replace the cursor by this JSON value ('\"2024-05-01T00:00:00Z\"', 42, null), e.g. when "
+              "it cannot be ordered with what the provider now reports.")
 @tenant_option
 @json_option
 @pass_env
-def advance_cmd(env: Env, integration_id: int, tenant: str | None, as_json: bool) -> None:
+def advance_cmd(env: Env, integration_id: int, set_cursor: str | None, tenant: str | None, as_json: bool) -> None:
     """Reclaim stuck items and reconcile the integration's unfinished runs so the cursor catches up."""
+    new_cursor: Any = ops.KEEP_CURSOR
+    if set_cursor is not None:
+        try:
+            new_cursor = json.loads(set_cursor)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON ({exc}); quote a string: '\"2024-05-01T00:00:00Z\"'",
+                                     param_hint="--set-cursor") from None
     store, engine = env.store, env.engine
     tenant = _tenant(env, tenant)
     store.get_integration(integration_id, tenant=tenant, decrypt=False)
@@ -609,7 +619,7 @@ def advance_cmd(env: Env, integration_id: int, tenant: str | None, as_json: bool
         instance = None
     try:
         res = ops.advance_cursor(store, engine, integration_id, tenant=tenant, is_run_alive=alive,
-                                 progress=_progress)
+                                 progress=_progress, set_cursor=new_cursor)
     finally:
         if instance is not None:
             instance.dispose()

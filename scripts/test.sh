@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/start-postgres.sh
+bash scripts/install-chromium.sh  # the browser tests drive Debian's Chromium
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DAGSTER_DISABLE_TELEMETRY=yes
 export INTEGRATIONS_SLOW_TESTS=1  # also run the real dagster-daemon test (~30 s)

@@ -176,12 +176,16 @@ def test_a_failed_background_write_fails_the_enumeration_and_leaves_nothing(pg_s
     values = ["ok"] * 30
     engine = _engine(values, [], flush_every=10)
 
+    # An event type whose name is longer than its column: dispatch cannot see it, the database refuses it
+    # (an over-long external id no longer gets that far: dispatch records it as an invalid item).
+    long_named = type("N" * 400, (Noted,), {})
+
     class TooLong(Notes):
         def sync(self, integration, session):  # type: ignore[no-untyped-def]
-            for i in range(30):  # the third batch carries an external id longer than the column
-                ext = "x" * 400 if i == 25 else f"k{i}"
-                session.dispatch(Noted(integration_id=integration.id, key=f"k{i}", value="v"),
-                                 checkpoint_value=f"{i:05d}", external_id=ext)
+            for i in range(30):  # the third batch carries an event type name longer than the column
+                cls = long_named if i == 25 else Noted
+                session.dispatch(cls(integration_id=integration.id, key=f"k{i}", value="v"),
+                                 checkpoint_value=f"{i:05d}", external_id=f"k{i}")
 
     engine.providers["notes"] = TooLong(values)
     integ = store.create_integration(provider_key="notes", name="n")
@@ -218,9 +222,9 @@ def test_cursor_reduction_matches_python_max(store, db_url, checkpoints, low_wat
     expected_values = [c for c in checkpoints if low_water is None or c < low_water]
     try:
         expected = max(expected_values)
-    except TypeError:  # mixed types: Python cannot order them either
-        with store.begin() as conn, pytest.raises(TypeError):
-            engine.next_cursor(conn, engine.provider("synthetic"), start.run_id, has_failures=False)
+    except TypeError:  # mixed types: the item of the other kind fails and holds the cursor (no raise)
+        with store.begin() as conn:
+            assert engine.next_cursor(conn, engine.provider("synthetic"), start.run_id, has_failures=False) is None
         return
     if low_water is not None:
         with store.begin() as conn:
