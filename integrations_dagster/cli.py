@@ -438,6 +438,7 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     the exit code is 0 only when the sync succeeded.
     """
     env: Env = ctx.obj
+    env.runs_jobs = True  # the engine comes from the real Definitions the run uses
     integ = env.store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
     if not integ.enabled:
         raise UserError(f"integration {integ.id} is disabled ({integ.disabled_reason or 'no reason given'}); "
@@ -473,6 +474,7 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
     run reconciles. Exit code 0 when the sync run ends successful.
     """
     env: Env = ctx.obj
+    env.runs_jobs = True
     store = env.store
     integ = store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
     failed = store.failed_items(integration_id=integ.id)
@@ -609,19 +611,25 @@ def advance_cmd(env: Env, integration_id: int, set_cursor: str | None, tenant: s
     store, engine = env.store, env.engine
     tenant = _tenant(env, tenant)
     store.get_integration(integration_id, tenant=tenant, decrypt=False)
-    alive = None
+    alive: Callable[[str], Any] | None = None
+    opened: list[Any] = []  # the Dagster instance, opened only when an unfinished run must be checked
     if os.environ.get("DAGSTER_HOME") and Path(os.environ["DAGSTER_HOME"]).is_dir():
-        from ._definitions import run_alive_check
+        checks: list[Callable[[str], Any]] = []
 
-        instance = env.instance()
-        alive = run_alive_check(instance)
-    else:
-        instance = None
+        def lazy_alive(dagster_run_id: str) -> Any:
+            if not checks:
+                from ._definitions import run_alive_check
+
+                opened.append(env.instance())
+                checks.append(run_alive_check(opened[0]))
+            return checks[0](dagster_run_id)
+
+        alive = lazy_alive
     try:
         res = ops.advance_cursor(store, engine, integration_id, tenant=tenant, is_run_alive=alive,
                                  progress=_progress, set_cursor=new_cursor)
     finally:
-        if instance is not None:
+        for instance in opened:
             instance.dispose()
     if as_json:
         _emit_json(res.as_dict())
