@@ -425,6 +425,23 @@ def _print_summary(data: dict[str, Any]) -> None:
         click.echo(f"error: {data['error']}")
 
 
+def _sync_with_progress(env: Env, instance: Any, integ: Any) -> tuple[str, bool]:
+    """Run (or join) the sync and wait, showing progress on stderr: live on a terminal, a line per
+    phase otherwise; Dagster's event log only with --verbose (``_progress.quiet_run_output``)."""
+    from ._progress import Follower, LiveReporter, PlainReporter, quiet_run_output
+
+    with quiet_run_output(verbose=env.verbose) as stream:
+        live = bool(getattr(stream, "isatty", lambda: False)())
+        reporter: Any = LiveReporter(stream) if live else PlainReporter(stream)
+        follower = Follower(env.store, integ.id, reporter.update)
+        reporter.start(f"syncing {integ}")
+        follower.start()
+        try:
+            return _request_sync(env, instance, integ.provider_key, integ.id, True)
+        finally:
+            reporter.finish(follower.stop())
+
+
 @cli.command("sync")
 @click.argument("integration_id", type=int)
 @click.option("--wait", is_flag=True, help="Follow the run to the end and print its result.")
@@ -446,8 +463,9 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     env.engine.provider(integ.provider_key)
     with env.instance() as instance:
         if wait:
-            _progress(f"syncing {integ} and waiting for the run to finish...")
-        run_id, created = _request_sync(env, instance, integ.provider_key, integ.id, wait)
+            run_id, created = _sync_with_progress(env, instance, integ)
+        else:
+            run_id, created = _request_sync(env, instance, integ.provider_key, integ.id, wait)
         if not wait:
             if as_json:
                 _emit_json({"integration_id": integ.id, "dagster_run_id": run_id, "created": created})
