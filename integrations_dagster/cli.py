@@ -13,13 +13,12 @@ its engine only (``_codeloc.load_engine``: providers and listeners, no Dagster o
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
