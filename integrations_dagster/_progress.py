@@ -167,6 +167,9 @@ class LiveReporter:
             TimeElapsedColumn(),
             console=self.console,
             refresh_per_second=4,
+            # quiet_run_output decides where the run's own output goes: rich must not re-route it
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self.task = self.progress.add_task("starting", total=None, dispatched="0", failed="0", rate="-")
 

@@ -56,3 +56,43 @@ def test_sync_wait_is_quiet_shows_phases_json_and_verbose(run):
     verbose = run("--verbose", "sync", iid, "--wait")
     assert "RUN_SUCCESS" in verbose.stderr or "STEP_SUCCESS" in verbose.stderr, verbose.stderr[-2000:]
     assert "finished: sync run" in verbose.stderr
+
+
+def test_sync_wait_on_a_terminal_draws_progress_without_dagster_events(db_url, tmp_path):
+    import pty
+    import select
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "INTEGRATIONS_DATABASE_URL": db_url, "DAGSTER_HOME": str(home),
+           "INTEGRATIONS_DEFINITIONS": "tests.support.cli_app:defs", "INTEGRATIONS_SECRET_KEY": generate_key(),
+           "DAGSTER_DISABLE_TELEMETRY": "yes", "COLUMNS": "120"}
+    env.pop("INTEGRATIONS_TENANT", None)
+    iid = subprocess.run([str(SCRIPT), "add", "synthetic", "--name", "tty", "--meta", "items=300"], env=env,
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(SCRIPT), "sync", iid, "--wait"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=follower, text=True)
+    os.close(follower)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    out, _ = proc.communicate(timeout=300)
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 0, text[-2000:]
+    assert "dispatched" in text and "processing" in text, text[-2000:]
+    assert "DEBUG" not in text and "RUN_START" not in text
+    assert "items 300: 300 succeeded" in out
