@@ -37,7 +37,7 @@ from dagster import (
 
 from ._engine import ReconcileResult, SyncEngine
 from ._health import HealthPolicy
-from ._listeners import ListenerRegistry, ListenersArg
+from ._listeners import ListenersArg
 from ._provider import Provider
 from ._resource import IntegrationsResource
 from ._settings import SyncSettings
@@ -247,9 +247,9 @@ def build_definitions(
     an asset ``["integrations", key]`` (the sync timeline) and, when available, its sensor; plus the
     operator jobs (skip, retry, advance cursor, prune)."""
     settings = settings or SyncSettings()
-    engine = SyncEngine(
-        providers=providers, listeners=ListenerRegistry.build(listeners), settings=settings, health=health
-    )
+    from ._codeloc import make_engine  # the same engine as the CLI's Dagster-free load_engine
+
+    engine = make_engine(providers=providers, listeners=listeners, settings=settings, health=health)
     executor = _executor(settings)
     jobs = [build_sync_job(p, engine, executor) for p in engine.providers.values()]
     assets = [

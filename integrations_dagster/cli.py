@@ -3,10 +3,17 @@
 One verb per action (see ``docs/OPERATIONS.md``). Exit codes: 0 success, 1 an error the user can act
 on (the message names the thing, no stack trace), 2 usage. Listings print a table, or JSON with
 ``--json`` (stable keys, documented). Progress goes to stderr so ``--json`` output stays parseable.
+
+Only the verbs that run a Dagster job (``sync``, ``retry``) import Dagster. Every other verb answers
+from the integrations database alone: this module imports click and the standard library, the store
+and the operations are imported by the verb that uses them, and the definitions module is loaded for
+its engine only (``_codeloc.load_engine``: providers and listeners, no Dagster objects).
+``tests/test_cli_fast.py`` fails when one of them imports ``dagster``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -17,8 +24,22 @@ from typing import Any
 
 import click
 
-from . import _operations as ops
 from ._errors import IntegrationsError
+
+
+class _LazyModule:
+    """``ops.name`` imports ``_operations`` (and SQLAlchemy) on first use, not when the CLI starts."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+ops: Any = _LazyModule("integrations_dagster._operations")
+#: ``_operations.DEFAULT_PRUNE_DAYS`` (a test keeps them equal): --help must not import the operations.
+DEFAULT_PRUNE_DAYS = 30
 
 DEFAULT_DEFS = "integrations_app.definitions:defs"
 ENV_DATABASE_URL = "INTEGRATIONS_DATABASE_URL"
@@ -39,6 +60,8 @@ class Env:
         self.defs_spec = defs or os.environ.get(ENV_DEFS) or DEFAULT_DEFS
         self.tenant = tenant
         self.verbose = verbose
+        #: Set by the verbs that run a Dagster job: their engine comes from real Definitions.
+        self.runs_jobs = False
         self._store: Any = None
         self._engine: Any = None
 
@@ -72,33 +95,37 @@ class Env:
         return self._store
 
     @property
-    def ref(self) -> Any:
-        from ._runner import DefinitionsRef
-
+    def defs_target(self) -> tuple[str, str]:
         module, _, attr = self.defs_spec.partition(":")
         if not module:
             raise UserError(f"--defs {self.defs_spec!r} must look like module:attribute")
-        return DefinitionsRef(module, attr or "defs")
+        return module, attr or "defs"
+
+    @property
+    def ref(self) -> Any:
+        from ._runner import DefinitionsRef
+
+        return DefinitionsRef(*self.defs_target)
 
     @property
     def engine(self) -> Any:
+        """The definitions' ``SyncEngine``: without Dagster (``load_engine``) unless the verb runs jobs."""
         if self._engine is None:
-            from ._definitions import engine_of
+            from ._codeloc import engine_of, load_engine
 
             _ = self.database_url  # exported before the definitions read their settings
-            ref = self.ref
+            module, attr = self.defs_target
             try:
-                defs = ref.load()
+                engine = engine_of(self.ref.load()) if self.runs_jobs else load_engine(module, attr)
+            except LookupError:
+                raise UserError(f"the definitions {self.defs_spec!r} were not made by "
+                                "integrations_dagster.build_definitions") from None
             except Exception as exc:  # the user's module: any import error is theirs to fix
                 raise UserError(
                     f"cannot load the definitions {self.defs_spec!r} ({type(exc).__name__}: {_first_line(exc)}); "
                     f"set --defs or {ENV_DEFS} to module:attribute"
                 ) from None
-            try:
-                self._engine = engine_of(defs)
-            except LookupError:
-                raise UserError(f"the definitions {self.defs_spec!r} were not made by "
-                                "integrations_dagster.build_definitions") from None
+            self._engine = engine
         return self._engine
 
     def instance(self) -> Any:
@@ -178,14 +205,16 @@ class _Group(click.Group):
     """Turns errors a user can act on into ``Error: ...`` and exit code 1, without a stack trace."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import OperationalError, ProgrammingError
-
         try:
             return super().invoke(ctx)
         except (IntegrationsError, LookupError) as exc:
             raise click.ClickException(str(exc)) from None
-        except (OperationalError, ProgrammingError) as exc:
-            raise click.ClickException(f"database error: {_first_line(exc.orig or exc)}") from None
+        except Exception as exc:
+            # A SQLAlchemy error can only come from a verb that imported SQLAlchemy (help does not).
+            sa = sys.modules.get("sqlalchemy.exc")
+            if sa is not None and isinstance(exc, (sa.OperationalError, sa.ProgrammingError)):
+                raise click.ClickException(f"database error: {_first_line(exc.orig or exc)}") from None
+            raise
 
 
 def tenant_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -395,6 +424,23 @@ def _print_summary(data: dict[str, Any]) -> None:
         click.echo(f"error: {data['error']}")
 
 
+def _sync_with_progress(env: Env, instance: Any, integ: Any) -> tuple[str, bool]:
+    """Run (or join) the sync and wait, showing progress on stderr: live on a terminal, a line per
+    phase otherwise; Dagster's event log only with --verbose (``_progress.quiet_run_output``)."""
+    from ._progress import Follower, LiveReporter, PlainReporter, quiet_run_output
+
+    with quiet_run_output(verbose=env.verbose) as stream:
+        live = bool(getattr(stream, "isatty", lambda: False)())
+        reporter: Any = LiveReporter(stream) if live else PlainReporter(stream)
+        follower = Follower(env.store, integ.id, reporter.update)
+        reporter.start(f"syncing {integ}")
+        follower.start()
+        try:
+            return _request_sync(env, instance, integ.provider_key, integ.id, True)
+        finally:
+            reporter.finish(follower.stop())
+
+
 @cli.command("sync")
 @click.argument("integration_id", type=int)
 @click.option("--wait", is_flag=True, help="Follow the run to the end and print its result.")
@@ -408,6 +454,7 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     the exit code is 0 only when the sync succeeded.
     """
     env: Env = ctx.obj
+    env.runs_jobs = True  # the engine comes from the real Definitions the run uses
     integ = env.store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
     if not integ.enabled:
         raise UserError(f"integration {integ.id} is disabled ({integ.disabled_reason or 'no reason given'}); "
@@ -415,8 +462,9 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     env.engine.provider(integ.provider_key)
     with env.instance() as instance:
         if wait:
-            _progress(f"syncing {integ} and waiting for the run to finish...")
-        run_id, created = _request_sync(env, instance, integ.provider_key, integ.id, wait)
+            run_id, created = _sync_with_progress(env, instance, integ)
+        else:
+            run_id, created = _request_sync(env, instance, integ.provider_key, integ.id, wait)
         if not wait:
             if as_json:
                 _emit_json({"integration_id": integ.id, "dagster_run_id": run_id, "created": created})
@@ -443,6 +491,7 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
     run reconciles. Exit code 0 when the sync run ends successful.
     """
     env: Env = ctx.obj
+    env.runs_jobs = True
     store = env.store
     integ = store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
     failed = store.failed_items(integration_id=integ.id)
@@ -579,19 +628,25 @@ def advance_cmd(env: Env, integration_id: int, set_cursor: str | None, tenant: s
     store, engine = env.store, env.engine
     tenant = _tenant(env, tenant)
     store.get_integration(integration_id, tenant=tenant, decrypt=False)
-    alive = None
+    alive: Callable[[str], Any] | None = None
+    opened: list[Any] = []  # the Dagster instance, opened only when an unfinished run must be checked
     if os.environ.get("DAGSTER_HOME") and Path(os.environ["DAGSTER_HOME"]).is_dir():
-        from ._definitions import run_alive_check
+        checks: list[Callable[[str], Any]] = []
 
-        instance = env.instance()
-        alive = run_alive_check(instance)
-    else:
-        instance = None
+        def lazy_alive(dagster_run_id: str) -> Any:
+            if not checks:
+                from ._definitions import run_alive_check
+
+                opened.append(env.instance())
+                checks.append(run_alive_check(opened[0]))
+            return checks[0](dagster_run_id)
+
+        alive = lazy_alive
     try:
         res = ops.advance_cursor(store, engine, integration_id, tenant=tenant, is_run_alive=alive,
                                  progress=_progress, set_cursor=new_cursor)
     finally:
-        if instance is not None:
+        for instance in opened:
             instance.dispose()
     if as_json:
         _emit_json(res.as_dict())
@@ -631,7 +686,7 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
 
 
 @cli.command("prune")
-@click.option("--days", type=click.IntRange(min=0), default=ops.DEFAULT_PRUNE_DAYS, show_default=True,
+@click.option("--days", type=click.IntRange(min=0), default=DEFAULT_PRUNE_DAYS, show_default=True,
               help="Delete success/skipped items and request log rows older than this.")
 @tenant_option
 @json_option

@@ -120,6 +120,12 @@ class Store:
         """Apply Alembic migrations up to head (idempotent; serialised on PostgreSQL)."""
         if self._migrated:
             return
+        from ._revisions import at_head
+
+        with self.engine.connect() as conn:
+            if at_head(conn):  # the common case, answered without importing Alembic
+                self._migrated = True
+                return
         from alembic import command
         from alembic.config import Config
 

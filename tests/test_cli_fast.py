@@ -1,0 +1,112 @@
+"""The CLI's verbs that run no job never import Dagster (issue 12, point 4).
+
+Each verb runs in a fresh interpreter (a subprocess: nothing imported by the test process counts) that
+reports, after the verb returned, whether ``dagster`` (or any ``dagster.*`` / ``dagster_*`` module) is
+in ``sys.modules``. The public API stays importable: every name in ``__all__`` resolves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import integrations_dagster
+from integrations_dagster._secrets import generate_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Runs the CLI's ``main`` with the given argv, then prints which Dagster modules were imported on fd 3's
+#: stand-in (a marker line on stderr), whatever the verb's exit code.
+PROBE = r"""
+import json, sys
+argv = json.loads(sys.argv[1])
+sys.argv = ["integrations", *argv]
+code = 0
+try:
+    from integrations_dagster.cli import main
+    main(argv)
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+loaded = sorted(m for m in sys.modules if m == "dagster" or m.startswith(("dagster.", "dagster_")))
+sys.stderr.write("\nPROBE " + json.dumps({"code": code, "dagster": loaded}) + "\n")
+"""
+
+
+def probe(env: dict[str, str], *argv: str) -> tuple[int, list[str], str, str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(argv))], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    marker = [line for line in proc.stderr.splitlines() if line.startswith("PROBE ")]
+    assert marker, f"{argv}: no probe line\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    data = json.loads(marker[-1][len("PROBE "):])
+    return data["code"], data["dagster"], proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "INTEGRATIONS_DATABASE_URL": db_url, "DAGSTER_HOME": str(home),
+           "INTEGRATIONS_DEFINITIONS": "tests.support.cli_app:defs", "INTEGRATIONS_SECRET_KEY": generate_key(),
+           "DAGSTER_DISABLE_TELEMETRY": "yes"}
+    env.pop("INTEGRATIONS_TENANT", None)
+    return env
+
+
+def test_verbs_without_a_job_do_not_import_dagster(env):
+    code, loaded, out, err = probe(env, "add", "synthetic", "--name", "fast", "--meta", "items=3")
+    assert (code, loaded) == (0, []), err
+    iid = out.strip()
+    assert iid.isdigit()
+    verbs = [
+        (["--help"], 0), (["status", "--help"], 0), (["sync", "--help"], 0),
+        (["list"], 0), (["list", "--json"], 0), (["show", iid], 0),
+        (["status"], 0), (["status", iid], 0), (["status", iid, "--json"], 0),
+        (["list-failed-items"], 0), (["timeline", iid], 0),
+        (["disable", iid, "--reason", "maintenance"], 0), (["enable", iid], 0),
+        (["advance-cursor", iid], 0), (["skip-sync-item", "999999", "--reason", "gone"], 1),
+        (["prune", "--days", "30"], 0), (["generate-key"], 0),
+    ]
+    for argv, expected in verbs:
+        code, loaded, out, err = probe(env, *argv)
+        assert code == expected, f"{argv}: exit {code}\n{out}\n{err[-2000:]}"
+        assert loaded == [], f"`integrations {' '.join(argv)}` imported Dagster: {loaded[:5]}"
+        assert "Traceback" not in err, err
+    # the data the fast path read is the real data
+    code, _, out, _ = probe(env, "status", iid, "--json")
+    assert [r["id"] for r in json.loads(out)] == [int(iid)]
+
+
+def test_a_verb_that_runs_a_job_still_gets_real_definitions(env):
+    """``sync`` (no ``--wait``: queue or run) loads real Definitions after the engine-only fast path."""
+    code, _, out, err = probe(env, "add", "synthetic", "--name", "job", "--meta", "items=2")
+    assert code == 0, err
+    code, loaded, out, err = probe(env, "sync", out.strip(), "--wait", "--json")
+    assert code == 0, err
+    assert "dagster" in loaded
+    assert json.loads(out)["status"] == "success"
+
+
+def test_every_public_name_resolves_lazily():
+    code = ("import sys, integrations_dagster as m; assert 'dagster' not in sys.modules; "
+            "[getattr(m, n) for n in m.__all__]; print(sorted(set(m.__all__) - set(dir(m))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    for name in integrations_dagster.__all__:
+        assert getattr(integrations_dagster, name) is not None
+    with pytest.raises(AttributeError):
+        integrations_dagster.no_such_name  # noqa: B018
+    from integrations_dagster import Provider, build_definitions, engine_of  # noqa: F401
+
+
+def test_cli_default_prune_days_matches_the_operations():
+    from integrations_dagster import _operations, cli
+
+    assert cli.DEFAULT_PRUNE_DAYS == _operations.DEFAULT_PRUNE_DAYS
