@@ -162,3 +162,65 @@ def test_run_transitions_are_compare_and_set(store, engine):
     with store.begin() as conn, pytest.raises(SyncRunStateConflict, match="it is success, not enumerating"):
         store.transition_run(conn, start.run_id, "enumerating", "finish its enumeration", status="processing")
     assert store.get_run(start.run_id)["status"] == "success"
+
+
+# --- point 10: a killed `integrations sync ID --wait` (no daemon) -------------------------------------
+def test_the_next_sync_recovers_from_a_killed_sync_wait(store, db_url, tmp_path):
+    """Kill -9 of `integrations sync ID --wait` mid-run: the Dagster run stays STARTED. The next
+    `integrations sync ID --wait` recognises the dead run (its pid is gone), marks it failed, reclaims
+    and reconciles its sync run before reading the cursor, and syncs: nothing the dead run finished
+    is delivered again, and every item ends delivered."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    root = Path(__file__).resolve().parents[1]
+    script = Path(sys.executable).parent / "integrations"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    log = tmp_path / "delivered.txt"
+    integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 30})
+    env = {**os.environ, "PYTHONPATH": str(root), "INTEGRATIONS_DATABASE_URL": db_url, "DAGSTER_HOME": str(home),
+           "INTEGRATIONS_DEFINITIONS": "tests.support.dead_app:defs", "INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS": "1",
+           "DAGSTER_DISABLE_TELEMETRY": "yes", "DEAD_APP_LOG": str(log)}
+    env.pop("INTEGRATIONS_TENANT", None)
+    hung = Path(f"{log}.hung")
+    proc = subprocess.Popen([str(script), "sync", str(integ.id), "--wait"], env={**env, "DEAD_APP_HANG_AT": "item-15"},
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not hung.exists():
+            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+            assert time.monotonic() < deadline, "the sync never reached item-15"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -9
+    first_delivered = log.read_text().split()
+    assert first_delivered == [f"item-{i}" for i in range(15)]
+    dead = store.runs_for_integration(integ.id, limit=1)[0]
+    assert dead["status"] == "processing" and dead["owner_pid"] == proc.pid
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(dead["dagster_run_id"]).status == DagsterRunStatus.STARTED  # looks alive
+
+    again = subprocess.run([str(script), "sync", str(integ.id), "--wait"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    assert f"Dagster run {dead['dagster_run_id']} was left behind by a process that is gone" in again.stderr
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(dead["dagster_run_id"]).status == DagsterRunStatus.FAILURE
+    old = store.get_run(dead["id"])
+    assert old["status"] == "partial" and old["finished_at"] is not None  # reclaimed and reconciled
+    new = store.runs_for_integration(integ.id, limit=1)[0]
+    assert new["cursor_before"] == old["cursor_after"] == checkpoint_for(14)  # after the reconcile
+    assert new["status"] == "success" and new["items_total"] == 15
+    delivered = Counter(log.read_text().split())
+    assert set(delivered) == {f"item-{i}" for i in range(30)}
+    assert all(n == 1 for n in delivered.values()), delivered  # nothing the dead run finished came again
+    assert store.get_integration(integ.id).cursor == checkpoint_for(29)
