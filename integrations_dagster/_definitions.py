@@ -73,9 +73,27 @@ def run_alive_check(instance: Any):  # type: ignore[no-untyped-def]
         run = instance.get_run_by_id(dagster_run_id)
         if run is None:
             return False
+        if run.status in ALIVE_STATUSES and fail_if_owner_dead(instance, run):
+            return False
         return run.status in ALIVE_STATUSES
 
     return check
+
+
+def fail_if_owner_dead(instance: Any, run: Any) -> bool:
+    """A queued/in-flight Dagster run executed by a process of this host that is gone (killed
+    ``integrations sync --wait``): mark it failed (``report_run_failed``) so Dagster stops
+    reporting it alive, and return True. Runs without an owner tag (daemon, UI) are left to
+    Dagster's run monitoring."""
+    from ._owner import owner_alive, owner_from_tags
+
+    owner = owner_from_tags(run.tags, run.run_id)
+    if owner is None or owner_alive(owner.host, owner.pid) is not False:
+        return False
+    instance.report_run_failed(
+        run, f"the process executing this run (pid {owner.pid} on {owner.host}) is gone: it was killed "
+        "or crashed; marked failed by the next sync, which reclaims and reconciles its sync run")
+    return True
 
 
 def _record(context: OpExecutionContext, result: ReconcileResult, store: Any = None, engine: Any = None) -> None:
@@ -119,12 +137,15 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 f"not {key!r}",
                 allow_retries=False,
             )
+        from ._owner import owner_from_tags
+
         start = engine.start_run(
             store,
             integration_id,
             dagster_run_id=context.run_id,
             trigger=context.run.tags.get(TRIGGER_TAG, "manual"),
             is_run_alive=run_alive_check(context.instance),
+            owner=owner_from_tags(context.run.tags, context.run_id),
         )
         if start.skipped:
             context.log.warning(start.skipped_reason or "skipped")
@@ -134,6 +155,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             )
             return
         assert start.run_id is not None
+        integration = store.get_integration(integration_id)  # the cursor as start_run left it
         from ._http_session import http_factory_for
 
         try:

@@ -153,6 +153,19 @@ class _EventTypes:
         return cls
 
 
+def run_alive(run: Any, is_run_alive: RunAliveCheck | None) -> bool | None:
+    """Whether an in-flight sync run can still make progress: its recorded owner process gone from
+    this host means dead (whatever Dagster says: a killed in-process run stays STARTED); else the
+    Dagster run's answer; else the owner process still being there."""
+    from ._owner import owner_alive
+
+    own = owner_alive(getattr(run, "owner_host", None), getattr(run, "owner_pid", None))
+    alive = is_run_alive(run.dagster_run_id) if is_run_alive else None
+    if own is False:
+        return False
+    return own if alive is None else alive
+
+
 class SyncEngine:
     """Holds the providers, listeners and settings of one ``build_definitions`` call."""
 
@@ -202,12 +215,18 @@ class SyncEngine:
         dagster_run_id: str | None,
         trigger: str = "manual",
         is_run_alive: RunAliveCheck | None = None,
+        owner: Any = None,
     ) -> StartResult:
         """Create a sync run unless another run of this integration is still in flight.
 
         In-flight runs whose owner is known to be dead are cleaned up first: an abandoned
         enumeration is discarded (its items never counted); an abandoned processing run has its
-        unfinished items failed so the cursor holds at them and an operator can retry or skip.
+        unfinished items failed so the cursor holds at them and an operator can retry or skip,
+        and is reconciled before the new run reads the cursor (its ``cursor_before``).
+        A run is dead when its recorded owner process (``owner``: ``_owner.RunOwner``, for runs
+        executed outside the daemon) is gone from this host, or ``is_run_alive`` says so; an
+        enumeration older than ``job_timeout`` is presumed dead only when neither can tell. A run
+        reported alive is never discarded.
         """
         now = self.clock()
         abandoned: list[int] = []
@@ -226,9 +245,9 @@ class SyncEngine:
             ).all():
                 if run.dagster_run_id is not None and run.dagster_run_id == dagster_run_id:
                     continue
-                alive = is_run_alive(run.dagster_run_id) if is_run_alive else None
+                alive = run_alive(run, is_run_alive)
                 stale = as_utc(run.started_at) < now - timedelta(seconds=self.settings.job_timeout)
-                if run.status == "enumerating" and (alive is False or (alive is None and stale) or stale):
+                if run.status == "enumerating" and (alive is False or (alive is None and stale)):
                     self._discard_enumeration(conn, run.id, "abandoned: enumeration never finished", now)
                     continue
                 if run.status == "processing" and alive is False:
@@ -265,20 +284,35 @@ class SyncEngine:
                     trigger=trigger,
                     cursor_before=row.cursor,
                     started_at=now,
+                    owner_host=getattr(owner, "host", None),
+                    owner_pid=getattr(owner, "pid", None),
                 )
                 .returning(m.sync_runs.c.id)
             ).scalar_one()
         for old in abandoned:  # settle the runs we just failed: partial/failed with counts, cursor held
             self.reconcile(store, old)
+        if abandoned:
+            # The new run has not read the cursor yet: it starts from the one the abandoned runs
+            # just earned, so what they finished is not delivered again.
+            with store.begin() as conn:
+                cursor = conn.execute(
+                    select(m.integrations.c.cursor).where(m.integrations.c.id == integration_id)
+                ).scalar()
+                store.transition_run(conn, int(run_id), "enumerating", "take the cursor", cursor_before=cursor)
         return StartResult(run_id=int(run_id))
 
-    def _discard_enumeration(self, conn: Any, run_id: int, reason: str, now: datetime) -> None:
-        conn.execute(m.sync_items.delete().where(m.sync_items.c.run_id == run_id))
-        conn.execute(
+    def _discard_enumeration(self, conn: Any, run_id: int, reason: str, now: datetime) -> bool:
+        """enumerating -> failed (compare-and-set), then its dispatched rows go; False if the run
+        was no longer enumerating (nothing changed). The session only inserts while the run is
+        enumerating (checked under a lock), so no row comes back after this."""
+        done = conn.execute(
             update(m.sync_runs)
-            .where(m.sync_runs.c.id == run_id)
+            .where(m.sync_runs.c.id == run_id, m.sync_runs.c.status == "enumerating")
             .values(status="failed", error=reason, finished_at=now, items_total=0)
-        )
+        ).rowcount
+        if done:
+            conn.execute(m.sync_items.delete().where(m.sync_items.c.run_id == run_id))
+        return bool(done)
 
     def _fail_unfinished(self, conn: Any, run_id: int, reason: str, now: datetime) -> int:
         return conn.execute(
@@ -315,15 +349,11 @@ class SyncEngine:
             session.close()
         now = self.clock()
         with store.begin() as conn:
-            conn.execute(
-                update(m.sync_runs)
-                .where(m.sync_runs.c.id == run_id)
-                .values(
-                    status="processing",
-                    items_total=session.dispatched,
-                    chunks=session.chunks,
-                    enumerated_at=now,
-                )
+            # Raises SyncRunDiscarded when the run was discarded meanwhile (presumed dead): what it
+            # dispatched is gone, so it must not go on to processing and reconciliation.
+            store.transition_run(
+                conn, run_id, "enumerating", "finish its enumeration",
+                status="processing", items_total=session.dispatched, chunks=session.chunks, enumerated_at=now,
             )
         log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
         return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)
@@ -335,7 +365,8 @@ class SyncEngine:
         auth = bool(getattr(exc, "auth_failure", False))
         message = safe_error(exc, integration)
         with store.begin() as conn:
-            self._discard_enumeration(conn, run_id, f"enumeration failed: {message}", now)
+            if not self._discard_enumeration(conn, run_id, f"enumeration failed: {message}", now):
+                return  # already discarded (or settled) by another process: it owns the outcome
             conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == run_id).values(auth_failure=auth))
             self._apply_health(conn, integration.id, "failed", auth, now)
 
@@ -545,7 +576,11 @@ class SyncEngine:
         now = self.clock()
         t = m.sync_items
         with store.begin() as conn:
-            conn.execute(store.for_update(select(m.sync_runs.c.id).where(m.sync_runs.c.id == run_id)))
+            run = conn.execute(store.for_update(
+                select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at).where(m.sync_runs.c.id == run_id))).first()
+            if run is None or run.enumerated_at is None or run.status not in ("processing", "partial", "failed",
+                                                                              "success"):
+                return []  # discarded (or never enumerated): nothing of it may run
             if reopen_failed:
                 reopened = conn.execute(
                     update(t)
@@ -561,11 +596,9 @@ class SyncEngine:
                     )
                 ).rowcount
                 if reopened:
-                    conn.execute(
-                        update(m.sync_runs)
-                        .where(m.sync_runs.c.id == run_id)
-                        .values(status="processing", finished_at=None, dagster_run_id=dagster_run_id)
-                    )
+                    store.transition_run(conn, run_id, ("processing", "partial", "failed", "success"),
+                                         "reopen its failed items",
+                                         status="processing", finished_at=None, dagster_run_id=dagster_run_id)
             stmt = (
                 select(
                     t.c.id,
@@ -853,8 +886,7 @@ class SyncEngine:
                                        cursor_after=run.cursor_after, **base)
             if unfinished:
                 if run.status != "processing":
-                    conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == run_id)
-                                 .values(status="processing", finished_at=None))
+                    store.transition_run(conn, run_id, run.status, "reopen", status="processing", finished_at=None)
                 return ReconcileResult(final=False, changed=False, status="processing",
                                        cursor_after=None, **base)
             status = run_status(Counts.of(counts))
@@ -895,10 +927,9 @@ class SyncEngine:
             finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
             duration = (finished_at - as_utc(run.started_at)).total_seconds()
             if changed:
-                conn.execute(
-                    update(m.sync_runs)
-                    .where(m.sync_runs.c.id == run_id)
-                    .values(
+                store.transition_run(
+                    conn, run_id, run.status, "be settled",
+                    **dict(
                         status=status,
                         items_total=total,
                         success_count=counts["success"],
@@ -907,7 +938,7 @@ class SyncEngine:
                         cursor_after=cursor_after,
                         finished_at=finished_at,
                         error=run_error,
-                    )
+                    ),
                 )
                 if cursor_after != integ.cursor:
                     conn.execute(

@@ -51,3 +51,23 @@ class SyncListenerMustNotBeQueuedError(Exception):
 
 class EnumerationAborted(Exception):
     """The provider's enumeration raised; nothing it dispatched counts and the cursor is unchanged."""
+
+
+class SyncRunStateConflict(IntegrationsError):
+    """A sync run was not in the state a transition expected (compare-and-set lost): another
+    process changed it first (discarded an enumeration presumed dead, settled the run, ...)."""
+
+    def __init__(self, run_id: int, expected: tuple[str, ...] | str, found: str | None, action: str) -> None:
+        want = expected if isinstance(expected, str) else " or ".join(expected)
+        super().__init__(
+            f"sync run {run_id} cannot {action}: it is {found or 'gone'}, not {want} "
+            "(another process changed it first); nothing more is written for it"
+        )
+        self.run_id = run_id
+        self.expected = expected
+        self.found = found
+
+
+class SyncRunDiscarded(SyncRunStateConflict):
+    """The run's enumeration was discarded (presumed dead) while it was still going: what it
+    dispatched is gone and it can never be processed or reconciled; the next sync starts over."""

@@ -525,11 +525,13 @@ def advance_cursor(
     if is_run_alive is not None:
         with store.engine.connect() as conn:
             runs = conn.execute(
-                select(r.c.id, r.c.dagster_run_id)
+                select(r.c.id, r.c.dagster_run_id, r.c.owner_host, r.c.owner_pid)
                 .where(r.c.integration_id == integration_id, r.c.status == "processing",
                        r.c.dagster_run_id.is_not(None))
             ).all()
-        dead = [run.id for run in runs if is_run_alive(run.dagster_run_id) is False]
+        from ._engine import run_alive
+
+        dead = [run.id for run in runs if run_alive(run, is_run_alive) is False]
         if dead:
             with store.begin() as conn:
                 abandoned = list(conn.execute(

@@ -118,6 +118,7 @@ def execute_run_with_origin(
         job_code_origin=recon.get_python_origin(),
         repository_load_data=load_data,
     )
+    run = _mark_owner(instance, run)
     with execute_run(recon, run, instance, raise_on_error=False) as result:
         return result.dagster_run
 
@@ -159,8 +160,18 @@ def reexecute_run_from_failure(
         job_code_origin=recon.get_python_origin(),
         repository_load_data=load_data,
     )
+    run = _mark_owner(instance, run)
     with execute_run(recon, run, instance, raise_on_error=False) as result:
         return result.dagster_run
+
+
+def _mark_owner(instance: DagsterInstance, run: DagsterRun) -> DagsterRun:
+    """Tag the run with the process about to execute it here (``_owner``): if this process is
+    killed, the next sync sees the pid gone and reclaims the run instead of waiting on it."""
+    from ._owner import OWNER_TAG, owner_tag_value
+
+    instance.add_run_tags(run.run_id, {OWNER_TAG: owner_tag_value(run.run_id)})
+    return instance.get_run_by_id(run.run_id) or run
 
 
 def submit_run_to_queue(

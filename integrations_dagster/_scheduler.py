@@ -191,6 +191,10 @@ def evaluate_sync_tick(
         for run in context.instance.get_runs(
             RunsFilter(job_name=job_name(key), statuses=list(ALIVE_STATUSES))
         ):
+            from ._definitions import fail_if_owner_dead
+
+            if fail_if_owner_dead(context.instance, run):  # its process is gone: not in flight
+                continue
             alive_run_ids.add(run.run_id)
             part = run.tags.get(PARTITION_TAG) or run.tags.get(INTEGRATION_TAG)
             if part is not None:

@@ -314,6 +314,14 @@ class SyncSession:
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         with self._store.begin() as conn:
+            # Only into a run that is still enumerating (checked under a lock in the same
+            # transaction): a run discarded meanwhile never gets rows back, and its enumeration fails.
+            status = self._store.run_status(conn, self.run_id, lock=True)
+            if status != "enumerating":
+                from ._errors import SyncRunDiscarded, SyncRunStateConflict
+
+                cls = SyncRunDiscarded if status in (None, "failed") else SyncRunStateConflict
+                raise cls(self.run_id, "enumerating", status, "store dispatched items")
             self._store.insert_item_rows(conn, rows)
 
     def finish(self) -> None:

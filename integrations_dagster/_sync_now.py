@@ -59,6 +59,9 @@ class SyncRequest:
     created: bool
     status: DagsterRunStatus
     mode: Literal["existing", "queued", "in_process"]
+    #: Dagster runs found in flight whose executing process is gone (killed ``sync --wait``):
+    #: marked failed and reclaimed by this request instead of waited on.
+    reclaimed: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -133,9 +136,35 @@ def request_sync(
     The caller checks that the integration exists and belongs to ``provider_key``; a run for an
     unknown integration fails in its first step with a clear message.
     """
+    from ._definitions import fail_if_owner_dead
+
+    reclaimed: list[str] = []
     active = find_active_run(instance, provider_key, integration_id)
+    while active is not None and active.run_id not in reclaimed and fail_if_owner_dead(instance, active):  # dead: never wait on it
+        reclaimed.append(active.run_id)
+        active = find_active_run(instance, provider_key, integration_id)
     if active is not None:
         return SyncRequest(run_id=active.run_id, created=False, status=active.status, mode="existing")
+    req = _start_sync(instance=instance, provider_key=provider_key, integration_id=integration_id,
+                      definitions_ref=definitions_ref, wait=wait, workspace=workspace, trigger=trigger,
+                      use_daemon=use_daemon, timeout=timeout, poll_interval=poll_interval)
+    return SyncRequest(run_id=req.run_id, created=req.created, status=req.status, mode=req.mode,
+                       reclaimed=tuple(reclaimed))
+
+
+def _start_sync(
+    *,
+    instance: DagsterInstance,
+    provider_key: str,
+    integration_id: int,
+    definitions_ref: DefinitionsRef | None,
+    wait: bool,
+    workspace: str | os.PathLike[str] | None,
+    trigger: str,
+    use_daemon: bool | None,
+    timeout: float | None,
+    poll_interval: float,
+) -> SyncRequest:
     if use_daemon is None:
         use_daemon = daemon_running(instance)
     if not use_daemon:

@@ -378,6 +378,9 @@ def _request_sync(env: Env, instance: Any, provider_key: str, integration_id: in
 
     req = request_sync(instance=instance, provider_key=provider_key, integration_id=integration_id,
                        definitions_ref=env.ref, wait=wait)
+    for dead in req.reclaimed:
+        _progress(f"Dagster run {dead} was left behind by a process that is gone (killed or crashed): "
+                  "marked failed; its sync run was reclaimed and reconciled before this sync read the cursor")
     if not req.created:
         _progress(f"a sync of integration {integration_id} is already in flight: Dagster run {req.run_id}")
     if wait and not req.finished:

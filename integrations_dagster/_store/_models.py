@@ -77,6 +77,10 @@ sync_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("enumerated_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # The process executing the run outside the daemon (``execute_sync``); None otherwise. On this
+    # host a pid that is gone means the run is dead (``_owner.owner_alive``). Migration 0004_runs.
+    Column("owner_host", String(255), nullable=True),
+    Column("owner_pid", Integer, nullable=True),
     Index("ix_sync_runs_integration", "integration_id", "id"),
     Index("ix_sync_runs_dagster", "dagster_run_id"),
     Index("ix_sync_runs_status", "status"),

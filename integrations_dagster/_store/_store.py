@@ -294,6 +294,42 @@ class Store:
             )
             return [_run_dict(r) for r in rows]
 
+    def run_status(self, conn: Connection, run_id: int, *, lock: bool = False) -> str | None:
+        """The run's status in ``conn``'s transaction (None if the run is gone).
+
+        ``lock``: on PostgreSQL hold the row ``FOR SHARE`` until the transaction ends, so a
+        concurrent transition (``UPDATE ... WHERE status = ...``) waits for it; on SQLite a write
+        transaction already holds the database-wide write lock.
+        """
+        stmt = select(m.sync_runs.c.status).where(m.sync_runs.c.id == run_id)
+        if lock and not self.is_sqlite:
+            stmt = stmt.with_for_update(read=True)
+        return conn.execute(stmt).scalar()
+
+    def transition_run(
+        self, conn: Connection, run_id: int, expected: str | Sequence[str], action: str, **values: Any
+    ) -> None:
+        """Compare-and-set a run's state: ``UPDATE sync_runs SET ... WHERE id = run AND status IN
+        expected``; raises ``SyncRunStateConflict`` (``SyncRunDiscarded`` when the run was discarded)
+        when no row matched, i.e. another process moved the run first."""
+        from .._errors import SyncRunDiscarded, SyncRunStateConflict
+
+        states = (expected,) if isinstance(expected, str) else tuple(expected)
+        done = conn.execute(
+            m.sync_runs.update()
+            .where(m.sync_runs.c.id == run_id, m.sync_runs.c.status.in_(states))
+            .values(**values)
+        ).rowcount
+        if done == 1:
+            return
+        row = conn.execute(
+            select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at).where(m.sync_runs.c.id == run_id)
+        ).first()
+        found = row.status if row is not None else None
+        if row is None or (row.status == "failed" and row.enumerated_at is None):
+            raise SyncRunDiscarded(run_id, states, found, action)
+        raise SyncRunStateConflict(run_id, states, found, action)
+
     def item_counts(self, conn: Connection, run_id: int) -> dict[str, int]:
         rows = conn.execute(
             select(m.sync_items.c.status, func.count())
