@@ -163,6 +163,9 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
+_progress_default = _progress
+
+
 # --- output helpers -------------------------------------------------------------------------------
 def _emit_json(data: Any) -> None:
     click.echo(ops.dumps(data))
@@ -372,9 +375,16 @@ def remove_cmd(env: Env, integration_id: int, tenant: str | None) -> None:
 
 
 # --- syncing --------------------------------------------------------------------------------------
-def _request_sync(env: Env, instance: Any, provider_key: str, integration_id: int, wait: bool) -> tuple[str, bool]:
-    """Through the scheduler's de-duplicated sync-now: the daemon's queue if one runs, else in this process."""
+def _request_sync(env: Env, instance: Any, provider_key: str, integration_id: int, wait: bool,
+                  say: Callable[[str], None] | None = None) -> tuple[str, bool]:
+    """Through the scheduler's de-duplicated sync-now: the daemon's queue if one runs, else in this process.
+
+    ``say`` prints what the operator must see (a reclaimed dead run, a sync already in flight); while a
+    run executes quietly it is the progress stream, which Dagster's swallowed output does not reach.
+    """
     from ._sync_now import request_sync, wait_for_run
+
+    _progress = say or _progress_default
 
     req = request_sync(instance=instance, provider_key=provider_key, integration_id=integration_id,
                        definitions_ref=env.ref, wait=wait)
@@ -439,7 +449,8 @@ def _sync_with_progress(env: Env, instance: Any, integ: Any) -> tuple[str, bool]
         reporter.start(f"syncing {integ}")
         follower.start()
         try:
-            return _request_sync(env, instance, integ.provider_key, integ.id, True)
+            return _request_sync(env, instance, integ.provider_key, integ.id, True,
+                                 say=lambda message: print(message, file=stream, flush=True))
         finally:
             reporter.finish(follower.stop())
 
