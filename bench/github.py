@@ -55,7 +55,7 @@ class FakeServer:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "integrations_dagster.fake_github", "--port", str(port), "--issues", str(issues),
+            [sys.executable, "-m", "providers.github.fake_api", "--port", str(port), "--issues", str(issues),
              "--token", TOKEN], stdout=subprocess.PIPE, text=True,
         )
         assert self.proc.stdout is not None
@@ -107,11 +107,11 @@ def child_loop(url: str, issues: int) -> dict:
     from sqlalchemy import create_engine
 
     from integrations_dagster import Store
-    from integrations_dagster.tables import github_issues
+    from providers.github.tables import github_issues
 
     Store.for_url(url)  # same schema (migrations), no tracking used
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    from providers._github_common import pg_upsert  # one multi-row INSERT ... ON CONFLICT per page
+    from providers.github.common import pg_upsert  # one multi-row INSERT ... ON CONFLICT per page
     with FakeServer(issues) as fake:
         t0 = time.perf_counter()
         requests = 0

@@ -39,9 +39,9 @@ def main() -> None:
     from dagster import execute_job, instance_for_test
 
     from integrations_dagster import DefinitionsRef, Store, execute_sync
-    from integrations_dagster._reexecutable import job_origin
-    from integrations_dagster._runner import _console, ensure_partition, sync_tags
-    from integrations_dagster._sync_now import submit_to_queue
+    from integrations_dagster.orchestration.reexecutable import job_origin
+    from integrations_dagster.orchestration.in_process import _console, ensure_partition, sync_tags
+    from integrations_dagster.orchestration.request import submit_to_queue
 
     ref = DefinitionsRef("integrations_app.definitions", "defs")
     store = Store.for_url(os.environ["INTEGRATIONS_DATABASE_URL"])

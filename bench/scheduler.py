@@ -40,10 +40,10 @@ from sqlalchemy import event, select, text, update  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from integrations_dagster import Store, SyncSettings, build_definitions, engine_of  # noqa: E402
-from integrations_dagster._definitions import ALIVE_STATUSES, INTEGRATION_TAG, PROVIDER_TAG, TRIGGER_TAG  # noqa: E402
-from integrations_dagster._scheduler import run_key_for  # noqa: E402
-from integrations_dagster._store import _models as m  # noqa: E402
-from integrations_dagster._store._store import RUN_IN_FLIGHT  # noqa: E402
+from integrations_dagster.orchestration.definitions import ALIVE_STATUSES, INTEGRATION_TAG, PROVIDER_TAG, TRIGGER_TAG  # noqa: E402
+from integrations_dagster.orchestration.sensors import run_key_for  # noqa: E402
+from integrations_dagster.store import models as m  # noqa: E402
+from integrations_dagster.store.store import RUN_IN_FLIGHT  # noqa: E402
 from providers.synthetic import SyntheticProvider  # noqa: E402
 
 STORE_DB = "bench_sched"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from integrations_app import sinks
 from integrations_dagster import build_definitions
 from providers.github import GitHubProvider, upsert_github_issues
-from providers.github_activity import GitHubActivityProvider, store_activities
+from providers.github.activity import GitHubActivityProvider, store_activities
 from providers.synthetic import SyntheticProvider
 
 PROVIDERS = [SyntheticProvider(), GitHubProvider(), GitHubActivityProvider()]

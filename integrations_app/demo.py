@@ -14,10 +14,10 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from integrations_dagster import DefinitionsRef, Store, SyncSettings, execute_sync
-from integrations_dagster._operations import disable_integration
-from integrations_dagster._secrets import ENV_KEY, generate_key
-from integrations_dagster.fake_github import FakeGitHub
-from integrations_dagster.tables import github_issues
+from integrations_dagster.operations.actions import disable_integration
+from integrations_dagster.security.secrets import ENV_KEY, generate_key
+from providers.github.fake_api import FakeGitHub
+from providers.github.tables import github_issues
 from sqlalchemy import func, select
 
 REF = DefinitionsRef("integrations_app.definitions", "defs")

@@ -5,7 +5,7 @@ The public API is what ``__all__`` lists; every other module is private.
 Names are imported on first use (``__getattr__`` below), so ``import integrations_dagster`` and the
 authoring API (``Provider``, ``listener``, events, ``Store``, ...) do not import Dagster: the CLI's
 verbs that run no job answer in a fraction of ``import dagster``'s time. ``build_definitions`` and
-``engine_of`` come from ``_codeloc``, which imports Dagster only when it builds real ``Definitions``.
+``engine_of`` come from ``orchestration.code_location``, which imports Dagster only when it builds real ``Definitions``.
 """
 
 from __future__ import annotations
@@ -13,41 +13,41 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Public name -> the private module that defines it. Modules marked (dagster) import Dagster.
+# Public name -> the internal module that defines it. Modules marked (dagster) import Dagster.
 _EXPORTS: dict[str, str] = {
-    "CredentialsError": "._errors",
-    "DefinitionsRef": "._runner",  # (dagster)
-    "HealthPolicy": "._health",
-    "Integration": "._integration",
-    "InvalidPayload": "._events",
-    "IntegrationNotFound": "._errors",
-    "IntegrationsError": "._errors",
-    "IntegrationsResource": "._resource",  # (dagster)
-    "Provider": "._provider",
-    "RateLimit": "._ratelimit",
-    "RateLimited": "._errors",
-    "ReconcileResult": "._engine",
-    "Store": "._store",
-    "SyncCompleted": "._events",
-    "SyncContext": "._http_session",
-    "SyncEngine": "._engine",
-    "SyncItemEvent": "._events",
-    "SyncItemFailed": "._events",
-    "SyncItemNotFound": "._errors",
-    "SyncListenerMustNotBeQueuedError": "._errors",
-    "SyncRequest": "._sync_now",  # (dagster)
-    "StagedBatch": "._staged",
-    "SyncSession": "._session",
-    "SyncSettings": "._settings",
-    "UnknownProvider": "._errors",
-    "build_definitions": "._codeloc",  # Dagster only when it builds Definitions
-    "current_sync": "._http_session",
-    "engine_of": "._codeloc",
-    "execute_sync": "._runner",  # (dagster)
-    "listener": "._listeners",
-    "reduce_by_max": "._provider",
-    "reexecute_from_failure": "._runner",  # (dagster)
-    "request_sync": "._sync_now",  # (dagster)
+    "CredentialsError": ".errors",
+    "DefinitionsRef": ".orchestration.in_process",  # (dagster)
+    "HealthPolicy": ".engine.health",
+    "Integration": ".authoring.integration",
+    "InvalidPayload": ".authoring.events",
+    "IntegrationNotFound": ".errors",
+    "IntegrationsError": ".errors",
+    "IntegrationsResource": ".orchestration.resource",  # (dagster)
+    "Provider": ".authoring.provider",
+    "RateLimit": ".authoring.rate_limit",
+    "RateLimited": ".errors",
+    "ReconcileResult": ".engine.engine",
+    "Store": ".store",
+    "SyncCompleted": ".authoring.events",
+    "SyncContext": ".authoring.context",
+    "SyncEngine": ".engine.engine",
+    "SyncItemEvent": ".authoring.events",
+    "SyncItemFailed": ".authoring.events",
+    "SyncItemNotFound": ".errors",
+    "SyncListenerMustNotBeQueuedError": ".errors",
+    "SyncRequest": ".orchestration.request",  # (dagster)
+    "StagedBatch": ".authoring.staged",
+    "SyncSession": ".authoring.session",
+    "SyncSettings": ".settings",
+    "UnknownProvider": ".errors",
+    "build_definitions": ".orchestration.code_location",  # Dagster only when it builds Definitions
+    "current_sync": ".authoring.context",
+    "engine_of": ".orchestration.code_location",
+    "execute_sync": ".orchestration.in_process",  # (dagster)
+    "listener": ".authoring.listeners",
+    "reduce_by_max": ".authoring.provider",
+    "reexecute_from_failure": ".orchestration.in_process",  # (dagster)
+    "request_sync": ".orchestration.request",  # (dagster)
 }
 
 __all__ = [
@@ -101,9 +101,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
-    from ._codeloc import build_definitions, engine_of
-    from ._engine import ReconcileResult, SyncEngine
-    from ._errors import (
+    from .orchestration.code_location import build_definitions, engine_of
+    from .engine.engine import ReconcileResult, SyncEngine
+    from .errors import (
         CredentialsError,
         IntegrationNotFound,
         IntegrationsError,
@@ -112,17 +112,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
         SyncListenerMustNotBeQueuedError,
         UnknownProvider,
     )
-    from ._events import InvalidPayload, SyncCompleted, SyncItemEvent, SyncItemFailed
-    from ._health import HealthPolicy
-    from ._http_session import SyncContext, current_sync
-    from ._integration import Integration
-    from ._listeners import listener
-    from ._provider import Provider, reduce_by_max
-    from ._ratelimit import RateLimit
-    from ._resource import IntegrationsResource
-    from ._runner import DefinitionsRef, execute_sync, reexecute_from_failure
-    from ._session import SyncSession
-    from ._settings import SyncSettings
-    from ._staged import StagedBatch
-    from ._store import Store
-    from ._sync_now import SyncRequest, request_sync
+    from .authoring.events import InvalidPayload, SyncCompleted, SyncItemEvent, SyncItemFailed
+    from .engine.health import HealthPolicy
+    from .authoring.context import SyncContext, current_sync
+    from .authoring.integration import Integration
+    from .authoring.listeners import listener
+    from .authoring.provider import Provider, reduce_by_max
+    from .authoring.rate_limit import RateLimit
+    from .orchestration.resource import IntegrationsResource
+    from .orchestration.in_process import DefinitionsRef, execute_sync, reexecute_from_failure
+    from .authoring.session import SyncSession
+    from .settings import SyncSettings
+    from .authoring.staged import StagedBatch
+    from .store import Store
+    from .orchestration.request import SyncRequest, request_sync

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from ._errors import IntegrationsError
+from integrations_dagster.errors import IntegrationsError
 
 
 class _LazyModule:
@@ -37,7 +37,7 @@ class _LazyModule:
         return getattr(importlib.import_module(self._name), attr)
 
 
-ops: Any = _LazyModule("integrations_dagster._operations")
+ops: Any = _LazyModule("integrations_dagster.operations.actions")
 #: ``_operations.DEFAULT_PRUNE_DAYS`` (a test keeps them equal): --help must not import the operations.
 DEFAULT_PRUNE_DAYS = 30
 
@@ -69,7 +69,7 @@ class Env:
     def database_url(self) -> str:
         url = self._database_url or os.environ.get(ENV_DATABASE_URL)
         if not url:
-            from ._settings import default_database_url
+            from integrations_dagster.settings import default_database_url
 
             url = default_database_url()
         # Dagster runs executed by this process (sync --wait, retry) read the same database.
@@ -81,9 +81,9 @@ class Env:
         if self._store is None:
             from sqlalchemy.exc import SQLAlchemyError
 
-            from ._store import Store
+            from integrations_dagster.store import Store
 
-            from ._secrets import CredentialCipher
+            from integrations_dagster.security.secrets import CredentialCipher
 
             try:
                 store = Store.for_url(self.database_url)
@@ -103,7 +103,7 @@ class Env:
 
     @property
     def ref(self) -> Any:
-        from ._runner import DefinitionsRef
+        from integrations_dagster.orchestration.in_process import DefinitionsRef
 
         return DefinitionsRef(*self.defs_target)
 
@@ -111,7 +111,7 @@ class Env:
     def engine(self) -> Any:
         """The definitions' ``SyncEngine``: without Dagster (``load_engine``) unless the verb runs jobs."""
         if self._engine is None:
-            from ._codeloc import engine_of, load_engine
+            from integrations_dagster.orchestration.code_location import engine_of, load_engine
 
             _ = self.database_url  # exported before the definitions read their settings
             module, attr = self.defs_target
@@ -382,7 +382,7 @@ def _request_sync(env: Env, instance: Any, provider_key: str, integration_id: in
     ``say`` prints what the operator must see (a reclaimed dead run, a sync already in flight); while a
     run executes quietly it is the progress stream, which Dagster's swallowed output does not reach.
     """
-    from ._sync_now import request_sync, wait_for_run
+    from integrations_dagster.orchestration.request import request_sync, wait_for_run
 
     _progress = say or _progress_default
 
@@ -440,7 +440,7 @@ def _print_summary(data: dict[str, Any]) -> None:
 def _sync_with_progress(env: Env, instance: Any, integ: Any) -> tuple[str, bool]:
     """Run (or join) the sync and wait, showing progress on stderr: live on a terminal, a line per
     phase otherwise; Dagster's event log only with --verbose (``_progress.quiet_run_output``)."""
-    from ._progress import Follower, LiveReporter, PlainReporter, quiet_run_output
+    from integrations_dagster.operations.progress import Follower, LiveReporter, PlainReporter, quiet_run_output
 
     with quiet_run_output(verbose=env.verbose) as stream:
         live = bool(getattr(stream, "isatty", lambda: False)())
@@ -517,7 +517,7 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
         raise UserError(f"sync run {sync_run['id']} of integration {integ.id} has no Dagster run to re-execute; "
                         "use `integrations retry-item ITEM_ID`")
     env.engine.provider(integ.provider_key)
-    from ._runner import reexecute_from_failure
+    from integrations_dagster.orchestration.in_process import reexecute_from_failure
 
     with env.instance() as instance:
         parent = instance.get_run_by_id(dagster_run_id)
@@ -649,7 +649,7 @@ def advance_cmd(env: Env, integration_id: int, set_cursor: str | None, tenant: s
 
         def lazy_alive(dagster_run_id: str) -> Any:
             if not checks:
-                from ._definitions import run_alive_check
+                from integrations_dagster.orchestration.definitions import run_alive_check
 
                 opened.append(env.instance())
                 checks.append(run_alive_check(opened[0]))
@@ -735,7 +735,7 @@ def db_upgrade_cmd(env: Env, tenant: str | None) -> None:
 @tenant_option
 def generate_key_cmd(tenant: str | None) -> None:
     """Print a new Fernet key for INTEGRATIONS_SECRET_KEY."""
-    from ._secrets import generate_key
+    from integrations_dagster.security.secrets import generate_key
 
     click.echo(generate_key())
 
@@ -759,7 +759,7 @@ def rotate_key_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
 def fake_github_cmd(args: tuple[str, ...]) -> None:
     """Serve a fake GitHub API locally (see `integrations fake-github --help`)."""
     try:
-        from .fake_github import main as fake_main
+        from providers.github.fake_api import main as fake_main
     except ImportError as exc:
         raise UserError(f"the fake GitHub server is not available: {exc}") from None
     fake_main(list(args))

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from integrations_dagster import Store
-from integrations_dagster._store import _models
+from integrations_dagster.store import models as _models
 
 PG_ADMIN_URL = os.environ.get("INTEGRATIONS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DB_PREFIX = os.environ.get("INTEGRATIONS_TEST_DB_PREFIX", "itest")

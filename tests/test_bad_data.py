@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from integrations_dagster import Provider, RateLimited, SyncItemEvent, SyncSettings, listener
-from integrations_dagster._engine import SyncEngine
-from integrations_dagster._events import SyncCompleted, SyncItemFailed
-from integrations_dagster._listeners import ListenerRegistry
-from integrations_dagster._operations import advance_cursor, retry_failed_items, skip_item
-from integrations_dagster._session import SyncSessionClosed
+from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.authoring.events import SyncCompleted, SyncItemFailed
+from integrations_dagster.authoring.listeners import ListenerRegistry
+from integrations_dagster.operations.actions import advance_cursor, retry_failed_items, skip_item
+from integrations_dagster.authoring.session import SyncSessionClosed
 
 
 class Item(SyncItemEvent):
@@ -133,7 +133,7 @@ def test_mixed_types_in_one_run_fail_the_odd_items_and_skip_recovers(store):
     [bad] = store.failed_items(integration_id=integ.id)
     assert bad["external_id"] == "e1"
     assert "cannot be ordered with the other checkpoints of this run" in bad["last_error"]
-    from integrations_dagster._operations import retry_item
+    from integrations_dagster.operations.actions import retry_item
 
     again = retry_item(store, engine, bad["id"])  # the listener succeeds, the checkpoint is still odd
     assert again.item_status == "failed" and again.last_error.startswith("invalid checkpoint: ")
@@ -186,7 +186,7 @@ def test_a_reducer_that_raises_fails_the_run_and_recovers_after_the_fix(store):
 
 
 def test_set_cursor_refuses_values_no_store_can_hold(store):
-    from integrations_dagster._errors import IntegrationsError
+    from integrations_dagster.errors import IntegrationsError
 
     engine = engine_for()
     integ = store.create_integration(provider_key="feed", name="f")
@@ -389,7 +389,7 @@ def test_postgresql_maximum_shortcut_only_when_text_order_is_checkpoint_order(pg
         if found:
             assert top == max(checkpoints)
         got = engine.next_cursor(conn, engine.provider("feed"), start.run_id, has_failures=False)
-    from integrations_dagster._cursor import reduce_by_max
+    from integrations_dagster.engine.cursor import reduce_by_max
 
     assert got == reduce_by_max(checkpoints)
 

@@ -14,9 +14,9 @@ from integrations_dagster import (
     build_definitions,
     execute_sync,
 )
-from integrations_dagster._errors import IntegrationsError
-from integrations_dagster._listeners import ListenerRegistry
-from integrations_dagster._session import SyncSession
+from integrations_dagster.errors import IntegrationsError
+from integrations_dagster.authoring.listeners import ListenerRegistry
+from integrations_dagster.authoring.session import SyncSession
 from providers.synthetic import SyntheticItem, SyntheticProvider
 
 

@@ -137,7 +137,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from integrations_dagster._runner import ensure_partition
+    from integrations_dagster.orchestration.in_process import ensure_partition
 
     tmp = tmp_path_factory.mktemp("browser")
     home = tmp / "dagster_home"

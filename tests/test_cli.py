@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from integrations_dagster import Store
-from integrations_dagster._secrets import generate_key
-from integrations_dagster._store import _models as m
-from integrations_dagster._store import utcnow
+from integrations_dagster.security.secrets import generate_key
+from integrations_dagster.store import models as m
+from integrations_dagster.store import utcnow
 from integrations_dagster.cli import cli
 from providers.synthetic import checkpoint_for
 
@@ -309,7 +309,7 @@ def test_key_generation_and_rotation(env, db_url):
     assert "cannot be decrypted" in bad.stderr and "nothing was changed" in bad.stderr
     assert invoke_json(env | {"INTEGRATIONS_SECRET_KEY": f"{new},{old}"}, "rotate-key") == {"rotated": 1, "total": 1}
     store = Store.for_url(db_url)
-    from integrations_dagster._secrets import CredentialCipher
+    from integrations_dagster.security.secrets import CredentialCipher
 
     store.cipher = CredentialCipher(new)  # only the new key is needed now
     assert store.get_integration(int(iid)).credentials == {"token": TOKEN}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import integrations_dagster
-from integrations_dagster._secrets import generate_key
+from integrations_dagster.security.secrets import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,6 +107,7 @@ def test_every_public_name_resolves_lazily():
 
 
 def test_cli_default_prune_days_matches_the_operations():
-    from integrations_dagster import _operations, cli
+    from integrations_dagster import cli
+    from integrations_dagster.operations import actions as _operations
 
     assert cli.DEFAULT_PRUNE_DAYS == _operations.DEFAULT_PRUNE_DAYS

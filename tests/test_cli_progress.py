@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from integrations_dagster._secrets import generate_key
+from integrations_dagster.security.secrets import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "integrations"

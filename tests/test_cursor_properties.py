@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from integrations_dagster._cursor import (
+from integrations_dagster.engine.cursor import (
     COMPLETED,
     Counts,
     CursorPolicy,
@@ -240,8 +240,8 @@ engine_runs = st.tuples(
 @given(engine_runs)
 def test_engine_reconcile_agrees_with_the_pure_rule(store, case):
     from integrations_dagster import SyncSettings
-    from integrations_dagster._engine import SyncEngine
-    from integrations_dagster._listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.authoring.listeners import ListenerRegistry
     from providers.synthetic import SyntheticProvider
 
     (rows, old), rule = case
@@ -281,8 +281,8 @@ def test_engine_reconcile_never_raises_on_mixed_checkpoints(store, rows, old, ru
     from sqlalchemy import text
 
     from integrations_dagster import SyncSettings
-    from integrations_dagster._engine import SyncEngine
-    from integrations_dagster._listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.authoring.listeners import ListenerRegistry
     from providers.synthetic import SyntheticProvider
 
     engine = SyncEngine(providers=[SyntheticProvider()], listeners=ListenerRegistry([]),

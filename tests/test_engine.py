@@ -121,14 +121,14 @@ def test_items_sharing_a_checkpoint_with_a_failed_item_stay_behind_it(store, db_
     )
     # structured cursors never advance past a failure: covered below; here the scalar rule
     from integrations_dagster import SyncSettings
-    from integrations_dagster._engine import SyncEngine
-    from integrations_dagster._listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.authoring.listeners import ListenerRegistry
     from providers.synthetic import SyntheticProvider
 
     engine = SyncEngine(providers=[SyntheticProvider()], listeners=ListenerRegistry([]), settings=SyncSettings())
     s_integ = make(store, 0)
     start = engine.start_run(store, s_integ.id, dagster_run_id=None)
-    from integrations_dagster._store import _models as m, utcnow
+    from integrations_dagster.store import models as m, utcnow
 
     rows = [("a", "2024-01-01", "success"), ("b", "2024-01-02", "success"), ("c", "2024-01-02", "failed"),
             ("d", "2024-01-03", "success")]
@@ -158,15 +158,15 @@ def test_strict_rule_keeps_cursor_on_any_failure(store, db_url, dagster_instance
 
 def test_cursor_is_monotonic(store, db_url, dagster_instance):
     from integrations_dagster import SyncSettings
-    from integrations_dagster._engine import SyncEngine
-    from integrations_dagster._listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.authoring.listeners import ListenerRegistry
     from providers.synthetic import SyntheticProvider
 
     integ = make(store, 5)
     store.update_integration(integ.id, cursor=checkpoint_for(50))
     engine = SyncEngine(providers=[SyntheticProvider()], listeners=ListenerRegistry([]), settings=SyncSettings())
     start = engine.start_run(store, integ.id, dagster_run_id=None)
-    from integrations_dagster._store import _models as m, utcnow
+    from integrations_dagster.store import models as m, utcnow
 
     with store.begin() as conn:
         store.insert_items(conn, [dict(run_id=start.run_id, integration_id=integ.id, chunk=0, status="success",
@@ -354,8 +354,8 @@ def test_multiprocess_executor_runs_chunks_in_subprocesses(store, db_url, dagste
 
 def test_processing_run_of_a_dead_dagster_run_is_settled_by_the_next_start(store, db_url):
     from integrations_dagster import SyncSettings
-    from integrations_dagster._engine import SyncEngine
-    from integrations_dagster._listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.authoring.listeners import ListenerRegistry
     from providers.synthetic import SyntheticProvider
 
     engine = SyncEngine(providers=[SyntheticProvider()], listeners=ListenerRegistry([]), settings=SyncSettings())
@@ -388,8 +388,8 @@ def test_listener_errors_never_store_a_credential(store, db_url, dagster_instanc
 def test_enumeration_streams_in_bounded_batches_and_warns_past_the_soft_cap(store, db_url, caplog):
     """Dispatched items are written every flush_every items: the buffer never holds more."""
     from integrations_dagster import Provider, SyncSettings
-    from integrations_dagster._engine import SyncEngine
-    from integrations_dagster._listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.authoring.listeners import ListenerRegistry
     from providers.synthetic import SyntheticItem
 
     sizes: list[int] = []
@@ -435,7 +435,7 @@ def test_reconciling_an_old_run_after_a_newer_one_changes_nothing(store, db_url,
 def test_operator_retry_runs_listeners_in_their_context_and_masks_secrets(store, db_url, dagster_instance,
                                                                            monkeypatch):
     from integrations_dagster import engine_of
-    from integrations_dagster._operations import retry_item
+    from integrations_dagster.operations.actions import retry_item
 
     monkeypatch.setenv("INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS", "1")
     integ = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 3},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import DagsterEventType, DagsterRunStatus
 
 from integrations_dagster import DefinitionsRef, Store, execute_sync
-from integrations_dagster._failure_text import MAX_ERROR_CHARS, MAX_LISTED, ChunkFailure, short_error
+from integrations_dagster.orchestration.failure_text import MAX_ERROR_CHARS, MAX_LISTED, ChunkFailure, short_error
 from tests.support import app
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from integrations_dagster.fake_github import FakeGitHub
+from providers.github.fake_api import FakeGitHub
 from integrations_dagster.http import ApiClient, AuthenticationError, LinkHeaderPaginator, RateLimitedError
 
 NOW = datetime(2025, 1, 15, 12, 0, 0, tzinfo=timezone.utc)

@@ -11,9 +11,9 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterRunStatus
 from sqlalchemy import func, select
 
 from integrations_dagster import DefinitionsRef, Store, execute_sync
-from integrations_dagster._store import _models as m
-from integrations_dagster.fake_github import FakeGitHub
-from integrations_dagster.tables import activities, github_issues
+from integrations_dagster.store import models as m
+from providers.github.fake_api import FakeGitHub
+from providers.github.tables import activities, github_issues
 from tests.support import gh_app
 
 TOKEN = "ghp_s3cretTOKENvalue123"
@@ -202,7 +202,7 @@ def test_activity_provider_keeps_a_structured_cursor(store, db_url, fake, dagste
 def test_two_concurrent_clients_share_one_budget(store, fake):
     """Two workers on one integration never exceed the budget in any window, and use most of it."""
     from integrations_dagster import Integration, RateLimit
-    from integrations_dagster._http_session import DbRateBudget
+    from integrations_dagster.authoring.context import DbRateBudget
     from integrations_dagster.http import ApiClient
 
     integ = github(store, fake)
@@ -267,8 +267,8 @@ def test_staged_sql_upsert_stores_the_same_rows_as_the_python_path(pg_store):
     other database) builds the rows in Python with issue_row. Both must store the same thing,
     including the awkward cases, and a batch that holds one issue twice keeps its latest version."""
     from integrations_dagster import StagedBatch, SyncSettings
-    from integrations_dagster._engine import SyncEngine
-    from integrations_dagster._listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.authoring.listeners import ListenerRegistry
     from providers.github import GitHubIssueSynced, GitHubProvider, issue_row, upsert_github_issues
 
     store = pg_store

@@ -10,8 +10,8 @@ from dagster import DagsterRunStatus
 from pydantic import ValidationError
 
 from integrations_dagster import DefinitionsRef, HealthPolicy, Store, engine_of, execute_sync
-from integrations_dagster._cron import next_cron_time
-from integrations_dagster._health import after_run, next_sync_time
+from integrations_dagster.engine.cron import next_cron_time
+from integrations_dagster.engine.health import after_run, next_sync_time
 from tests.support import sched_app
 from tests.support.sched_tools import T0, Clock
 

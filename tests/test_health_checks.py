@@ -11,7 +11,7 @@ import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterEventType, EventRecordsFilter
 
 from integrations_dagster import DefinitionsRef, Store, execute_sync
-from integrations_dagster._checks import (
+from integrations_dagster.orchestration.checks import (
     NO_FAILED_ITEMS,
     SYNCED_WITHIN_INTERVAL,
     failed_items_outcome,
@@ -142,7 +142,7 @@ def test_retry_job_records_checks_and_a_failing_integration_fails_freshness(stor
 def tick(sensor, instance, db_url: str, cursor: str | None):  # type: ignore[no-untyped-def]
     from dagster import build_sensor_context
 
-    from integrations_dagster._resource import IntegrationsResource
+    from integrations_dagster.orchestration.resource import IntegrationsResource
 
     ctx = build_sensor_context(instance=instance, cursor=cursor,
                                resources={"integrations": IntegrationsResource(database_url=db_url)})
@@ -151,9 +151,9 @@ def tick(sensor, instance, db_url: str, cursor: str | None):  # type: ignore[no-
 
 
 def test_health_sensor_records_cli_skips_and_lateness(store: Store, db_url, dagster_instance):
-    from integrations_dagster import _operations as ops
-    from integrations_dagster._checks import build_health_sensor
-    from integrations_dagster._definitions import engine_of
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.orchestration.checks import build_health_sensor
+    from integrations_dagster.orchestration.definitions import engine_of
 
     engine = engine_of(ref(db_url).load())
     sensor = build_health_sensor(engine)
@@ -189,8 +189,8 @@ def test_executing_the_checks_from_the_ui_records_one_evaluation_per_partition(s
     execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)
     [failed] = store.failed_items(integration_id=integration.id)
     store.update_integration(integration.id, consecutive_failures=0)
-    from integrations_dagster import _operations as ops
-    from integrations_dagster._definitions import engine_of
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.orchestration.definitions import engine_of
 
     defs = ref(db_url).load()
     ops.skip_item(store, engine_of(defs), failed["id"], reason="bad data")  # outside Dagster

@@ -17,8 +17,8 @@ from integrations_dagster import (
     SyncSettings,
     listener,
 )
-from integrations_dagster._engine import SyncEngine
-from integrations_dagster._listeners import ListenerRegistry
+from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.authoring.listeners import ListenerRegistry
 
 
 class Noted(SyncItemEvent):

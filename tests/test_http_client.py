@@ -14,7 +14,7 @@ import httpx
 import pydantic
 import pytest
 
-from integrations_dagster._errors import RateLimited
+from integrations_dagster.errors import RateLimited
 from integrations_dagster.http import (
     ApiClient,
     ApiError,

@@ -1,4 +1,4 @@
-"""Operator actions (``integrations_dagster._operations``) on SQLite and PostgreSQL, without Dagster runs.
+"""Operator actions (``integrations_dagster.operations.actions``) on SQLite and PostgreSQL, without Dagster runs.
 
 Runs are driven through the engine directly (start, enumerate, process every chunk, reconcile), which
 is exactly what the Dagster ops do, so these tests stay fast.
@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import event, select, update
 
 from integrations_dagster import IntegrationNotFound, IntegrationsError, SyncItemNotFound, SyncSettings, UnknownProvider
-from integrations_dagster import _operations as ops
-from integrations_dagster._engine import SyncEngine
-from integrations_dagster._errors import CredentialsError
-from integrations_dagster._listeners import ListenerRegistry
-from integrations_dagster._secrets import CredentialCipher, generate_key
-from integrations_dagster._store import _models as m
-from integrations_dagster._store import utcnow
+from integrations_dagster.operations import actions as ops
+from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.errors import CredentialsError
+from integrations_dagster.authoring.listeners import ListenerRegistry
+from integrations_dagster.security.secrets import CredentialCipher, generate_key
+from integrations_dagster.store import models as m
+from integrations_dagster.store import utcnow
 from providers.synthetic import SyntheticItem, SyntheticProvider, checkpoint_for
 
 POISON: set[str] = set()

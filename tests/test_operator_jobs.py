@@ -15,8 +15,8 @@ from dagster import (
 from sqlalchemy import update
 
 from integrations_dagster import DefinitionsRef, Store, execute_sync
-from integrations_dagster._store import _models as m
-from integrations_dagster._store import utcnow
+from integrations_dagster.store import models as m
+from integrations_dagster.store import utcnow
 from providers.synthetic import checkpoint_for
 from tests.support import app
 

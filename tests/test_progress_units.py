@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from integrations_dagster._progress import PlainReporter, Sample, format_rate, phase_of, rate
-from integrations_dagster._store._progress import RunCounts
-from integrations_dagster._store._revisions import at_head, head_revisions
+from integrations_dagster.operations.progress import PlainReporter, Sample, format_rate, phase_of, rate
+from integrations_dagster.store.progress import RunCounts
+from integrations_dagster.store.revisions import at_head, head_revisions
 
 
 def counts(status: str, **items: int) -> RunCounts:

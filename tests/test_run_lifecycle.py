@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from integrations_dagster import Integration, Provider, SyncSession, SyncSettings
-from integrations_dagster._engine import SyncEngine
-from integrations_dagster._errors import SyncRunDiscarded, SyncRunStateConflict
-from integrations_dagster._listeners import ListenerRegistry
+from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
+from integrations_dagster.authoring.listeners import ListenerRegistry
 from providers.synthetic import SyntheticItem, checkpoint_for
 
 DELIVERED: Counter[str] = Counter()

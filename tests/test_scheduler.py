@@ -9,8 +9,8 @@ import pytest
 from dagster import DefaultSensorStatus
 
 from integrations_dagster import Store, engine_of
-from integrations_dagster._health import disable_values, enable_values
-from integrations_dagster._scheduler import SyncSensorCursor, run_key_for
+from integrations_dagster.engine.health import disable_values, enable_values
+from integrations_dagster.orchestration.sensors import SyncSensorCursor, run_key_for
 from tests.support.sched_app import make_defs
 from tests.support.sched_tools import T0, Clock, tick
 

@@ -13,7 +13,7 @@ import pytest
 from dagster import DagsterRunStatus, instance_for_test
 
 from integrations_dagster import DefinitionsRef, Store, SyncRequest, execute_sync, request_sync
-from integrations_dagster._sync_now import daemon_running, definitions_ref_from_workspace
+from integrations_dagster.orchestration.request import daemon_running, definitions_ref_from_workspace
 from tests.support import sched_app
 
 ROOT = Path(__file__).resolve().parents[1]

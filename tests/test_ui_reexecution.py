@@ -37,7 +37,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from integrations_dagster import DefinitionsRef, Store, execute_sync
-from integrations_dagster._secrets import generate_key
+from integrations_dagster.security.secrets import generate_key
 from integrations_dagster.cli import cli
 from providers.synthetic import checkpoint_for
 
@@ -245,7 +245,7 @@ def test_the_demo_runs_carry_the_project_workspace_location():
     """The demo (and `integrations` from the project folder) name the location `dagster dev -w workspace.yaml`
     shows; a factory with arguments, which no workspace can load, gets the `-m MODULE -a ATTR` name."""
     from integrations_app.demo import REF
-    from integrations_dagster._reexecutable import job_origin
+    from integrations_dagster.orchestration.reexecutable import job_origin
 
     origin = job_origin(REF, "synthetic_sync", ROOT / "workspace.yaml")
     assert origin.location_name == "integrations_app.definitions:defs"

@@ -8,7 +8,7 @@ A provider builds one ``ApiClient`` per integration and picks a paginator::
             ...
 """
 
-from integrations_dagster.http._client import (
+from integrations_dagster.http.client import (
     DEFAULT_TIMEOUT,
     ApiClient,
     InMemoryRateBudget,
@@ -16,7 +16,7 @@ from integrations_dagster.http._client import (
     RequestLogEntry,
     RequestRecorder,
 )
-from integrations_dagster.http._errors import (
+from integrations_dagster.http.errors import (
     ApiError,
     AuthenticationError,
     BudgetExhausted,
@@ -25,7 +25,7 @@ from integrations_dagster.http._errors import (
     PayloadValidationError,
     RateLimitedError,
 )
-from integrations_dagster.http._paginators import (
+from integrations_dagster.http.paginators import (
     CursorPaginator,
     LinkHeaderPaginator,
     OffsetPaginator,
@@ -34,8 +34,8 @@ from integrations_dagster.http._paginators import (
     Paginator,
     get_path,
 )
-from integrations_dagster.http._redact import redact_headers, redact_text, redact_url
-from integrations_dagster.http._retry_after import backoff_delay, parse_retry_after, reset_delay
+from integrations_dagster.security.redact import redact_headers, redact_text, redact_url
+from integrations_dagster.http.retry_after import backoff_delay, parse_retry_after, reset_delay
 
 __all__ = [
     "DEFAULT_TIMEOUT",

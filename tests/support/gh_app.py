@@ -8,7 +8,7 @@ from dagster import Definitions
 
 from integrations_dagster import SyncSettings, build_definitions, engine_of
 from providers.github import GitHubProvider, upsert_github_issues
-from providers.github_activity import GitHubActivityProvider, store_activities
+from providers.github.activity import GitHubActivityProvider, store_activities
 
 HTTP_OPTIONS: dict[str, Any] = {}
 

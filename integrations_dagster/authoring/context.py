@@ -1,0 +1,331 @@
+"""Binds the HTTP layer to the state store: a shared rate budget, the request log, the listener context.
+
+``DbRateBudget`` is the provider's ``RateLimit`` (or the integration's override) kept in the
+database, so every process and run that uses one integration draws from one budget. The window is
+exact: one row per granted request, and a request is granted only while fewer than ``limit`` were
+granted in the last ``period_seconds``. The check-and-grant runs in one transaction that locks the
+integration's budget row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE``).
+
+``DbRequestRecorder`` stores every attempt (already redacted by the client) against the
+integration and the sync run, and keeps the run's request count.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy import delete, func, insert, select, update
+
+from integrations_dagster.authoring.integration import Integration
+from integrations_dagster.authoring.rate_limit import RateLimit
+from integrations_dagster.security.redaction import secret_values
+from integrations_dagster.store import Store, utcnow
+from integrations_dagster.store import models as m
+from integrations_dagster.http import ApiClient, RequestLogEntry
+from integrations_dagster.http.retry_after import parse_retry_after
+
+
+class DbRateBudget:
+    """A rate budget shared through the state store (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        integration_id: int,
+        rate_limit: RateLimit,
+        *,
+        clock: Callable[[], float] = time.time,
+        low_water: int | None = None,
+        lease: int | None = None,
+        prune_every: int = 50,
+    ) -> None:
+        self.store = store
+        self.integration_id = integration_id
+        self.rate_limit = rate_limit
+        self.clock = clock
+        # Server headers are persisted only when the quota runs low: writing on every response
+        # would double the database work per request for no change in behaviour.
+        self.low_water = low_water if low_water is not None else max(5, rate_limit.limit // 20)
+        # Large budgets grant a few requests per transaction (a lease) to save database round trips.
+        # Leased grants are counted at lease time and expire unused after ``lease_ttl``, so the
+        # window can only be under-used, never exceeded; small budgets lease one at a time.
+        self.lease = lease if lease is not None else max(1, min(20, rate_limit.limit // 250))
+        # A grant is counted when it is granted; the request reaches the server a little later (and a
+        # leased grant up to ``lease_ttl`` later). Counting the window ``margin`` longer than the
+        # period absorbs that skew, so the server never sees more than ``limit`` in any period; it
+        # costs about 1% of the budget.
+        self.margin = min(60.0, max(0.05, rate_limit.period_seconds * 0.01))
+        self.lease_ttl = min(5.0, self.margin / 2)
+        self._leased: list[float] = []
+        self._grants = 0
+        self.prune_every = prune_every  # grants older than one period are deleted every N transactions
+        self._lock = threading.Lock()  # one client may send from a prefetch thread and its caller
+
+    def acquire(self) -> float:
+        with self._lock:
+            return self._acquire()
+
+    def observe(self, headers: httpx.Headers | Mapping[str, str]) -> None:
+        with self._lock:
+            self._observe(headers)
+
+    def _row(self, conn: Any, now: float) -> Any:
+        t = m.rate_budgets
+        stmt = self.store.for_update(select(t).where(t.c.integration_id == self.integration_id))
+        row = conn.execute(stmt).first()
+        if row is None:
+            values = dict(
+                integration_id=self.integration_id, limit=self.rate_limit.limit,
+                period_seconds=self.rate_limit.period_seconds, window_start=now, used=0, updated_at=utcnow(),
+            )
+            if self.store.is_sqlite:
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            conn.execute(dialect_insert(t).values(**values).on_conflict_do_nothing())
+            row = conn.execute(stmt).first()
+        return row
+
+    def _acquire(self) -> float:
+        limit, period = self.rate_limit.limit, self.rate_limit.period_seconds
+        if self._leased:
+            fresh = self.clock() - self.lease_ttl
+            self._leased = [t for t in self._leased if t >= fresh]
+            if self._leased:
+                self._leased.pop()
+                return 0.0
+        g = m.rate_budget_grants
+        with self.store.begin() as conn:
+            row = self._row(conn, self.clock())
+            now = self.clock()  # read after the row lock: a waiter must not judge with a stale clock
+            if row.blocked_until is not None and row.blocked_until > now:
+                return row.blocked_until - now
+            server_live = row.server_remaining is not None and (row.server_reset is None or row.server_reset > now)
+            if server_live and row.server_remaining <= 0:
+                return (row.server_reset - now) if row.server_reset else period
+            if self._grants and self._grants % self.prune_every == 0:
+                conn.execute(delete(g).where(g.c.integration_id == self.integration_id,
+                                             g.c.granted_at <= now - period - self.margin))
+            window = period + self.margin
+            in_window = conn.execute(
+                select(func.count()).select_from(g)
+                .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - window)
+            ).scalar_one()
+            if in_window >= limit:
+                oldest = conn.execute(
+                    select(g.c.granted_at)
+                    .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - window)
+                    .order_by(g.c.granted_at)
+                    .offset(in_window - limit)
+                    .limit(1)
+                ).scalar_one()
+                return max(oldest + window - now, 0.001)
+            n = max(1, min(self.lease, limit - in_window))
+            if server_live:
+                n = max(1, min(n, row.server_remaining))
+            conn.execute(insert(g), [{"integration_id": self.integration_id, "granted_at": now}] * n)
+            if server_live:
+                conn.execute(
+                    update(m.rate_budgets)
+                    .where(m.rate_budgets.c.integration_id == self.integration_id)
+                    .values(server_remaining=m.rate_budgets.c.server_remaining - n)
+                )
+            self._grants += 1
+            self._leased = [now] * (n - 1)
+            return 0.0
+
+    def _observe(self, headers: httpx.Headers | Mapping[str, str]) -> None:
+        h = httpx.Headers(headers)
+        now = self.clock()
+        values: dict[str, Any] = {}
+        retry_after = h.get("Retry-After")
+        if retry_after is not None:
+            values["blocked_until"] = now + parse_retry_after(retry_after, default=1.0, minimum=0.0, maximum=3600.0)
+        remaining_raw = h.get("X-RateLimit-Remaining")
+        if remaining_raw is not None:
+            try:
+                remaining = int(float(remaining_raw))
+            except ValueError:
+                remaining = None
+            reset = None
+            try:
+                reset = float(h.get("X-RateLimit-Reset", ""))
+            except ValueError:
+                reset = None
+            if remaining is not None and remaining <= self.low_water:
+                values["server_remaining"] = remaining
+                values["server_reset"] = reset
+                if remaining <= 0 and reset is not None and reset > now:
+                    values["blocked_until"] = reset
+        if not values:
+            return
+        self._leased = []  # the server knows better: no more requests on old leases
+        with self.store.begin() as conn:
+            row = self._row(conn, now)
+            if "blocked_until" in values and row.blocked_until and row.blocked_until > values["blocked_until"]:
+                values["blocked_until"] = row.blocked_until  # tighten, never loosen
+            values["updated_at"] = utcnow()
+            conn.execute(
+                update(m.rate_budgets).where(m.rate_budgets.c.integration_id == self.integration_id).values(**values)
+            )
+
+
+class DbRequestRecorder:
+    """Writes request-log rows in small batches and keeps the sync run's request count."""
+
+    def __init__(self, store: Store, integration_id: int, sync_run_id: int | None, *, batch: int = 20) -> None:
+        self.store = store
+        self.integration_id = integration_id
+        self.sync_run_id = sync_run_id
+        self.batch = batch
+        self._rows: list[dict[str, Any]] = []
+        self.recorded = 0
+        self._lock = threading.RLock()  # a prefetch thread and its caller may both record
+
+    def record(self, entry: RequestLogEntry) -> None:
+        with self._lock:
+            self._record(entry)
+
+    def _record(self, entry: RequestLogEntry) -> None:
+        self._rows.append(
+            dict(
+                integration_id=self.integration_id, sync_run_id=self.sync_run_id, method=entry.method, url=entry.url,
+                status_code=entry.status_code, duration_ms=entry.duration_ms, bytes=entry.bytes,
+                attempt=entry.attempt, error=entry.error, auth_failure=entry.auth_failure, created_at=utcnow(),
+            )
+        )
+        if len(self._rows) >= self.batch or entry.auth_failure or entry.error:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        with self.store.begin() as conn:
+            conn.execute(insert(m.requests_log), rows)
+            if self.sync_run_id is not None:
+                values: dict[str, Any] = {"request_count": m.sync_runs.c.request_count + len(rows)}
+                if any(r["auth_failure"] for r in rows):
+                    values["auth_failure"] = True
+                conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == self.sync_run_id).values(**values))
+        self.recorded += len(rows)
+
+
+class _ClosingClient(ApiClient):
+    """An ApiClient that flushes its request log when closed."""
+
+    recorder_ref: DbRequestRecorder | None = None
+
+    def close(self) -> None:
+        try:
+            if self.recorder_ref is not None:
+                self.recorder_ref.flush()
+        finally:
+            super().close()
+
+
+def build_client(
+    store: Store,
+    provider: Any,
+    integration: Integration,
+    sync_run_id: int | None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    **client_kwargs: Any,
+) -> ApiClient:
+    base_url = integration.metadata.get("base_url") or getattr(provider, "base_url", None)
+    if not base_url:
+        raise RuntimeError(
+            f"{integration}: no base URL (set Provider.base_url or metadata['base_url']) for session.http"
+        )
+    limit = RateLimit.from_json(integration.rate_limit) or getattr(provider, "default_rate_limit", None)
+    recorder = DbRequestRecorder(store, integration.id, sync_run_id)
+    client = _ClosingClient(
+        base_url=str(base_url),
+        auth=provider.http_auth(integration),
+        headers=dict(getattr(provider, "http_headers", None) or {}),
+        transport=transport,
+        recorder=recorder,
+        budget=DbRateBudget(store, integration.id, limit) if limit else None,
+        secrets=secret_values(integration),
+        sleep=sleep,
+        **client_kwargs,
+    )
+    client.recorder_ref = recorder
+    return client
+
+
+def http_factory_for(
+    engine: Any, store: Store, provider: Any, integration: Integration, run_id: int | None, *, for_items: bool = False
+) -> Any:
+    """A factory called the first time a provider (or a listener) touches its HTTP client.
+
+    Enumeration waits for a spent budget (bounded by ``budget_wait_max``). Item work
+    (``for_items=True``) waits at most ``inline_wait_max`` and otherwise raises ``BudgetExhausted``,
+    a ``RateLimited``: the engine defers the item without counting a try and the step is not blocked.
+    """
+    if not (integration.metadata.get("base_url") or getattr(provider, "base_url", None)):
+        return None
+    kwargs: dict[str, Any] = {}
+    if for_items:
+        kwargs["budget_wait_max"] = float(engine.settings.inline_wait_max)
+    kwargs.update(getattr(engine, "http_options", None) or {})
+    return lambda _session=None: build_client(store, provider, integration, run_id, **kwargs)
+
+
+# --- the listener context ------------------------------------------------------------------
+@dataclass
+class SyncContext:
+    """What a listener can reach while the engine runs it: the integration, the run, the API."""
+
+    integration: Integration
+    sync_run_id: int
+    store: Store | None = None
+    _factory: Callable[[], ApiClient] | None = None
+    _http: ApiClient | None = field(default=None, repr=False)
+
+    @property
+    def http(self) -> ApiClient:
+        if self._http is None:
+            if self._factory is None:
+                raise RuntimeError(f"{self.integration} has no HTTP client (no base URL)")
+            self._http = self._factory()
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+
+_current: contextvars.ContextVar[SyncContext | None] = contextvars.ContextVar("integrations_sync", default=None)
+
+
+def current_sync() -> SyncContext:
+    """The sync a listener is running in (raises outside the engine)."""
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("current_sync() is only available inside a listener run by the sync engine")
+    return ctx
+
+
+@contextmanager
+def sync_context(ctx: SyncContext) -> Iterator[SyncContext]:
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+        ctx.close()

@@ -1,0 +1,91 @@
+"""The ``Provider`` base class a provider author subclasses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from integrations_dagster.authoring.rate_limit import RateLimit
+
+if TYPE_CHECKING:
+    from integrations_dagster.authoring.integration import Integration
+    from integrations_dagster.authoring.session import SyncSession
+
+
+def reduce_by_max(checkpoints: list[Any]) -> Any:
+    """The largest checkpoint (right for ISO-8601 timestamps and ordered ids); None for no checkpoints.
+
+    Timestamps with a time zone compare by instant (``...00Z`` < ``...00.5Z``); a number and a string,
+    NaN, dicts and other values that cannot be ordered raise ``UnorderableCheckpoint`` (a ``TypeError``).
+    See ``_cursor.checkpoint_key``.
+    """
+    from integrations_dagster.engine.cursor import reduce_by_max as _reduce
+
+    return _reduce(checkpoints)
+
+
+class Provider:
+    """Enumerates the items changed since ``session.cursor`` and dispatches each one.
+
+    Subclasses set ``key`` and implement ``sync`` (and optionally ``sync_incremental``, which the
+    framework then calls instead). The framework owns retries, tracking, cursors, rate limits and
+    logging; a provider only enumerates.
+
+    ``reduce_checkpoints`` must be associative: the framework reduces a run's checkpoints in pages
+    and reduces the result with the previous cursor to keep the cursor monotonic. A provider that
+    overrides it is treated as having a *structured* cursor (no low-water-mark advance) unless it
+    sets ``ordered_checkpoints = True``.
+    """
+
+    key: ClassVar[str]
+    default_sync_interval: ClassVar[int | None] = None
+    default_rate_limit: ClassVar[RateLimit | None] = None
+    #: Base URL for ``session.http``; ``metadata["base_url"]`` overrides it per integration.
+    base_url: ClassVar[str | None] = None
+    #: Headers every request of ``session.http`` carries (e.g. an API version).
+    http_headers: ClassVar[dict[str, str]] = {}
+    #: None: inferred (True when ``reduce_checkpoints`` is the default maximum).
+    ordered_checkpoints: ClassVar[bool | None] = None
+    #: Items per mapped step for this provider; None: ``SyncSettings.chunk_size``. Providers whose
+    #: listeners are cheap per item (batch upserts) want bigger chunks: fewer Dagster steps.
+    chunk_size: ClassVar[int | None] = None
+
+    def sync(self, integration: Integration, session: SyncSession) -> None:
+        raise NotImplementedError(f"provider {type(self).__name__} must implement sync()")
+
+    def reduce_checkpoints(self, checkpoints: list[Any]) -> Any:
+        return reduce_by_max(checkpoints)
+
+    # --- hooks with sensible defaults -------------------------------------------------------
+    def enumerate(self, integration: Integration, session: SyncSession) -> None:
+        """Call ``sync_incremental`` when the provider defines it, else ``sync``."""
+        incremental = getattr(self, "sync_incremental", None)
+        if callable(incremental):
+            incremental(integration, session)
+        else:
+            self.sync(integration, session)
+
+    def has_ordered_checkpoints(self) -> bool:
+        if self.ordered_checkpoints is not None:
+            return bool(self.ordered_checkpoints)
+        return type(self).reduce_checkpoints is Provider.reduce_checkpoints
+
+    def http_auth(self, integration: Integration) -> Any:
+        """httpx auth for ``session.http``; default: bearer ``credentials['token']`` when present."""
+        token = integration.credentials.get("token")
+        if token:
+            return _BearerAuth(str(token))
+        return None
+
+
+class _BearerAuth:
+    """httpx.Auth without importing httpx at module import time."""
+
+    def __new__(cls, token: str) -> Any:  # pragma: no cover - trivial
+        import httpx
+
+        class Bearer(httpx.Auth):
+            def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+                request.headers["Authorization"] = f"Bearer {token}"
+                yield request
+
+        return Bearer()

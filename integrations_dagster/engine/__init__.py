@@ -1,0 +1,1 @@
+"""The sync engine, with no Dagster imports: runs, enumeration, dispatch, cursor, reconcile, health."""

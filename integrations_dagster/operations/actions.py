@@ -1,0 +1,723 @@
+"""Operator actions as plain functions over a ``Store`` and a ``SyncEngine``.
+
+Both the ``integrations`` CLI and the Dagster operator jobs (``_operator_jobs``) call these, so the
+rules live in one place. Every function that takes ``tenant`` scopes by it: with a tenant, an id that
+belongs to another tenant raises exactly the same ``IntegrationNotFound`` / ``SyncItemNotFound`` as a
+missing id, for reads and writes alike. ``tenant=None`` means "every tenant" (the operator's view).
+
+Nothing here returns or logs a credential value: integrations are read without decrypting them, and
+``has_credentials`` only says whether some are stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, case, delete, func, select, update
+
+from integrations_dagster.engine.cron import validate_cron
+from integrations_dagster.engine.engine import ReconcileResult, RunAliveCheck, SyncEngine
+from integrations_dagster.errors import CredentialsError, IntegrationNotFound, IntegrationsError
+from integrations_dagster.authoring.integration import Integration
+from integrations_dagster.security.secrets import CredentialCipher
+from integrations_dagster.store import Store, as_utc, utcnow
+from integrations_dagster.store import models as m
+from integrations_dagster.store.store import chunked
+
+log_default = logging.getLogger("integrations_dagster.operations")
+
+Progress = Callable[[str], None]
+
+DEFAULT_PRUNE_DAYS = 30
+DEFAULT_SKIP_REASON = "skipped by an operator"
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def iso(value: datetime | None) -> str | None:
+    value = as_utc(value)
+    return value.isoformat() if value is not None else None
+
+
+def _tenant_ids(tenant: str):  # type: ignore[no-untyped-def]
+    return select(m.integrations.c.id).where(m.integrations.c.tenant == tenant)
+
+
+# --- integrations ------------------------------------------------------------------------------
+def integration_dict(integ: Integration, *, has_credentials: bool) -> dict[str, Any]:
+    """The stable JSON shape of an integration (documented in docs/OPERATIONS.md). No secrets."""
+    return {
+        "id": integ.id,
+        "tenant": integ.tenant,
+        "provider": integ.provider_key,
+        "name": integ.name,
+        "metadata": integ.metadata,
+        "has_credentials": has_credentials,
+        "enabled": integ.enabled,
+        "health": integ.health,
+        "disabled_reason": integ.disabled_reason,
+        "interval_minutes": integ.sync_interval_minutes,
+        "cron": integ.sync_cron,
+        "cursor": integ.cursor,
+        "consecutive_failures": integ.consecutive_failures,
+        "last_synced_at": iso(integ.last_synced_at),
+        "next_sync_at": iso(integ.next_sync_at),
+        "last_run_status": integ.last_run_status,
+        "created_at": iso(integ.created_at),
+        "updated_at": iso(integ.updated_at),
+    }
+
+
+def _credential_flags(store: Store, ids: Sequence[int]) -> dict[int, bool]:
+    t = m.integrations
+    out: dict[int, bool] = {}
+    with store.engine.connect() as conn:
+        for part in chunked(ids, 1000):
+            for iid, has in conn.execute(select(t.c.id, t.c.credentials.is_not(None)).where(t.c.id.in_(part))):
+                out[int(iid)] = bool(has)
+    return out
+
+
+def add_integration(
+    store: Store,
+    *,
+    engine: SyncEngine | None,
+    provider_key: str,
+    name: str,
+    metadata: dict[str, Any] | None = None,
+    credentials: dict[str, Any] | None = None,
+    interval_minutes: int | None = None,
+    cron: str | None = None,
+    tenant: str | None = None,
+) -> Integration:
+    """Create an integration (due at once). The provider must be one the engine knows."""
+    if engine is not None:
+        engine.provider(provider_key)  # UnknownProvider names the known ones
+    if not name or not name.strip():
+        raise IntegrationsError("an integration needs a non-empty name")
+    if interval_minutes is not None and cron is not None:
+        raise IntegrationsError("give either an interval or a cron expression, not both")
+    if interval_minutes is not None and interval_minutes < 1:
+        raise IntegrationsError(f"interval must be at least 1 minute, got {interval_minutes}")
+    if cron is not None:
+        validate_cron(cron)
+    return store.create_integration(
+        provider_key=provider_key,
+        name=name.strip(),
+        metadata=metadata or {},
+        credentials=credentials or None,
+        sync_interval_minutes=interval_minutes,
+        sync_cron=cron,
+        tenant=tenant or "default",
+    )
+
+
+def list_integrations(store: Store, *, tenant: str | None = None) -> list[dict[str, Any]]:
+    rows = store.list_integrations(tenant=tenant, decrypt=False)
+    flags = _credential_flags(store, [r.id for r in rows])
+    return [integration_dict(r, has_credentials=flags.get(r.id, False)) for r in rows]
+
+
+def show_integration(store: Store, integration_id: int, *, tenant: str | None = None) -> dict[str, Any]:
+    integ = store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    data = integration_dict(integ, has_credentials=_credential_flags(store, [integ.id]).get(integ.id, False))
+    data["recent_runs"] = [_run_summary(r) for r in store.runs_for_integration(integ.id, limit=5)]
+    return data
+
+
+def enable_integration(store: Store, integration_id: int, *, tenant: str | None = None) -> Integration:
+    """Re-enable: healthy again, failure counters reset, due at once."""
+    store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    return store.update_integration(
+        integration_id, tenant=tenant, enabled=True, health="healthy", disabled_reason=None,
+        consecutive_failures=0, consecutive_auth_failures=0, next_sync_at=utcnow(),
+    )
+
+
+def disable_integration(
+    store: Store, integration_id: int, *, tenant: str | None = None, reason: str | None = None
+) -> Integration:
+    """Disable: never scheduled until re-enabled (a running sync finishes normally)."""
+    store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    return store.update_integration(
+        integration_id, tenant=tenant, enabled=False, health="disabled",
+        disabled_reason=reason or "disabled by an operator", next_sync_at=None,
+    )
+
+
+def remove_integration(store: Store, integration_id: int, *, tenant: str | None = None) -> None:
+    """Delete the integration and its runs, items, request log and rate budget."""
+    store.delete_integration(integration_id, tenant=tenant)
+
+
+# --- status ------------------------------------------------------------------------------------
+def status_rows(
+    store: Store, *, integration_id: int | None = None, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per integration, from one grouped query (no query per integration)."""
+    i, r, it = m.integrations, m.sync_runs, m.sync_items
+    items = (
+        select(
+            it.c.integration_id.label("iid"),
+            func.sum(case((it.c.status.in_(("pending", "processing")), 1), else_=0)).label("pending"),
+            func.sum(case((it.c.status == "failed", 1), else_=0)).label("failed"),
+        )
+        .where(it.c.status.in_(("pending", "processing", "failed")))
+        .group_by(it.c.integration_id)
+        .subquery("item_counts")
+    )
+    latest = select(r.c.integration_id.label("iid"), func.max(r.c.id).label("run_id")).group_by(
+        r.c.integration_id
+    ).subquery("latest_run")
+    last = r.alias("last_run")
+    stmt = (
+        select(
+            i.c.id, i.c.tenant, i.c.provider_key, i.c.name, i.c.enabled, i.c.health, i.c.cursor,
+            i.c.last_synced_at, i.c.next_sync_at,
+            last.c.id.label("last_run_id"), last.c.status.label("last_run_status"),
+            last.c.dagster_run_id.label("last_dagster_run_id"),
+            func.coalesce(items.c.pending, 0).label("pending"),
+            func.coalesce(items.c.failed, 0).label("failed"),
+        )
+        .select_from(
+            i.outerjoin(items, items.c.iid == i.c.id)
+            .outerjoin(latest, latest.c.iid == i.c.id)
+            .outerjoin(last, last.c.id == latest.c.run_id)
+        )
+        .order_by(i.c.id)
+    )
+    if integration_id is not None:
+        stmt = stmt.where(i.c.id == integration_id)
+    if tenant is not None:
+        stmt = stmt.where(i.c.tenant == tenant)
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    if integration_id is not None and not rows:
+        raise IntegrationNotFound(integration_id)
+    return [
+        {
+            "id": row.id,
+            "tenant": row.tenant,
+            "provider": row.provider_key,
+            "name": row.name,
+            "enabled": bool(row.enabled),
+            "health": row.health,
+            "cursor": row.cursor,
+            "last_synced_at": iso(row.last_synced_at),
+            "next_sync_at": iso(row.next_sync_at),
+            "last_run_id": row.last_run_id,
+            "last_run_status": row.last_run_status,
+            "last_dagster_run_id": row.last_dagster_run_id,
+            "pending_items": int(row.pending),
+            "failed_items": int(row.failed),
+        }
+        for row in rows
+    ]
+
+
+# --- failed items ------------------------------------------------------------------------------
+def item_dict(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": item["id"],
+        "integration_id": item["integration_id"],
+        "sync_run_id": item["run_id"],
+        "external_id": item["external_id"],
+        "checkpoint": item["checkpoint"],
+        "status": item["status"],
+        "attempts": item["attempts"],
+        "last_error": item["last_error"],
+        "skip_reason": item.get("skip_reason"),
+        "failed_at": iso(item["finished_at"]) if item["status"] == "failed" else None,
+    }
+
+
+def list_failed_items(
+    store: Store, *, integration_id: int | None = None, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    if integration_id is not None:
+        store.get_integration(integration_id, tenant=tenant, decrypt=False)  # not found -> error
+    return [item_dict(x) for x in store.failed_items(integration_id=integration_id, tenant=tenant)]
+
+
+# --- skip and retry ----------------------------------------------------------------------------
+@dataclass
+class ItemActionResult:
+    """What ``skip_item`` / ``retry_item`` did and where the run and cursor ended up."""
+
+    item_id: int
+    integration_id: int
+    sync_run_id: int
+    item_status: str
+    attempts: int
+    last_error: str | None
+    skip_reason: str | None
+    run_status: str
+    cursor_before: Any
+    cursor_after: Any
+    changed: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cursor(store: Store, integration_id: int) -> Any:
+    with store.engine.connect() as conn:
+        return conn.execute(select(m.integrations.c.cursor).where(m.integrations.c.id == integration_id)).scalar()
+
+
+def skip_item(
+    store: Store,
+    engine: SyncEngine,
+    item_id: int,
+    *,
+    reason: str | None = None,
+    tenant: str | None = None,
+    log: Any = log_default,
+) -> ItemActionResult:
+    """Mark a failed item skipped (reason kept), then reconcile its run so the cursor can move on."""
+    item = store.get_item(item_id, tenant=tenant)
+    reason = (reason or "").strip() or DEFAULT_SKIP_REASON
+    before = _cursor(store, item["integration_id"])
+    if item["status"] == "skipped":
+        result = engine.reconcile(store, item["run_id"], log=log)
+        return ItemActionResult(item_id, item["integration_id"], item["run_id"], "skipped", item["attempts"],
+                                item["last_error"], item["skip_reason"], result.status, before,
+                                _cursor(store, item["integration_id"]), changed=False)
+    if item["status"] != "failed":
+        raise IntegrationsError(
+            f"sync item {item_id} is {item['status']}, not failed; only failed items can be skipped"
+            + (" (run `integrations advance-cursor` to reclaim items stuck in processing)"
+               if item["status"] in ("pending", "processing") else "")
+        )
+    now = engine.clock()
+    t = m.sync_items
+    with store.begin() as conn:
+        n = conn.execute(
+            update(t).where(t.c.id == item_id, t.c.status == "failed")
+            .values(status="skipped", skip_reason=reason[:4000], finished_at=now, next_attempt_at=None)
+        ).rowcount
+    if n == 0:
+        raise IntegrationsError(f"sync item {item_id} changed while skipping it (retried or skipped elsewhere); "
+                                "look at it again")
+    log.info(f"sync item {item_id} ({item['external_id']}) skipped: {reason}")
+    result = engine.reconcile(store, item["run_id"], log=log)
+    return ItemActionResult(item_id, item["integration_id"], item["run_id"], "skipped", item["attempts"],
+                            item["last_error"], reason, result.status, before,
+                            _cursor(store, item["integration_id"]))
+
+
+def _retry_now(
+    store: Store, engine: SyncEngine, items: list[dict[str, Any]], log: Any
+) -> tuple[dict[int, dict[str, Any]], list[ReconcileResult]]:
+    """Claim failed ``items`` (attempts reset), run their listeners once now, write, reconcile."""
+    t = m.sync_items
+    now = engine.clock()
+    with store.begin() as conn:  # one statement claims every item that is still failed
+        taken = set(conn.execute(
+            update(t).where(store.id_in(t.c.id, [it["id"] for it in items]), t.c.status == "failed")
+            .values(status="processing", claimed_at=now, attempts=0, deferrals=0, first_attempt_at=now,
+                    next_attempt_at=None, finished_at=None, failure_notified=False)
+            .returning(t.c.id)
+        ).scalars())
+    claimed = [it for it in items if it["id"] in taken]
+    outcomes: dict[int, tuple[BaseException, str]] = {}
+    try:
+        outcomes = engine.run_listeners_once(store, claimed)
+    except BaseException as exc:  # interrupted: put the items back as failed, never leave them processing
+        outcomes = {it["id"]: (exc, "fatal") for it in claimed}
+        _write_retry_outcomes(store, engine, claimed, outcomes)
+        raise
+    written = _write_retry_outcomes(store, engine, claimed, outcomes)
+    results = [engine.reconcile(store, run_id, log=log) for run_id in sorted({it["run_id"] for it in claimed})]
+    _settled_states(store, written)
+    for item_id, state in written.items():
+        if state["status"] == "failed":
+            log.warning(f"sync item {item_id} failed again: {state['last_error']}")
+    return written, results
+
+
+def _settled_states(store: Store, written: dict[int, dict[str, Any]]) -> None:
+    """Report what reconcile left: it may fail a succeeded item again (an invalid checkpoint)."""
+    t = m.sync_items
+    with store.engine.connect() as conn:
+        for ids in chunked([i for i, w in written.items() if w["status"] == "success"], 1000):
+            for item_id, status, error in conn.execute(
+                select(t.c.id, t.c.status, t.c.last_error).where(store.id_in(t.c.id, ids))
+            ):
+                if status != "success":
+                    written[item_id].update(status=status, last_error=error)
+
+
+def _write_retry_outcomes(
+    store: Store, engine: SyncEngine, claimed: list[dict[str, Any]], outcomes: dict[int, tuple[BaseException, str]]
+) -> dict[int, dict[str, Any]]:
+    t = m.sync_items
+    now = engine.clock()
+    written: dict[int, dict[str, Any]] = {}
+    for it in claimed:
+        problem = outcomes.get(it["id"])
+        if problem is None:
+            written[it["id"]] = {"status": "success", "last_error": None, "attempts": 1}
+            continue
+        exc, kind = problem
+        error = engine.error_text(store, it["integration_id"], exc)  # credentials masked
+        if kind == "defer":
+            error += " (rate limited; retry later)"
+        written[it["id"]] = {"status": "failed", "last_error": error[:4000], "attempts": 1}
+    if not written:
+        return written
+    with store.begin() as conn:  # one statement for all outcomes
+        conn.execute(
+            update(t)
+            .where(t.c.id == bindparam("b_id"), t.c.status == "processing")
+            .values(status=bindparam("b_status"), last_error=bindparam("b_error"), attempts=1, finished_at=now,
+                    next_attempt_at=None),
+            [{"b_id": i, "b_status": w["status"], "b_error": w["last_error"]} for i, w in written.items()],
+        )
+    return written
+
+
+def retry_item(
+    store: Store, engine: SyncEngine, item_id: int, *, tenant: str | None = None, log: Any = log_default
+) -> ItemActionResult:
+    """Reset one failed item and run its listeners once, now, in this process; then reconcile its run.
+
+    If the listener still fails the item stays failed with the new error (attempts 1).
+    """
+    item = store.get_item(item_id, tenant=tenant)
+    if item["status"] != "failed":
+        raise IntegrationsError(
+            f"sync item {item_id} is {item['status']}, not failed; only failed items can be retried"
+        )
+    before = _cursor(store, item["integration_id"])
+    written, results = _retry_now(store, engine, [item], log)
+    if item_id not in written:
+        raise IntegrationsError(f"sync item {item_id} changed while retrying it (retried or skipped elsewhere)")
+    state = written[item_id]
+    return ItemActionResult(item_id, item["integration_id"], item["run_id"], state["status"], state["attempts"],
+                            state["last_error"], None, results[0].status, before,
+                            _cursor(store, item["integration_id"]))
+
+
+@dataclass
+class RetryFailedResult:
+    integration_id: int
+    retried: int
+    succeeded: int
+    still_failed: int
+    runs: list[dict[str, Any]]
+    cursor_before: Any
+    cursor_after: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def retry_failed_items(
+    store: Store, engine: SyncEngine, integration_id: int, *, tenant: str | None = None, log: Any = log_default
+) -> RetryFailedResult:
+    """Every failed item of the integration gets one immediate attempt (as ``retry_item``)."""
+    store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    before = _cursor(store, integration_id)
+    items = store.failed_items(integration_id=integration_id)
+    written: dict[int, dict[str, Any]] = {}
+    results: list[ReconcileResult] = []
+    for batch in chunked(items, engine.settings.chunk_size):
+        w, r = _retry_now(store, engine, batch, log)
+        written.update(w)
+        results.extend(r)
+    ok = sum(1 for s in written.values() if s["status"] == "success")
+    return RetryFailedResult(
+        integration_id=integration_id, retried=len(written), succeeded=ok, still_failed=len(written) - ok,
+        runs=[{"sync_run_id": r.run_id, "status": r.status} for r in results],
+        cursor_before=before, cursor_after=_cursor(store, integration_id),
+    )
+
+
+# --- advance cursor ----------------------------------------------------------------------------
+#: ``advance_cursor(set_cursor=KEEP_CURSOR)``: leave the cursor as it is (None would clear it).
+KEEP_CURSOR: Any = type("KeepCursor", (), {"__repr__": lambda self: "KEEP_CURSOR"})()
+
+
+def _check_cursor_value(value: Any) -> None:
+    """A cursor must be a JSON value that every store can hold (no NaN, no NUL, no lone surrogate)."""
+    from integrations_dagster.authoring.session import _check_json, _value_problem
+
+    try:
+        _check_json(value, "a cursor")
+    except TypeError as exc:
+        raise IntegrationsError(str(exc)) from None
+    problem = _value_problem(value)
+    if problem:
+        raise IntegrationsError(f"a cursor cannot be stored: {ascii(value)[:200]} {problem}")
+
+
+@dataclass
+class AdvanceResult:
+    integration_id: int
+    reclaimed_items: list[int]
+    abandoned_items: list[int]
+    runs: list[dict[str, Any]]
+    cursor_before: Any
+    cursor_after: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def advance_cursor(
+    store: Store,
+    engine: SyncEngine,
+    integration_id: int,
+    *,
+    tenant: str | None = None,
+    is_run_alive: RunAliveCheck | None = None,
+    log: Any = log_default,
+    progress: Progress = _noop,
+    set_cursor: Any = KEEP_CURSOR,
+) -> AdvanceResult:
+    """Nudge an integration whose cursor is stuck.
+
+    0. With ``set_cursor`` (any JSON value, None included), the cursor is first replaced by it,
+       unconditionally: the way out when the stored cursor cannot be ordered with what the provider
+       now reports (a provider that moved from numbers to timestamps), or to re-read from a point.
+       Items that failed because of it ("invalid checkpoint") are then retried or skipped as usual.
+
+    1. Items left in ``processing`` whose claim is older than ``settings.job_timeout`` (the worker
+       died) are marked failed with a clear error, so ``retry-item`` or ``skip-sync-item`` can take
+       over.
+    2. When ``is_run_alive`` says a processing run's Dagster run has ended, that run's remaining
+       pending items are failed the same way (nothing will ever run them).
+    3. Every run of the integration that is processing, partial or failed is reconciled again
+       (idempotent), which moves the cursor past skipped and succeeded items.
+    """
+    store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    before = _cursor(store, integration_id)
+    now = engine.clock()
+    if set_cursor is not KEEP_CURSOR:
+        _check_cursor_value(set_cursor)
+        store.update_integration(integration_id, tenant=tenant, cursor=set_cursor)
+        log.warning(f"integration {integration_id}: cursor set by an operator: {json.dumps(before, default=str)} -> "
+                    f"{json.dumps(set_cursor)}")
+    cutoff = now - timedelta(seconds=engine.settings.job_timeout)
+    t, r = m.sync_items, m.sync_runs
+    with store.begin() as conn:
+        stuck = list(conn.execute(
+            select(t.c.id).where(t.c.integration_id == integration_id, t.c.status == "processing",
+                                 t.c.claimed_at < cutoff).order_by(t.c.id)
+        ).scalars())
+        for ids in chunked(stuck, 1000):
+            conn.execute(
+                update(t).where(t.c.id.in_(ids), t.c.status == "processing")
+                .values(status="failed", finished_at=now, next_attempt_at=None, failure_notified=False,
+                        last_error=f"abandoned: claimed at least {engine.settings.job_timeout:g} s ago "
+                        "(the job timeout) and never finished; the worker probably died. Retry it with "
+                        "`integrations retry-item` or skip it with `integrations skip-sync-item`")
+            )
+    abandoned: list[int] = []
+    if is_run_alive is not None:
+        with store.engine.connect() as conn:
+            runs = conn.execute(
+                select(r.c.id, r.c.dagster_run_id, r.c.owner_host, r.c.owner_pid)
+                .where(r.c.integration_id == integration_id, r.c.status == "processing",
+                       r.c.dagster_run_id.is_not(None))
+            ).all()
+        from integrations_dagster.engine.engine import run_alive
+
+        dead = [run.id for run in runs if run_alive(run, is_run_alive) is False]
+        if dead:
+            with store.begin() as conn:
+                abandoned = list(conn.execute(
+                    select(t.c.id).where(t.c.run_id.in_(dead), t.c.status.in_(("pending", "processing")))
+                ).scalars())
+                for ids in chunked(abandoned, 1000):
+                    conn.execute(
+                        update(t).where(t.c.id.in_(ids), t.c.status.in_(("pending", "processing")))
+                        .values(status="failed", finished_at=now, next_attempt_at=None, failure_notified=False,
+                                last_error="abandoned: the Dagster run that owned this item ended before it ran")
+                    )
+    if stuck or abandoned:
+        log.warning(f"integration {integration_id}: reclaimed {len(stuck)} stuck and {len(abandoned)} "
+                    "abandoned items as failed")
+    run_ids = engine.unfinished_runs(store, integration_id)
+    results = []
+    for n, run_id in enumerate(run_ids, 1):
+        progress(f"reconciling sync run {run_id} ({n}/{len(run_ids)})")
+        res = engine.reconcile(store, run_id, log=log)
+        results.append({"sync_run_id": run_id, "status": res.status, "final": res.final, "changed": res.changed,
+                        "cursor_after": res.cursor_after if res.final else None})
+    return AdvanceResult(integration_id, stuck, sorted(abandoned), results, before, _cursor(store, integration_id))
+
+
+# --- prune -------------------------------------------------------------------------------------
+@dataclass
+class PruneResult:
+    days: float
+    cutoff: str
+    sync_items_deleted: int
+    requests_deleted: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prune(
+    store: Store,
+    *,
+    days: float = DEFAULT_PRUNE_DAYS,
+    tenant: str | None = None,
+    now: datetime | None = None,
+    batch_size: int = 5000,
+    progress: Progress = _noop,
+) -> PruneResult:
+    """Delete success/skipped item rows and request-log rows older than ``days``; failed rows stay."""
+    if days < 0:
+        raise IntegrationsError(f"days must be 0 or more, got {days:g}")
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    t, q = m.sync_items, m.requests_log
+    item_where = [t.c.status.in_(("success", "skipped")), func.coalesce(t.c.finished_at, t.c.created_at) < cutoff]
+    req_where = [q.c.created_at < cutoff]
+    if tenant is not None:
+        item_where.append(t.c.integration_id.in_(_tenant_ids(tenant)))
+        req_where.append(q.c.integration_id.in_(_tenant_ids(tenant)))
+    items = _delete_in_batches(store, t, item_where, batch_size, lambda n: progress(f"sync items deleted: {n}"))
+    reqs = _delete_in_batches(store, q, req_where, batch_size, lambda n: progress(f"request log rows deleted: {n}"))
+    return PruneResult(days=days, cutoff=iso(cutoff) or "", sync_items_deleted=items, requests_deleted=reqs)
+
+
+def _delete_in_batches(store: Store, table: Any, where: list[Any], size: int, report: Callable[[int], None]) -> int:
+    total = 0
+    while True:
+        with store.begin() as conn:
+            ids = list(conn.execute(select(table.c.id).where(*where).order_by(table.c.id).limit(size)).scalars())
+            if not ids:
+                break
+            total += conn.execute(delete(table).where(table.c.id.in_(ids))).rowcount
+        report(total)
+        if len(ids) < size:
+            break
+    return total
+
+
+# --- timeline ----------------------------------------------------------------------------------
+def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": run["id"],
+        "dagster_run_id": run["dagster_run_id"],
+        "status": run["status"],
+        "trigger": run["trigger"],
+        "started_at": iso(run["started_at"]),
+        "finished_at": iso(run["finished_at"]),
+        "items": run["items_total"],
+        "succeeded": run["success_count"],
+        "failed": run["failed_count"],
+        "skipped": run["skipped_count"],
+        "requests": run["request_count"],
+        "cursor_before": run["cursor_before"],
+        "cursor_after": run["cursor_after"],
+        "error": run["error"],
+    }
+
+
+def timeline(
+    store: Store, integration_id: int, *, limit: int = 10, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    """The latest ``limit`` runs (newest first), each with the API requests logged under it."""
+    store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    runs = [_run_summary(r) for r in store.runs_for_integration(integration_id, limit=max(1, limit))]
+    by_run: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in runs}
+    q = m.requests_log
+    with store.engine.connect() as conn:
+        for ids in chunked(list(by_run), 1000):
+            for row in conn.execute(select(q).where(q.c.sync_run_id.in_(ids)).order_by(q.c.id)):
+                by_run[row.sync_run_id].append({
+                    "id": row.id, "method": row.method, "url": row.url, "status_code": row.status_code,
+                    "duration_ms": round(float(row.duration_ms or 0.0), 1), "bytes": row.bytes,
+                    "attempt": row.attempt, "error": row.error, "created_at": iso(row.created_at),
+                })
+    for run in runs:
+        run["request_log"] = by_run[run["id"]]
+    return runs
+
+
+# --- credentials -------------------------------------------------------------------------------
+@dataclass
+class RotateResult:
+    rotated: int
+    total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rotate_credentials(
+    store: Store, *, cipher: CredentialCipher | None = None, tenant: str | None = None,
+    progress: Progress = _noop,
+) -> RotateResult:
+    """Re-encrypt every stored credential with the first key of ``INTEGRATIONS_SECRET_KEY``.
+
+    All rows are re-encrypted in memory first; nothing is written unless every row decrypts, so a
+    missing old key leaves the database unchanged.
+    """
+    cipher = cipher or CredentialCipher()
+    if not cipher.has_key:
+        raise CredentialsError("INTEGRATIONS_SECRET_KEY must be set to rotate credentials "
+                               "(make a key with `integrations generate-key`)")
+    t = m.integrations
+    stmt = select(t.c.id, t.c.credentials).where(t.c.credentials.is_not(None)).order_by(t.c.id)
+    if tenant is not None:
+        stmt = stmt.where(t.c.tenant == tenant)
+    with store.begin() as conn:
+        rows = conn.execute(stmt).all()
+        new: list[tuple[int, str | None]] = []
+        for row in rows:
+            try:
+                new.append((row.id, cipher.rotate(row.credentials)))
+            except CredentialsError:
+                raise
+            except Exception:
+                raise CredentialsError(
+                    f"the credentials of integration {row.id} cannot be decrypted with any key in "
+                    "INTEGRATIONS_SECRET_KEY; list the new key first and keep the old one after it "
+                    "(INTEGRATIONS_SECRET_KEY=NEW,OLD); nothing was changed"
+                ) from None
+        for n, (iid, value) in enumerate(new, 1):
+            conn.execute(update(t).where(t.c.id == iid).values(credentials=value))
+            if n % 500 == 0:
+                progress(f"re-encrypted {n}/{len(new)}")
+    return RotateResult(rotated=len(new), total=len(rows))
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+__all__ = [
+    "AdvanceResult",
+    "ItemActionResult",
+    "PruneResult",
+    "RetryFailedResult",
+    "RotateResult",
+    "add_integration",
+    "advance_cursor",
+    "disable_integration",
+    "enable_integration",
+    "list_failed_items",
+    "list_integrations",
+    "prune",
+    "remove_integration",
+    "retry_failed_items",
+    "retry_item",
+    "rotate_credentials",
+    "show_integration",
+    "skip_item",
+    "status_rows",
+    "timeline",
+]

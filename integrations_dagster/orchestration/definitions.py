@@ -1,0 +1,331 @@
+"""``build_definitions``: one partitioned sync job per provider, plus its asset and resources.
+
+Job shape (per provider ``<key>``): ``<key>_enumerate`` yields one ``DynamicOutput`` per chunk of
+items (ids only travel between steps; payloads stay in the state store), ``<key>_process_chunk`` is
+mapped over the chunks and runs listeners with per-item retries, ``<key>_reconcile`` collects.
+Each chunk step also tries to reconcile when it ends, because Dagster skips the collect step after
+a failed chunk, and a run with failed items must still be recorded as partial with its counts.
+"""
+
+
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    AssetSpec,
+    Backoff,
+    DagsterRunStatus,
+    Definitions,
+    DynamicOut,
+    DynamicOutput,
+    DynamicPartitionsDefinition,
+    ExecutorDefinition,
+    Failure,
+    OpExecutionContext,
+    PartitionedConfig,
+    RetryPolicy,
+    RetryRequested,
+    in_process_executor,
+    job,
+    multiprocess_executor,
+    op,
+)
+
+from integrations_dagster.engine.engine import ReconcileResult, SyncEngine
+from integrations_dagster.engine.health import HealthPolicy
+from integrations_dagster.authoring.listeners import ListenersArg
+from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.orchestration.resource import IntegrationsResource
+from integrations_dagster.settings import SyncSettings
+
+PROVIDER_TAG = "integrations/provider"
+INTEGRATION_TAG = "integrations/integration_id"
+TRIGGER_TAG = "integrations/trigger"
+ALIVE_STATUSES = {
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+}
+
+
+def job_name(provider_key: str) -> str:
+    return f"{provider_key}_sync"
+
+
+def partitions_name(provider_key: str) -> str:
+    return f"{provider_key}_integrations"
+
+
+def asset_key(provider_key: str) -> AssetKey:
+    return AssetKey(["integrations", provider_key])
+
+
+def run_alive_check(instance: Any):  # type: ignore[no-untyped-def]
+    def check(dagster_run_id: str | None) -> bool | None:
+        if not dagster_run_id:
+            return None
+        run = instance.get_run_by_id(dagster_run_id)
+        if run is None:
+            return False
+        if run.status in ALIVE_STATUSES and fail_if_owner_dead(instance, run):
+            return False
+        return run.status in ALIVE_STATUSES
+
+    return check
+
+
+def fail_if_owner_dead(instance: Any, run: Any) -> bool:
+    """A queued/in-flight Dagster run executed by a process of this host that is gone (killed
+    ``integrations sync --wait``): mark it failed (``report_run_failed``) so Dagster stops
+    reporting it alive, and return True. Runs without an owner tag (daemon, UI) are left to
+    Dagster's run monitoring."""
+    from integrations_dagster.engine.owner import owner_alive, owner_from_tags
+
+    owner = owner_from_tags(run.tags, run.run_id)
+    if owner is None or owner_alive(owner.host, owner.pid) is not False:
+        return False
+    instance.report_run_failed(
+        run, f"the process executing this run (pid {owner.pid} on {owner.host}) is gone: it was killed "
+        "or crashed; marked failed by the next sync, which reclaims and reconciles its sync run")
+    return True
+
+
+def _record(context: OpExecutionContext, result: ReconcileResult, store: Any = None, engine: Any = None) -> None:
+    if result.final and result.changed:
+        context.log_event(
+            AssetMaterialization(
+                asset_key=asset_key(result.provider_key),
+                partition=str(result.integration_id),
+                metadata=result.as_metadata(),
+                description=f"sync run {result.run_id}: {result.status}",
+            )
+        )
+        if store is not None and engine is not None:
+            from integrations_dagster.orchestration.checks import log_health_checks
+
+            log_health_checks(context, store, engine, result.integration_id)
+
+
+def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDefinition) -> Any:
+    key = provider.key
+    partitions = DynamicPartitionsDefinition(name=partitions_name(key))
+
+    @op(name=f"{key}_enumerate", out=DynamicOut(dict), tags={"kind": "enumerate"})
+    def enumerate_op(context: OpExecutionContext, integrations: IntegrationsResource):  # type: ignore[no-untyped-def]
+        """Start a sync run (or skip it when one is in flight) and enumerate the provider's items."""
+        store = integrations.get_store()
+        try:
+            integration_id = int(context.partition_key)
+        except (ValueError, TypeError):
+            raise Failure(description=f"partition key {context.partition_key!r} is not an integration id",
+                          allow_retries=False) from None
+        from integrations_dagster.errors import IntegrationNotFound
+
+        try:
+            integration = store.get_integration(integration_id)
+        except IntegrationNotFound as exc:
+            raise Failure(description=str(exc), allow_retries=False) from None
+        if integration.provider_key != key:
+            raise Failure(
+                description=f"integration {integration_id} belongs to provider {integration.provider_key!r}, "
+                f"not {key!r}",
+                allow_retries=False,
+            )
+        from integrations_dagster.engine.owner import owner_from_tags
+
+        start = engine.start_run(
+            store,
+            integration_id,
+            dagster_run_id=context.run_id,
+            trigger=context.run.tags.get(TRIGGER_TAG, "manual"),
+            is_run_alive=run_alive_check(context.instance),
+            owner=owner_from_tags(context.run.tags, context.run_id),
+        )
+        if start.skipped:
+            context.log.warning(start.skipped_reason or "skipped")
+            context.log_event(
+                AssetObservation(asset_key=asset_key(key), partition=str(integration_id),
+                                 metadata={"status": "skipped", "reason": start.skipped_reason or ""})
+            )
+            return
+        assert start.run_id is not None
+        integration = store.get_integration(integration_id)  # the cursor as start_run left it
+        from integrations_dagster.authoring.context import http_factory_for
+
+        try:
+            result = engine.enumerate(
+                store, integration, start.run_id, log=context.log,
+                http_factory=http_factory_for(engine, store, provider, integration, start.run_id),
+            )
+        except Exception as exc:
+            from integrations_dagster.security.redaction import safe_error
+
+            context.log_event(
+                AssetObservation(asset_key=asset_key(key), partition=str(integration_id),
+                                 metadata={"status": "failed", "sync_run_id": start.run_id,
+                                           "error": safe_error(exc, integration)})
+            )
+            from integrations_dagster.orchestration.checks import log_health_checks
+
+            log_health_checks(context, store, engine, integration_id)
+            raise Failure(
+                description=f"enumeration of {integration} failed; cursor unchanged: {safe_error(exc, integration)}",
+                metadata={"sync_run_id": start.run_id},
+                allow_retries=False,
+            ) from None
+        if result.items == 0:
+            _record(context, engine.reconcile(store, result.run_id, log=context.log), store, engine)
+            return
+        for chunk in range(result.chunks):
+            yield DynamicOutput({"run_id": result.run_id, "chunk": chunk}, mapping_key=f"chunk_{chunk}")
+
+    @op(
+        name=f"{key}_process_chunk",
+        retry_policy=RetryPolicy(max_retries=3, delay=1, backoff=Backoff.EXPONENTIAL),
+        tags={"kind": "listeners"},
+    )
+    def process_op(context: OpExecutionContext, integrations: IntegrationsResource, chunk: dict) -> dict:
+        """Run the listeners of one chunk's unfinished items, retrying each item inside the step."""
+        store = integrations.get_store()
+        reopen = context.run.parent_run_id is not None and context.retry_number == 0
+        res = engine.process_chunk(
+            store, chunk["run_id"], chunk["chunk"], reopen_failed=reopen, dagster_run_id=context.run_id,
+            log=context.log,
+        )
+        if res.waiting:
+            raise RetryRequested(max_retries=100_000, seconds_to_wait=res.wait_seconds)
+        settled = engine.try_reconcile(store, chunk["run_id"], log=context.log, after_chunk=chunk["chunk"])
+        if settled is not None:
+            _record(context, settled, store, engine)
+        if res.failed:
+            from integrations_dagster.orchestration.failure_text import ChunkFailure
+
+            text = ChunkFailure(
+                integration_id=context.partition_key, sync_run_id=chunk["run_id"], chunk=chunk["chunk"],
+                failed_items=res.failed_items, failed=res.failed, succeeded=res.succeeded,
+                tries=engine.settings.item_tries,
+            )
+            raise Failure(description=text.description(), metadata=text.metadata(), allow_retries=False)
+        return {"run_id": chunk["run_id"], "chunk": chunk["chunk"], "succeeded": res.succeeded}
+
+    @op(name=f"{key}_reconcile", tags={"kind": "reconcile"})
+    def reconcile_op(context: OpExecutionContext, integrations: IntegrationsResource, chunks: list) -> dict:
+        """Settle the run: counts, status, cursor (idempotent; chunk steps may have done it already)."""
+        if not chunks:  # the run was skipped (single flight) or had no items: settled by enumerate
+            return {}
+        store = integrations.get_store()
+        run_id = chunks[0]["run_id"]
+        result = engine.reconcile(store, run_id, log=context.log)
+        _record(context, result, store, engine)
+        if not result.final:
+            raise Failure(description=f"sync run {run_id} still has {result.pending_count} unfinished items")
+        return result.as_metadata()
+
+    # Every run of a partition carries the integration tag, however it was launched (sensor, CLI,
+    # or the UI's Launchpad), so dagster.yaml's one-run-per-integration queue limit applies to all.
+    config = PartitionedConfig(
+        partitions_def=partitions,
+        run_config_for_partition_key_fn=lambda _key: {},
+        tags_for_partition_key_fn=lambda partition_key: {INTEGRATION_TAG: partition_key, PROVIDER_TAG: key},
+    )
+
+    @job(
+        name=job_name(key),
+        config=config,
+        executor_def=executor,
+        tags={PROVIDER_TAG: key},
+        description=f"Sync one {key} integration (partition = integration id).",
+    )
+    def sync_job():  # type: ignore[no-untyped-def]
+        reconcile_op(enumerate_op().map(process_op).collect())
+
+    return sync_job
+
+
+def _executor(settings: SyncSettings) -> ExecutorDefinition:
+    if settings.executor == "multiprocess":
+        return multiprocess_executor.configured({"max_concurrent": settings.max_concurrent_steps})
+    return in_process_executor
+
+
+def build_definitions(
+    *,
+    providers: Sequence[Provider],
+    listeners: ListenersArg = None,
+    settings: SyncSettings | None = None,
+    health: HealthPolicy | None = None,
+    resources: dict[str, Any] | None = None,
+    extra: Iterable[Definitions] = (),
+    sensors: bool = True,
+    operator_jobs: bool = True,
+) -> Definitions:
+    """Dagster definitions for ``providers``: per provider a ``<key>_sync`` job partitioned by integration,
+    an asset ``["integrations", key]`` (the sync timeline) and, when available, its sensor; plus the
+    operator jobs (skip, retry, advance cursor, prune)."""
+    settings = settings or SyncSettings()
+    from integrations_dagster.orchestration.code_location import make_engine  # the same engine as the CLI's Dagster-free load_engine
+
+    engine = make_engine(providers=providers, listeners=listeners, settings=settings, health=health)
+    executor = _executor(settings)
+    jobs = [build_sync_job(p, engine, executor) for p in engine.providers.values()]
+    assets = [
+        AssetSpec(
+            asset_key(p.key),
+            partitions_def=DynamicPartitionsDefinition(name=partitions_name(p.key)),
+            description=f"Sync timeline of {p.key} integrations: one materialisation per reconciled run.",
+            group_name="integrations",
+        )
+        for p in engine.providers.values()
+    ]
+    from integrations_dagster.orchestration.checks import build_health_checks
+
+    checks = [build_health_checks(p.key, engine) for p in engine.providers.values()]
+    all_sensors: list[Any] = []
+    schedules: list[Any] = []
+    if sensors:
+        try:
+            from integrations_dagster.orchestration.sensors import build_sync_sensors
+        except ImportError:
+            pass
+        else:
+            all_sensors.extend(build_sync_sensors(engine=engine, settings=settings))
+        from integrations_dagster.orchestration.checks import build_health_sensor
+
+        all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
+    if operator_jobs:
+        try:
+            from integrations_dagster.orchestration.operator_jobs import build_operator_definitions
+        except ImportError:
+            pass
+        else:
+            op_jobs, op_schedules = build_operator_definitions(engine=engine)
+            jobs.extend(op_jobs)
+            schedules.extend(op_schedules)
+    res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=settings.database_url)}
+    res.update(resources or {})
+    defs = Definitions(
+        jobs=jobs, assets=assets, asset_checks=checks, sensors=all_sensors, schedules=schedules, resources=res,
+        metadata={"integrations_engine": "integrations_dagster"},
+    )
+    _ENGINES[id(defs)] = engine
+    if extra:
+        defs = Definitions.merge(defs, *extra)
+        _ENGINES[id(defs)] = engine
+    return defs
+
+
+_ENGINES: dict[int, SyncEngine] = {}
+
+
+def engine_of(defs: Definitions) -> SyncEngine:
+    """The engine behind definitions made by ``build_definitions`` (for the CLI and tests)."""
+    try:
+        return _ENGINES[id(defs)]
+    except KeyError:
+        raise LookupError("these Definitions were not made by integrations_dagster.build_definitions") from None

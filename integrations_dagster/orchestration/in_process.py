@@ -1,0 +1,124 @@
+"""Running sync jobs outside the daemon: the CLI's ``sync --wait`` and ``retry``, the demo, the tests.
+
+``execute_job`` needs a reconstructable job so that re-execution (and the multiprocess executor)
+can load it again; ``DefinitionsRef`` names where the definitions live (a module attribute holding
+``Definitions``, or a factory function called with JSON-able keyword arguments).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    Definitions,
+    build_reconstructable_job,
+)
+
+from integrations_dagster.orchestration.definitions import INTEGRATION_TAG, PROVIDER_TAG, TRIGGER_TAG, job_name, partitions_name
+
+
+@dataclass(frozen=True)
+class DefinitionsRef:
+    module: str
+    attr: str = "defs"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Definitions:
+        return load_definitions(self.module, self.attr, json.dumps(self.kwargs, sort_keys=True))
+
+    def reconstructable_job(self, name: str) -> Any:
+        return build_reconstructable_job(
+            "integrations_dagster.orchestration.in_process",
+            "load_job",
+            reconstructable_args=(self.module, self.attr, json.dumps(self.kwargs, sort_keys=True), name),
+        )
+
+
+_DEFS_CACHE: dict[tuple[str, str, str], Definitions] = {}
+
+
+def load_definitions(module: str, attr: str, kwargs_json: str) -> Definitions:
+    key = (module, attr, kwargs_json)
+    defs = _DEFS_CACHE.get(key)
+    if defs is None:
+        target = getattr(importlib.import_module(module), attr)
+        kwargs = json.loads(kwargs_json)
+        defs = target(**kwargs) if callable(target) and not isinstance(target, Definitions) else target
+        if not isinstance(defs, Definitions):
+            raise TypeError(f"{module}.{attr} is not Definitions (or a function returning them)")
+        _DEFS_CACHE[key] = defs
+    return defs
+
+
+def load_job(module: str, attr: str, kwargs_json: str, name: str) -> Any:
+    return load_definitions(module, attr, kwargs_json).resolve_job_def(name)
+
+
+def ensure_partition(instance: DagsterInstance, provider_key: str, integration_id: int) -> None:
+    name = partitions_name(provider_key)
+    key = str(integration_id)
+    if not instance.has_dynamic_partition(name, key):
+        instance.add_dynamic_partitions(name, [key])
+
+
+def sync_tags(provider_key: str, integration_id: int, trigger: str) -> dict[str, str]:
+    return {
+        "dagster/partition": str(integration_id),
+        "dagster/partition_set": f"{job_name(provider_key)}_partition_set",
+        PROVIDER_TAG: provider_key,
+        INTEGRATION_TAG: str(integration_id),
+        TRIGGER_TAG: trigger,
+    }
+
+
+def execute_sync(
+    ref: DefinitionsRef,
+    provider_key: str,
+    integration_id: int,
+    *,
+    instance: DagsterInstance,
+    trigger: str = "manual",
+    tags: dict[str, str] | None = None,
+    log_level: str = "DEBUG",
+    workspace: str | os.PathLike[str] | None = None,
+) -> DagsterRun:
+    """Execute one sync run in this process against ``instance``; it appears in the UI's run history.
+
+    ``log_level`` only affects what is echoed to this process's console; the event log keeps everything.
+    The run carries the origin of the code location of ``ref`` in ``workspace`` (default
+    ``$INTEGRATIONS_WORKSPACE``, else ``./workspace.yaml``), so the UI can re-execute it.
+    """
+    ensure_partition(instance, provider_key, integration_id)
+    all_tags = sync_tags(provider_key, integration_id, trigger)
+    all_tags.update(tags or {})
+    # Like execute_job, but the run carries its code location's origin, so the UI can re-execute it.
+    from integrations_dagster.orchestration.reexecutable import execute_run_with_origin
+
+    return execute_run_with_origin(
+        ref, job_name(provider_key), instance=instance, tags=all_tags, run_config=_console(log_level),
+        workspace=workspace,
+    )
+
+
+def _console(log_level: str) -> dict[str, Any]:
+    return {"loggers": {"console": {"config": {"log_level": log_level.upper()}}}}
+
+
+def reexecute_from_failure(
+    ref: DefinitionsRef, dagster_run_id: str, *, instance: DagsterInstance, log_level: str = "DEBUG"
+) -> DagsterRun:
+    """Re-execute a failed sync run from failure: only failed chunks run again, then reconcile."""
+    parent = instance.get_run_by_id(dagster_run_id)
+    if parent is None:
+        raise LookupError(f"Dagster run {dagster_run_id} not found")
+    from integrations_dagster.orchestration.reexecutable import reexecute_run_from_failure
+
+    return reexecute_run_from_failure(
+        ref, dagster_run_id, instance=instance, extra_tags={TRIGGER_TAG: "retry"}, run_config=_console(log_level)
+    )

@@ -1,0 +1,362 @@
+"""Per-provider sync sensors: the seed's ``integrations:sync`` command, as Dagster sensors.
+
+One sensor per provider, ``<key>_sync_sensor``. Each tick returns one ``SensorResult`` that
+
+1. keeps the provider's dynamic partitions equal to its integrations (one query of ids, compared with
+   ``instance.get_dynamic_partitions``; new ids added, deleted ones removed);
+2. finds the due integrations with one indexed query (``provider_key``, ``enabled``,
+   ``next_sync_at <= now``; ``ix_integrations_due``), in ``(next_sync_at, id)`` order, at most
+   ``sensor_max_runs_per_tick`` rows, starting after the position stored in the sensor cursor;
+3. skips the ones whose previous run is still in flight: one ``instance.get_runs`` query for the
+   sync job's queued/running runs plus one query of ``sync_runs`` in ``enumerating``/``processing``
+   (a sync run whose Dagster run is known to be over is abandoned, not in flight: the next run's
+   ``start_run`` cleans it up, exactly as the engine decides), and says so in the tick log;
+4. requests one run per remaining integration, ``run_key = "<id>:<next_sync_at ISO>"``, so that two
+   ticks that saw the same state never launch the same sync twice;
+5. claims the requested integrations: ``next_sync_at`` moves to ``now + interval x multiplier`` (one
+   UPDATE), so a run that is lost before it reconciles (cancelled while queued, a crashed run
+   worker) is retried at the normal cadence under a new run key instead of being de-duplicated
+   forever; reconciliation then sets the real next time.
+
+The cursor (a pydantic model stored as JSON) records the last ``(next_sync_at, id)`` examined when a
+tick was full, so the next tick continues after it; a tick that reaches the end of the due list
+starts over from the beginning next time. A cursor that cannot be read is ignored (logged).
+
+The query count of a tick is constant: 4 on our database (ids, due, in-flight sync runs, claim) and
+2 on Dagster's (dynamic partitions, in-flight runs), whatever the number of integrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dagster import (
+    DefaultSensorStatus,
+    DynamicPartitionsDefinition,
+    RunRequest,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import and_, bindparam, or_, select, update
+
+from integrations_dagster.orchestration.definitions import (
+    ALIVE_STATUSES,
+    INTEGRATION_TAG,
+    PROVIDER_TAG,
+    TRIGGER_TAG,
+    job_name,
+    partitions_name,
+)
+from integrations_dagster.engine.health import DISABLED, schedule_next
+from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.orchestration.resource import IntegrationsResource
+from integrations_dagster.settings import SyncSettings
+from integrations_dagster.store import Store, as_utc
+from integrations_dagster.store import models as m
+from integrations_dagster.store.store import RUN_IN_FLIGHT
+
+PARTITION_TAG = "dagster/partition"
+PARTITION_SET_TAG = "dagster/partition_set"
+SCHEDULE_TRIGGER = "schedule"
+
+
+def sensor_name(provider_key: str) -> str:
+    return f"{provider_key}_sync_sensor"
+
+
+def run_key_for(integration_id: int, next_sync_at: datetime) -> str:
+    """``"<id>:<next_sync_at as UTC ISO-8601>"``: the same due time always gives the same key."""
+    return f"{integration_id}:{as_utc(next_sync_at).astimezone(UTC).isoformat()}"
+
+
+class SyncSensorCursor(BaseModel):
+    """Where the last full tick stopped in the ``(next_sync_at, id)`` order of due integrations."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: int = 1
+    after_next_sync_at: datetime | None = None
+    after_id: int | None = None
+
+    @property
+    def at_start(self) -> bool:
+        return self.after_next_sync_at is None or self.after_id is None
+
+    @classmethod
+    def parse(cls, raw: str | None) -> tuple[SyncSensorCursor, str | None]:
+        """The stored cursor, or a fresh one and the reason when it cannot be read."""
+        if not raw:
+            return cls(), None
+        try:
+            cursor = cls.model_validate_json(raw)
+        except (ValidationError, ValueError) as exc:
+            return cls(), f"ignoring unreadable sensor cursor {raw[:200]!r}: {type(exc).__name__}"
+        if cursor.version != 1:
+            return cls(), f"ignoring sensor cursor of unknown version {cursor.version}"
+        return cursor, None
+
+    def serialize(self) -> str:
+        return self.model_dump_json()
+
+
+@dataclass
+class TickReport:
+    """What one tick decided (for logs, tests and the benchmark)."""
+
+    now: datetime
+    due: list[int] = field(default_factory=list)
+    requested: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)
+    added_partitions: list[str] = field(default_factory=list)
+    deleted_partitions: list[str] = field(default_factory=list)
+    cursor: SyncSensorCursor = field(default_factory=SyncSensorCursor)
+
+
+def _due_query(provider: Provider, cursor: SyncSensorCursor, now: datetime, limit: int) -> Any:
+    i = m.integrations
+    stmt = (
+        select(i.c.id, i.c.next_sync_at, i.c.sync_interval_minutes, i.c.sync_cron, i.c.health)
+        .where(i.c.provider_key == provider.key, i.c.enabled.is_(True), i.c.next_sync_at <= now)
+        .where(i.c.health != DISABLED)
+        .order_by(i.c.next_sync_at, i.c.id)
+        .limit(limit)
+    )
+    if provider.default_sync_interval is None:
+        # Neither its own interval, nor a cron, nor a provider default: not scheduled.
+        stmt = stmt.where(or_(i.c.sync_interval_minutes.is_not(None), i.c.sync_cron.is_not(None)))
+    if not cursor.at_start:
+        after = cursor.after_next_sync_at
+        stmt = stmt.where(
+            or_(i.c.next_sync_at > after, and_(i.c.next_sync_at == after, i.c.id > cursor.after_id))
+        )
+    return stmt
+
+
+def evaluate_sync_tick(
+    context: SensorEvaluationContext,
+    *,
+    store: Store,
+    provider: Provider,
+    engine: Any,
+    max_runs: int,
+) -> tuple[SensorResult, TickReport]:
+    """One tick of ``provider``'s sync sensor (see the module docstring)."""
+    key = provider.key
+    log = context.log
+    now = as_utc(engine.clock())
+    cursor, problem = SyncSensorCursor.parse(context.cursor)
+    if problem:
+        log.warning(problem)
+    report = TickReport(now=now)
+    partitions = DynamicPartitionsDefinition(name=partitions_name(key))
+
+    with store.engine.connect() as conn:
+        # 1. partitions == integrations
+        ids = {str(x) for x in conn.execute(
+            select(m.integrations.c.id).where(m.integrations.c.provider_key == key)).scalars()}
+        # 2. due integrations, one page after the cursor
+        rows = conn.execute(_due_query(provider, cursor, now, max_runs)).all()
+        due_ids = [int(r.id) for r in rows]
+        # 3b. our own in-flight runs of those integrations
+        in_flight_sync: dict[int, Any] = {}
+        if due_ids:
+            for run in conn.execute(
+                select(m.sync_runs.c.id, m.sync_runs.c.integration_id, m.sync_runs.c.status,
+                       m.sync_runs.c.dagster_run_id, m.sync_runs.c.started_at)
+                .where(m.sync_runs.c.integration_id.in_(due_ids), m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
+                .order_by(m.sync_runs.c.id)
+            ):
+                in_flight_sync.setdefault(int(run.integration_id), run)
+
+    existing = set(context.instance.get_dynamic_partitions(partitions_name(key)))
+    report.added_partitions = sorted(ids - existing, key=_int_order)
+    report.deleted_partitions = sorted(existing - ids, key=_int_order)
+    requests_for_partitions: list[Any] = []
+    if report.added_partitions:
+        requests_for_partitions.append(partitions.build_add_request(report.added_partitions))
+    if report.deleted_partitions:
+        requests_for_partitions.append(partitions.build_delete_request(report.deleted_partitions))
+
+    # 3a. Dagster runs of this job that are queued or running
+    alive_runs: dict[str, Any] = {}
+    alive_run_ids: set[str] = set()
+    if due_ids:
+        for run in context.instance.get_runs(
+            RunsFilter(job_name=job_name(key), statuses=list(ALIVE_STATUSES))
+        ):
+            from integrations_dagster.orchestration.definitions import fail_if_owner_dead
+
+            if fail_if_owner_dead(context.instance, run):  # its process is gone: not in flight
+                continue
+            alive_run_ids.add(run.run_id)
+            part = run.tags.get(PARTITION_TAG) or run.tags.get(INTEGRATION_TAG)
+            if part is not None:
+                alive_runs.setdefault(part, run)
+
+    stale_before = now - timedelta(seconds=engine.settings.job_timeout)
+    run_requests: list[RunRequest] = []
+    claims: list[dict[str, Any]] = []
+    report.due = due_ids
+    for row in rows:
+        iid = int(row.id)
+        dagster_run = alive_runs.get(str(iid))
+        if dagster_run is not None:
+            report.skipped[iid] = (
+                f"integration {iid}: skipped, Dagster run {dagster_run.run_id} is still "
+                f"{dagster_run.status.value.lower()}"
+            )
+            continue
+        sync_run = in_flight_sync.get(iid)
+        if sync_run is not None:
+            reason = _in_flight_reason(iid, sync_run, alive_run_ids, stale_before)
+            if reason is not None:
+                report.skipped[iid] = reason
+                continue
+            log.info(
+                f"integration {iid}: sync run {sync_run.id} ({sync_run.status}) was abandoned by Dagster run "
+                f"{sync_run.dagster_run_id}; the new run cleans it up"
+            )
+        next_at = as_utc(row.next_sync_at)
+        run_requests.append(
+            RunRequest(
+                partition_key=str(iid),
+                run_key=run_key_for(iid, next_at),
+                # The partition tags are set here, already resolved: the partition exists (or is
+                # added by this same result), and Dagster would otherwise check each request's
+                # partition with its own queries (about 2 per request).
+                tags={
+                    PARTITION_TAG: str(iid),
+                    PARTITION_SET_TAG: f"{job_name(key)}_partition_set",
+                    PROVIDER_TAG: key,
+                    INTEGRATION_TAG: str(iid),
+                    TRIGGER_TAG: SCHEDULE_TRIGGER,
+                },
+            )
+        )
+        report.requested.append(iid)
+        claim = schedule_next(
+            row, now=now, default_interval=provider.default_sync_interval,
+            multiplier=engine.health.multiplier(row.health),
+        ) or now + timedelta(seconds=engine.settings.job_timeout)
+        claims.append({"b_id": iid, "b_claim": claim, "b_now": now})
+
+    # 5. claim what was requested (only rows that are still due: never clobber a fresh reconcile)
+    if claims:
+        i = m.integrations
+        with store.begin() as conn:
+            conn.execute(
+                update(i)
+                .where(i.c.id == bindparam("b_id"), i.c.next_sync_at <= bindparam("b_now"))
+                .values(next_sync_at=bindparam("b_claim")),
+                claims,
+            )
+
+    for line in report.skipped.values():
+        log.info(line)
+    if len(rows) >= max_runs:
+        last = rows[-1]
+        report.cursor = SyncSensorCursor(after_next_sync_at=as_utc(last.next_sync_at), after_id=int(last.id))
+    else:
+        report.cursor = SyncSensorCursor()
+    log.info(
+        f"{key}: {len(due_ids)} due, {len(run_requests)} requested, {len(report.skipped)} skipped in flight"
+        + (f", +{len(report.added_partitions)}/-{len(report.deleted_partitions)} partitions"
+           if report.added_partitions or report.deleted_partitions else "")
+        + ("" if report.cursor.at_start else f"; page full, next tick continues after integration "
+                                              f"{report.cursor.after_id}")
+    )
+    skip_message = None
+    if not run_requests:
+        skip_message = (f"{len(report.skipped)} due integration(s) still in flight" if report.skipped
+                        else "no integration is due")
+    return (
+        SensorResult(
+            run_requests=run_requests,
+            dynamic_partitions_requests=requests_for_partitions,
+            cursor=report.cursor.serialize(),
+            skip_message=skip_message,
+        ),
+        report,
+    )
+
+
+def _in_flight_reason(iid: int, run: Any, alive_run_ids: set[str], stale_before: datetime) -> str | None:
+    """Why ``run`` still counts as in flight, or None when the engine would treat it as abandoned.
+
+    Mirrors ``SyncEngine.start_run``: an enumeration whose Dagster run is over (or that is older
+    than ``job_timeout``) is abandoned; so is a processing run whose Dagster run is over.
+    """
+    if run.dagster_run_id is None:
+        alive = None
+    else:
+        alive = run.dagster_run_id in alive_run_ids
+    stale = as_utc(run.started_at) < stale_before
+    if run.status == "enumerating" and (alive is False or stale):
+        return None
+    if run.status == "processing" and alive is False:
+        return None
+    return (
+        f"integration {iid}: skipped, sync run {run.id} is still {run.status}"
+        + (f" (Dagster run {run.dagster_run_id})" if run.dagster_run_id else "")
+    )
+
+
+def _int_order(value: str) -> tuple[int, str]:
+    try:
+        return (int(value), value)
+    except ValueError:
+        return (0, value)
+
+
+def build_sync_sensor(
+    *,
+    provider: Provider,
+    engine: Any,
+    name: str | None = None,
+    minimum_interval_seconds: int = 30,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+    max_runs_per_tick: int = 100,
+) -> SensorDefinition:
+    """The sync sensor of one provider: requests a ``<key>_sync`` run per due integration."""
+    key = provider.key
+
+    @sensor(
+        name=name or sensor_name(key),
+        job_name=job_name(key),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=(
+            f"Requests a {job_name(key)} run for every {key} integration whose next_sync_at has passed "
+            f"(at most {max_runs_per_tick} per tick), skipping integrations whose previous run is still in "
+            "flight, and keeps the partitions equal to the integrations."
+        ),
+    )
+    def _sync_sensor(context: SensorEvaluationContext, integrations: IntegrationsResource) -> SensorResult:
+        result, _ = evaluate_sync_tick(
+            context, store=integrations.get_store(), provider=provider, engine=engine, max_runs=max_runs_per_tick
+        )
+        return result
+
+    return _sync_sensor
+
+
+def build_sync_sensors(*, engine: Any, settings: SyncSettings) -> Sequence[SensorDefinition]:
+    """One ``<key>_sync_sensor`` per provider, configured by ``settings`` (called by ``build_definitions``)."""
+    status = DefaultSensorStatus.RUNNING if settings.sensor_default_running else DefaultSensorStatus.STOPPED
+    return [
+        build_sync_sensor(
+            provider=p,
+            engine=engine,
+            minimum_interval_seconds=settings.sensor_interval_seconds,
+            default_status=status,
+            max_runs_per_tick=settings.sensor_max_runs_per_tick,
+        )
+        for p in engine.providers.values()
+    ]

@@ -1,0 +1,440 @@
+"""The state store: integrations, sync runs and sync items in SQLite or PostgreSQL.
+
+One ``Store`` per database URL per process (``Store.for_url``). Migrations run on first use.
+Writes that must not race (starting a run, claiming a chunk, reconciling) run in one transaction
+that locks the rows involved: ``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` (a
+database-wide write lock) on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
+
+from integrations_dagster.errors import IntegrationNotFound, SyncItemNotFound
+from integrations_dagster.authoring.integration import Integration
+from integrations_dagster.security.secrets import CredentialCipher
+from integrations_dagster.store import models as m
+
+TERMINAL = ("success", "failed", "skipped")
+UNFINISHED = ("pending", "processing")
+RUN_IN_FLIGHT = ("enumerating", "processing")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes: they were written as UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (installed); SQLite paths get their folder created."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername.startswith("sqlite") and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return parsed.render_as_string(hide_password=False)
+
+
+class Store:
+    _instances: dict[str, Store] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, url: str, *, cipher: CredentialCipher | None = None) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.engine = self._make_engine()
+        self.cipher = cipher or CredentialCipher()
+        self._migrated = False
+
+    @classmethod
+    def for_url(cls, url: str) -> Store:
+        key = normalise_url(url)
+        with cls._lock:
+            store = cls._instances.get(key)
+            if store is None:
+                store = cls(key)
+                store.migrate()
+                cls._instances[key] = store
+            return store
+
+    @classmethod
+    def forget_all(cls) -> None:
+        """Dispose every cached store (tests, and after a fork)."""
+        with cls._lock:
+            for store in cls._instances.values():
+                store.engine.dispose()
+            cls._instances.clear()
+
+    # --- engine and transactions ---------------------------------------------------------
+    def _make_engine(self) -> Engine:
+        if self.is_sqlite:
+            engine = create_engine(self.url, connect_args={"timeout": 60, "isolation_level": None})
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                # Writes through ``Store.begin`` take the write lock up front, so a read-then-write
+                # transaction never fails to upgrade; every other transaction (reads, and listeners'
+                # write-first upserts) begins deferred so readers never queue behind a writer.
+                write = conn.get_execution_options().get("integrations_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite: ``BEGIN IMMEDIATE``, the database-wide write lock)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(integrations_write=True)
+            with conn.begin():
+                yield conn
+
+    def for_update(self, stmt: Any) -> Any:
+        return stmt if self.is_sqlite else stmt.with_for_update()
+
+    def migrate(self) -> None:
+        """Apply Alembic migrations up to head (idempotent; serialised on PostgreSQL)."""
+        if self._migrated:
+            return
+        from integrations_dagster.store.revisions import at_head
+
+        with self.engine.connect() as conn:
+            if at_head(conn):  # the common case, answered without importing Alembic
+                self._migrated = True
+                return
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(728130001)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        self._migrated = True
+
+    def id_in(self, column: Any, ids: Sequence[int]) -> Any:
+        """``column IN ids``; on PostgreSQL ``= ANY(array)`` so the statement text stays short and cached."""
+        if self.is_sqlite:
+            return column.in_(list(ids))
+        from sqlalchemy import BigInteger, any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except Exception:
+                return None
+
+    # --- integrations --------------------------------------------------------------------
+    def create_integration(
+        self,
+        *,
+        provider_key: str,
+        name: str,
+        metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        sync_interval_minutes: int | None = None,
+        sync_cron: str | None = None,
+        tenant: str = "default",
+        rate_limit: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> Integration:
+        now = now or utcnow()
+        encrypted = self.cipher.encrypt(credentials)
+        with self.begin() as conn:
+            new_id = conn.execute(
+                m.integrations.insert()
+                .values(
+                    tenant=tenant,
+                    provider_key=provider_key,
+                    name=name,
+                    metadata=metadata or {},
+                    credentials=encrypted,
+                    sync_interval_minutes=sync_interval_minutes,
+                    sync_cron=sync_cron,
+                    rate_limit=rate_limit,
+                    enabled=True,
+                    health="healthy",
+                    next_sync_at=now,  # a new integration is due at once
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(m.integrations.c.id)
+            ).scalar_one()
+        return self.get_integration(int(new_id))
+
+    def _row_to_integration(self, row: Any, *, decrypt: bool = True) -> Integration:
+        data = dict(row._mapping)
+        stored = data.pop("credentials", None)
+        for key in ("last_synced_at", "next_sync_at", "created_at", "updated_at"):
+            data[key] = as_utc(data.get(key))
+        data["credentials"] = self.cipher.decrypt(stored) if decrypt else {}
+        data["metadata"] = data.get("metadata") or {}
+        return Integration(**data)
+
+    def get_integration(self, integration_id: int, *, tenant: str | None = None, decrypt: bool = True) -> Integration:
+        stmt = select(m.integrations).where(m.integrations.c.id == integration_id)
+        if tenant is not None:
+            stmt = stmt.where(m.integrations.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise IntegrationNotFound(integration_id)
+        return self._row_to_integration(row, decrypt=decrypt)
+
+    def list_integrations(
+        self, *, provider_key: str | None = None, tenant: str | None = None, decrypt: bool = False
+    ) -> list[Integration]:
+        stmt = select(m.integrations).order_by(m.integrations.c.id)
+        if provider_key is not None:
+            stmt = stmt.where(m.integrations.c.provider_key == provider_key)
+        if tenant is not None:
+            stmt = stmt.where(m.integrations.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [self._row_to_integration(r, decrypt=decrypt) for r in conn.execute(stmt)]
+
+    def integration_ids(self, provider_key: str) -> list[int]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(m.integrations.c.id).where(m.integrations.c.provider_key == provider_key)
+                ).scalars()
+            )
+
+    def update_integration(self, integration_id: int, *, tenant: str | None = None, **values: Any) -> Integration:
+        if "credentials" in values:
+            values["credentials"] = self.cipher.encrypt(values["credentials"])
+        values["updated_at"] = utcnow()
+        stmt = m.integrations.update().where(m.integrations.c.id == integration_id).values(**values)
+        if tenant is not None:
+            stmt = stmt.where(m.integrations.c.tenant == tenant)
+        with self.begin() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise IntegrationNotFound(integration_id)
+        return self.get_integration(integration_id)
+
+    def delete_integration(self, integration_id: int, *, tenant: str | None = None) -> None:
+        stmt = m.integrations.delete().where(m.integrations.c.id == integration_id)
+        if tenant is not None:
+            stmt = stmt.where(m.integrations.c.tenant == tenant)
+        with self.begin() as conn:
+            # Children first so SQLite without FK enforcement and PostgreSQL agree.
+            exists = conn.execute(
+                select(m.integrations.c.id).where(m.integrations.c.id == integration_id)
+                .where(m.integrations.c.tenant == tenant if tenant is not None else True)
+            ).first()
+            if exists is None:
+                raise IntegrationNotFound(integration_id)
+            conn.execute(m.sync_items.delete().where(m.sync_items.c.integration_id == integration_id))
+            conn.execute(m.sync_runs.delete().where(m.sync_runs.c.integration_id == integration_id))
+            conn.execute(m.requests_log.delete().where(m.requests_log.c.integration_id == integration_id))
+            conn.execute(m.rate_budgets.delete().where(m.rate_budgets.c.integration_id == integration_id))
+            conn.execute(stmt)
+
+    # --- sync runs -----------------------------------------------------------------------
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(m.sync_runs).where(m.sync_runs.c.id == run_id)).first()
+        if row is None:
+            raise LookupError(f"sync run {run_id} not found")
+        return _run_dict(row)
+
+    def runs_for_integration(self, integration_id: int, *, limit: int = 20) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(m.sync_runs)
+                .where(m.sync_runs.c.integration_id == integration_id)
+                .order_by(m.sync_runs.c.id.desc())
+                .limit(limit)
+            )
+            return [_run_dict(r) for r in rows]
+
+    def run_for_dagster_run(self, dagster_run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(m.sync_runs).where(m.sync_runs.c.dagster_run_id == dagster_run_id).order_by(m.sync_runs.c.id)
+            ).first()
+        return _run_dict(row) if row is not None else None
+
+    def in_flight_runs(self, integration_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(m.sync_runs)
+                .where(m.sync_runs.c.integration_id == integration_id)
+                .where(m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
+            )
+            return [_run_dict(r) for r in rows]
+
+    def run_status(self, conn: Connection, run_id: int, *, lock: bool = False) -> str | None:
+        """The run's status in ``conn``'s transaction (None if the run is gone).
+
+        ``lock``: on PostgreSQL hold the row ``FOR SHARE`` until the transaction ends, so a
+        concurrent transition (``UPDATE ... WHERE status = ...``) waits for it; on SQLite a write
+        transaction already holds the database-wide write lock.
+        """
+        stmt = select(m.sync_runs.c.status).where(m.sync_runs.c.id == run_id)
+        if lock and not self.is_sqlite:
+            stmt = stmt.with_for_update(read=True)
+        return conn.execute(stmt).scalar()
+
+    def transition_run(
+        self, conn: Connection, run_id: int, expected: str | Sequence[str], action: str, **values: Any
+    ) -> None:
+        """Compare-and-set a run's state: ``UPDATE sync_runs SET ... WHERE id = run AND status IN
+        expected``; raises ``SyncRunStateConflict`` (``SyncRunDiscarded`` when the run was discarded)
+        when no row matched, i.e. another process moved the run first."""
+        from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
+
+        states = (expected,) if isinstance(expected, str) else tuple(expected)
+        done = conn.execute(
+            m.sync_runs.update()
+            .where(m.sync_runs.c.id == run_id, m.sync_runs.c.status.in_(states))
+            .values(**values)
+        ).rowcount
+        if done == 1:
+            return
+        row = conn.execute(
+            select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at).where(m.sync_runs.c.id == run_id)
+        ).first()
+        found = row.status if row is not None else None
+        if row is None or (row.status == "failed" and row.enumerated_at is None):
+            raise SyncRunDiscarded(run_id, states, found, action)
+        raise SyncRunStateConflict(run_id, states, found, action)
+
+    def item_counts(self, conn: Connection, run_id: int) -> dict[str, int]:
+        rows = conn.execute(
+            select(m.sync_items.c.status, func.count())
+            .where(m.sync_items.c.run_id == run_id)
+            .group_by(m.sync_items.c.status)
+        )
+        counts = {s: 0 for s in ("pending", "processing", "success", "failed", "skipped")}
+        for status, n in rows:
+            counts[status] = int(n)
+        return counts
+
+    _ITEM_COLUMNS = (
+        "run_id", "integration_id", "chunk", "status", "attempts", "deferrals", "external_id", "checkpoint",
+        "event_type", "payload", "created_at",
+    )
+
+    def insert_items(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert dispatched items; ``payload`` may be JSON text (as the session produces) or an object.
+
+        PostgreSQL: one ``COPY`` (an executemany costs a round trip per row); SQLite: one executemany.
+        """
+        if not rows:
+            return
+        dumps = json.dumps
+        cols = self._ITEM_COLUMNS
+
+        def payload(value: Any) -> str:
+            return value if isinstance(value, str) else dumps(value)
+
+        tuples = [
+            (r["run_id"], r["integration_id"], r["chunk"], r["status"], r["attempts"], r["deferrals"],
+             r["external_id"], dumps(r["checkpoint"]), r["event_type"], payload(r["payload"]), r["created_at"])
+            for r in rows
+        ]
+        self.insert_item_rows(conn, tuples)
+
+    def insert_item_rows(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``insert_items`` for rows already in ``_ITEM_COLUMNS`` order, checkpoint and payload as JSON text
+        (the session's hot path: no per-row dict)."""
+        if not rows:
+            return
+        cols = self._ITEM_COLUMNS
+        if self.is_sqlite:
+            marks = ", ".join("?" for _ in cols)
+            sqlite_rows = [(*r[:10], r[10].replace(tzinfo=None).isoformat(sep=" ")) for r in rows]
+            conn.exec_driver_sql(f"INSERT INTO sync_items ({', '.join(cols)}) VALUES ({marks})", sqlite_rows)
+            return
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY sync_items ({', '.join(cols)}) FROM STDIN") as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
+
+    def get_item(self, item_id: int, *, tenant: str | None = None) -> dict[str, Any]:
+        stmt = select(m.sync_items).where(m.sync_items.c.id == item_id)
+        if tenant is not None:
+            stmt = stmt.join(m.integrations, m.integrations.c.id == m.sync_items.c.integration_id).where(
+                m.integrations.c.tenant == tenant
+            )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise SyncItemNotFound(item_id)
+        return _item_dict(row)
+
+    def failed_items(self, *, integration_id: int | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
+        stmt = (
+            select(m.sync_items)
+            .join(m.integrations, m.integrations.c.id == m.sync_items.c.integration_id)
+            .where(m.sync_items.c.status == "failed")
+            .order_by(m.sync_items.c.id)
+        )
+        if integration_id is not None:
+            stmt = stmt.where(m.sync_items.c.integration_id == integration_id)
+        if tenant is not None:
+            stmt = stmt.where(m.integrations.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [_item_dict(r) for r in conn.execute(stmt)]
+
+    def items_for_run(self, run_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(m.sync_items).where(m.sync_items.c.run_id == run_id).order_by(m.sync_items.c.id))
+            return [_item_dict(r) for r in rows]
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    for key in ("started_at", "enumerated_at", "finished_at"):
+        data[key] = as_utc(data.get(key))
+    return data
+
+
+def _item_dict(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    for key in ("first_attempt_at", "next_attempt_at", "claimed_at", "finished_at", "created_at"):
+        data[key] = as_utc(data.get(key))
+    return data
+
+
+def chunked(values: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for v in values:
+        batch.append(v)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
