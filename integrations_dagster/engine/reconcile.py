@@ -7,9 +7,9 @@ module reads what it needs through ``store.items``/``store.runs``, applies it an
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from integrations_dagster.authoring.events import SyncCompleted, SyncItemFailed
 from integrations_dagster.authoring.provider import Provider
@@ -46,6 +46,74 @@ CURSOR_ERROR = "cursor not advanced: "
 
 def is_cursor_error(error: str | None) -> bool:
     return bool(error) and error.startswith(CURSOR_ERROR)  # type: ignore[union-attr]
+
+
+class RunRow(Protocol):
+    """What the decisions below read of a ``sync_runs`` row (a SQLAlchemy row has these attributes)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def enumerated_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def success_count(self) -> int: ...
+    @property
+    def failed_count(self) -> int: ...
+    @property
+    def skipped_count(self) -> int: ...
+    @property
+    def cursor_after(self) -> Any: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+# --- the decisions (pure: tests/test_reconcile_decisions.py) ------------------------------------
+def reconcilable(run: RunRow) -> bool:
+    """Whether reconcile may settle the run: never one still enumerating, a skipped one, or a
+    discarded one (failed before its enumeration finished: it has no items)."""
+    if run.status in (RunStatus.ENUMERATING, RunStatus.SKIPPED):
+        return False
+    return not (run.status == RunStatus.FAILED and run.enumerated_at is None)
+
+
+def already_settled(run: RunRow, status: str, counts: Mapping[str, int]) -> bool:
+    """Nothing moved since the run was settled: same status and counts, and no cursor error to retry.
+
+    Items only leave a settled state by changing the counts (failed -> success/skipped/pending), so
+    the same counts mean the same answer: no writes, no events, no re-reading of checkpoints.
+    """
+    return (
+        run.finished_at is not None
+        and run.status == status
+        and (run.success_count, run.failed_count, run.skipped_count)
+        == (counts["success"], counts["failed"], counts["skipped"])
+        and not is_cursor_error(run.error)  # a run that failed to compute its cursor tries again
+    )
+
+
+def run_error_after(previous: str | None, cursor_error: str | None) -> str | None:
+    """The run's error once settled: a cursor error clears once fixed, a new one replaces it; any
+    other error (e.g. an enumeration message) stays."""
+    if cursor_error:
+        return CURSOR_ERROR + cursor_error
+    return previous if not is_cursor_error(previous) else None
+
+
+def settlement_changed(
+    run: RunRow, status: str, counts: Mapping[str, int], cursor_after: Any, error: str | None
+) -> bool:
+    """Whether settling writes anything (and so fires events): any column differs from the row."""
+    return not (
+        run.status == status
+        and run.success_count == counts["success"]
+        and run.failed_count == counts["failed"]
+        and run.skipped_count == counts["skipped"]
+        and run.cursor_after == cursor_after
+        and run.finished_at is not None
+        and run.error == error
+    )
 
 
 def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, status: str, auth: bool,
@@ -116,9 +184,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             pending_count=unfinished,
             request_count=run.request_count,
         )
-        if run.status in (RunStatus.ENUMERATING, RunStatus.SKIPPED) or (
-            run.status == RunStatus.FAILED and run.enumerated_at is None
-        ):
+        if not reconcilable(run):
             return ReconcileResult(final=run.status != RunStatus.ENUMERATING, changed=False, status=run.status,
                                    cursor_after=run.cursor_after, **base)
         if unfinished:
@@ -128,14 +194,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             return ReconcileResult(final=False, changed=False, status=RunStatus.PROCESSING,
                                    cursor_after=None, **base)
         status = run_status(Counts.of(counts))
-        settled = (
-            run.finished_at is not None
-            and run.status == status
-            and (run.success_count, run.failed_count, run.skipped_count)
-            == (counts["success"], counts["failed"], counts["skipped"])
-            and not is_cursor_error(run.error)  # a run that failed to compute its cursor tries again
-        )
-        if settled:
+        if already_settled(run, status, counts):
             # Nothing moved since this run was settled (items only leave a settled state by
             # changing the counts: failed -> success/skipped/pending): same answer, no writes,
             # no events, and no re-reading of every checkpoint.
@@ -150,18 +209,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             fail_invalid_checkpoints(conn, run_id, outcome.invalid, now, log)
             counts = {**counts, "success": outcome.counts.success, "failed": outcome.counts.failed}
             base.update(success_count=counts["success"], failed_count=counts["failed"])
-        run_error = run.error if not is_cursor_error(run.error) else None  # a cursor error clears once fixed
-        if outcome.error:
-            run_error = CURSOR_ERROR + outcome.error
-        changed = not (
-            run.status == status
-            and run.success_count == counts["success"]
-            and run.failed_count == counts["failed"]
-            and run.skipped_count == counts["skipped"]
-            and run.cursor_after == cursor_after
-            and run.finished_at is not None
-            and run.error == run_error
-        )
+        run_error = run_error_after(run.error, outcome.error)
+        changed = settlement_changed(run, status, counts, cursor_after, run_error)
         finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
         duration = (finished_at - as_utc(run.started_at)).total_seconds()
         if changed:
