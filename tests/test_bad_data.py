@@ -19,6 +19,7 @@ import pytest
 
 from integrations_dagster import Provider, RateLimited, SyncItemEvent, SyncSettings, listener
 from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.store.items import max_string_checkpoint
 from integrations_dagster.authoring.events import SyncCompleted, SyncItemFailed
 from integrations_dagster.authoring.listeners import ListenerRegistry
 from integrations_dagster.operations.actions import advance_cursor, retry_failed_items, skip_item
@@ -384,7 +385,7 @@ def test_postgresql_maximum_shortcut_only_when_text_order_is_checkpoint_order(pg
             for i, cp in enumerate(checkpoints)
         ])
     with store.begin() as conn:
-        found, top = engine._max_string_checkpoint(conn, start.run_id, None)
+        found, top = max_string_checkpoint(conn, start.run_id, None)
         assert found is shortcut
         if found:
             assert top == max(checkpoints)

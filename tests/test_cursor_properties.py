@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from integrations_dagster.status import COMPLETED
 from integrations_dagster.engine.cursor import (
-    COMPLETED,
     Counts,
     CursorPolicy,
     ItemCheckpoint,

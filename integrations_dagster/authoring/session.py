@@ -18,6 +18,8 @@ from pydantic_core import PydanticSerializationError
 
 from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.authoring.events import SyncItemEvent
+from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
+from integrations_dagster.status import ItemStatus, RunStatus
 from integrations_dagster.store import utcnow
 
 if TYPE_CHECKING:
@@ -228,7 +230,7 @@ class SyncSession:
             # A row in Store._ITEM_COLUMNS order; the payload is JSON text straight from pydantic's
             # serializer, stored as is (COPY on PostgreSQL).
             self._buffer.append((
-                self.run_id, self.integration.id, self.dispatched // self.chunk_size, "pending", 0, 0,
+                self.run_id, self.integration.id, self.dispatched // self.chunk_size, ItemStatus.PENDING.value, 0, 0,
                 ext, checkpoint_json, type_name, payload, self._stamp,
             ))
             self.dispatched += 1
@@ -317,11 +319,9 @@ class SyncSession:
             # Only into a run that is still enumerating (checked under a lock in the same
             # transaction): a run discarded meanwhile never gets rows back, and its enumeration fails.
             status = self._store.run_status(conn, self.run_id, lock=True)
-            if status != "enumerating":
-                from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
-
-                cls = SyncRunDiscarded if status in (None, "failed") else SyncRunStateConflict
-                raise cls(self.run_id, "enumerating", status, "store dispatched items")
+            if status != RunStatus.ENUMERATING:
+                cls = SyncRunDiscarded if status in (None, RunStatus.FAILED) else SyncRunStateConflict
+                raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
             self._store.insert_item_rows(conn, rows)
 
     def finish(self) -> None:

@@ -25,24 +25,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from enum import StrEnum
 from typing import Any, NamedTuple
 
 from integrations_dagster.errors import IntegrationsError
+from integrations_dagster.status import ItemStatus, RunStatus
 
-#: Item statuses that let the cursor pass (``superseded``: a later version of the item completed).
-COMPLETED = ("success", "skipped", "superseded")
-UNFINISHED = ("pending", "processing")
 LOW_WATER, STRICT = "low_water_mark", "strict"
 #: Completed checkpoints are handed to a custom reducer in pages of this many (memory stays flat).
 PAGE = 5000
-
-
-class RunStatus(StrEnum):
-    PROCESSING = "processing"
-    SUCCESS = "success"
-    PARTIAL = "partial"
-    FAILED = "failed"
 
 
 class UnorderableCheckpoint(IntegrationsError, TypeError):
@@ -298,7 +288,7 @@ def _settle_default(
         if ref is None and kind is not None:
             ref = held_first[1] if held_first is not None and held_first[0] < it.id else kind
         if kind is None or kind != ref:
-            if it.status == "success":  # skipped and superseded items do not count: leave them be
+            if it.status == ItemStatus.SUCCESS:  # skipped and superseded items do not count: leave them be
                 invalid.append(InvalidItem(it.id, it.external_id, _invalid_message(
                     cp, example, old if old_kind else None)))
             continue

@@ -27,6 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from integrations_dagster.status import RunStatus
+
 HEALTHY, DEGRADED, FAILING, DISABLED = "healthy", "degraded", "failing", "disabled"
 
 
@@ -101,9 +103,9 @@ def after_run(
     policy: HealthPolicy,
 ) -> dict[str, Any]:
     """The integration columns to write after a run ends with ``run_status``."""
-    if run_status == "success":
+    if run_status == RunStatus.SUCCESS:
         failures, auth_failures = 0, 0
-    elif run_status in ("partial", "failed"):
+    elif run_status in (RunStatus.PARTIAL, RunStatus.FAILED):
         failures = integration.consecutive_failures + 1
         auth_failures = integration.consecutive_auth_failures + 1 if auth_failure else 0
     else:  # skipped: nothing ran

@@ -18,15 +18,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, select, update
-
 from integrations_dagster.engine.cron import validate_cron
 from integrations_dagster.engine.engine import ReconcileResult, RunAliveCheck, SyncEngine
+from integrations_dagster.engine.runs import run_alive
 from integrations_dagster.errors import CredentialsError, IntegrationNotFound, IntegrationsError
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.security.secrets import CredentialCipher
 from integrations_dagster.store import Store, as_utc, utcnow
-from integrations_dagster.store import models as m
+from integrations_dagster.status import UNFINISHED, ItemStatus
+from integrations_dagster.store import operator as op_sql
 from integrations_dagster.store.store import chunked
 
 log_default = logging.getLogger("integrations_dagster.operations")
@@ -44,10 +44,6 @@ def _noop(_: str) -> None:
 def iso(value: datetime | None) -> str | None:
     value = as_utc(value)
     return value.isoformat() if value is not None else None
-
-
-def _tenant_ids(tenant: str):  # type: ignore[no-untyped-def]
-    return select(m.integrations.c.id).where(m.integrations.c.tenant == tenant)
 
 
 # --- integrations ------------------------------------------------------------------------------
@@ -76,13 +72,7 @@ def integration_dict(integ: Integration, *, has_credentials: bool) -> dict[str, 
 
 
 def _credential_flags(store: Store, ids: Sequence[int]) -> dict[int, bool]:
-    t = m.integrations
-    out: dict[int, bool] = {}
-    with store.engine.connect() as conn:
-        for part in chunked(ids, 1000):
-            for iid, has in conn.execute(select(t.c.id, t.c.credentials.is_not(None)).where(t.c.id.in_(part))):
-                out[int(iid)] = bool(has)
-    return out
+    return op_sql.credential_flags(store, ids)
 
 
 def add_integration(
@@ -162,43 +152,7 @@ def status_rows(
     store: Store, *, integration_id: int | None = None, tenant: str | None = None
 ) -> list[dict[str, Any]]:
     """One row per integration, from one grouped query (no query per integration)."""
-    i, r, it = m.integrations, m.sync_runs, m.sync_items
-    items = (
-        select(
-            it.c.integration_id.label("iid"),
-            func.sum(case((it.c.status.in_(("pending", "processing")), 1), else_=0)).label("pending"),
-            func.sum(case((it.c.status == "failed", 1), else_=0)).label("failed"),
-        )
-        .where(it.c.status.in_(("pending", "processing", "failed")))
-        .group_by(it.c.integration_id)
-        .subquery("item_counts")
-    )
-    latest = select(r.c.integration_id.label("iid"), func.max(r.c.id).label("run_id")).group_by(
-        r.c.integration_id
-    ).subquery("latest_run")
-    last = r.alias("last_run")
-    stmt = (
-        select(
-            i.c.id, i.c.tenant, i.c.provider_key, i.c.name, i.c.enabled, i.c.health, i.c.cursor,
-            i.c.last_synced_at, i.c.next_sync_at,
-            last.c.id.label("last_run_id"), last.c.status.label("last_run_status"),
-            last.c.dagster_run_id.label("last_dagster_run_id"),
-            func.coalesce(items.c.pending, 0).label("pending"),
-            func.coalesce(items.c.failed, 0).label("failed"),
-        )
-        .select_from(
-            i.outerjoin(items, items.c.iid == i.c.id)
-            .outerjoin(latest, latest.c.iid == i.c.id)
-            .outerjoin(last, last.c.id == latest.c.run_id)
-        )
-        .order_by(i.c.id)
-    )
-    if integration_id is not None:
-        stmt = stmt.where(i.c.id == integration_id)
-    if tenant is not None:
-        stmt = stmt.where(i.c.tenant == tenant)
-    with store.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
+    rows = op_sql.status_rows(store, integration_id=integration_id, tenant=tenant)
     if integration_id is not None and not rows:
         raise IntegrationNotFound(integration_id)
     return [
@@ -234,7 +188,7 @@ def item_dict(item: dict[str, Any]) -> dict[str, Any]:
         "attempts": item["attempts"],
         "last_error": item["last_error"],
         "skip_reason": item.get("skip_reason"),
-        "failed_at": iso(item["finished_at"]) if item["status"] == "failed" else None,
+        "failed_at": iso(item["finished_at"]) if item["status"] == ItemStatus.FAILED else None,
     }
 
 
@@ -268,8 +222,7 @@ class ItemActionResult:
 
 
 def _cursor(store: Store, integration_id: int) -> Any:
-    with store.engine.connect() as conn:
-        return conn.execute(select(m.integrations.c.cursor).where(m.integrations.c.id == integration_id)).scalar()
+    return op_sql.cursor_of(store, integration_id)
 
 
 def skip_item(
@@ -285,30 +238,24 @@ def skip_item(
     item = store.get_item(item_id, tenant=tenant)
     reason = (reason or "").strip() or DEFAULT_SKIP_REASON
     before = _cursor(store, item["integration_id"])
-    if item["status"] == "skipped":
+    if item["status"] == ItemStatus.SKIPPED:
         result = engine.reconcile(store, item["run_id"], log=log)
-        return ItemActionResult(item_id, item["integration_id"], item["run_id"], "skipped", item["attempts"],
+        return ItemActionResult(item_id, item["integration_id"], item["run_id"], ItemStatus.SKIPPED, item["attempts"],
                                 item["last_error"], item["skip_reason"], result.status, before,
                                 _cursor(store, item["integration_id"]), changed=False)
-    if item["status"] != "failed":
+    if item["status"] != ItemStatus.FAILED:
         raise IntegrationsError(
             f"sync item {item_id} is {item['status']}, not failed; only failed items can be skipped"
             + (" (run `integrations advance-cursor` to reclaim items stuck in processing)"
-               if item["status"] in ("pending", "processing") else "")
+               if item["status"] in UNFINISHED else "")
         )
     now = engine.clock()
-    t = m.sync_items
-    with store.begin() as conn:
-        n = conn.execute(
-            update(t).where(t.c.id == item_id, t.c.status == "failed")
-            .values(status="skipped", skip_reason=reason[:4000], finished_at=now, next_attempt_at=None)
-        ).rowcount
-    if n == 0:
+    if not op_sql.skip_failed_item(store, item_id, reason, now):
         raise IntegrationsError(f"sync item {item_id} changed while skipping it (retried or skipped elsewhere); "
                                 "look at it again")
     log.info(f"sync item {item_id} ({item['external_id']}) skipped: {reason}")
     result = engine.reconcile(store, item["run_id"], log=log)
-    return ItemActionResult(item_id, item["integration_id"], item["run_id"], "skipped", item["attempts"],
+    return ItemActionResult(item_id, item["integration_id"], item["run_id"], ItemStatus.SKIPPED, item["attempts"],
                             item["last_error"], reason, result.status, before,
                             _cursor(store, item["integration_id"]))
 
@@ -317,15 +264,8 @@ def _retry_now(
     store: Store, engine: SyncEngine, items: list[dict[str, Any]], log: Any
 ) -> tuple[dict[int, dict[str, Any]], list[ReconcileResult]]:
     """Claim failed ``items`` (attempts reset), run their listeners once now, write, reconcile."""
-    t = m.sync_items
     now = engine.clock()
-    with store.begin() as conn:  # one statement claims every item that is still failed
-        taken = set(conn.execute(
-            update(t).where(store.id_in(t.c.id, [it["id"] for it in items]), t.c.status == "failed")
-            .values(status="processing", claimed_at=now, attempts=0, deferrals=0, first_attempt_at=now,
-                    next_attempt_at=None, finished_at=None, failure_notified=False)
-            .returning(t.c.id)
-        ).scalars())
+    taken = op_sql.claim_failed(store, [it["id"] for it in items], now)  # one statement: those still failed
     claimed = [it for it in items if it["id"] in taken]
     outcomes: dict[int, tuple[BaseException, str]] = {}
     try:
@@ -338,49 +278,37 @@ def _retry_now(
     results = [engine.reconcile(store, run_id, log=log) for run_id in sorted({it["run_id"] for it in claimed})]
     _settled_states(store, written)
     for item_id, state in written.items():
-        if state["status"] == "failed":
+        if state["status"] == ItemStatus.FAILED:
             log.warning(f"sync item {item_id} failed again: {state['last_error']}")
     return written, results
 
 
 def _settled_states(store: Store, written: dict[int, dict[str, Any]]) -> None:
     """Report what reconcile left: it may fail a succeeded item again (an invalid checkpoint)."""
-    t = m.sync_items
-    with store.engine.connect() as conn:
-        for ids in chunked([i for i, w in written.items() if w["status"] == "success"], 1000):
-            for item_id, status, error in conn.execute(
-                select(t.c.id, t.c.status, t.c.last_error).where(store.id_in(t.c.id, ids))
-            ):
-                if status != "success":
-                    written[item_id].update(status=status, last_error=error)
+    succeeded = [i for i, w in written.items() if w["status"] == ItemStatus.SUCCESS]
+    for item_id, status, error in op_sql.item_states(store, succeeded):
+        if status != ItemStatus.SUCCESS:
+            written[item_id].update(status=status, last_error=error)
 
 
 def _write_retry_outcomes(
     store: Store, engine: SyncEngine, claimed: list[dict[str, Any]], outcomes: dict[int, tuple[BaseException, str]]
 ) -> dict[int, dict[str, Any]]:
-    t = m.sync_items
     now = engine.clock()
     written: dict[int, dict[str, Any]] = {}
     for it in claimed:
         problem = outcomes.get(it["id"])
         if problem is None:
-            written[it["id"]] = {"status": "success", "last_error": None, "attempts": 1}
+            written[it["id"]] = {"status": ItemStatus.SUCCESS, "last_error": None, "attempts": 1}
             continue
         exc, kind = problem
         error = engine.error_text(store, it["integration_id"], exc)  # credentials masked
         if kind == "defer":
             error += " (rate limited; retry later)"
-        written[it["id"]] = {"status": "failed", "last_error": error[:4000], "attempts": 1}
+        written[it["id"]] = {"status": ItemStatus.FAILED, "last_error": error[:4000], "attempts": 1}
     if not written:
         return written
-    with store.begin() as conn:  # one statement for all outcomes
-        conn.execute(
-            update(t)
-            .where(t.c.id == bindparam("b_id"), t.c.status == "processing")
-            .values(status=bindparam("b_status"), last_error=bindparam("b_error"), attempts=1, finished_at=now,
-                    next_attempt_at=None),
-            [{"b_id": i, "b_status": w["status"], "b_error": w["last_error"]} for i, w in written.items()],
-        )
+    op_sql.finish_claimed(store, [(i, w["status"], w["last_error"]) for i, w in written.items()], now)
     return written
 
 
@@ -392,7 +320,7 @@ def retry_item(
     If the listener still fails the item stays failed with the new error (attempts 1).
     """
     item = store.get_item(item_id, tenant=tenant)
-    if item["status"] != "failed":
+    if item["status"] != ItemStatus.FAILED:
         raise IntegrationsError(
             f"sync item {item_id} is {item['status']}, not failed; only failed items can be retried"
         )
@@ -433,7 +361,7 @@ def retry_failed_items(
         w, r = _retry_now(store, engine, batch, log)
         written.update(w)
         results.extend(r)
-    ok = sum(1 for s in written.values() if s["status"] == "success")
+    ok = sum(1 for s in written.values() if s["status"] == ItemStatus.SUCCESS)
     return RetryFailedResult(
         integration_id=integration_id, retried=len(written), succeeded=ok, still_failed=len(written) - ok,
         runs=[{"sync_run_id": r.run_id, "status": r.status} for r in results],
@@ -507,42 +435,18 @@ def advance_cursor(
         log.warning(f"integration {integration_id}: cursor set by an operator: {json.dumps(before, default=str)} -> "
                     f"{json.dumps(set_cursor)}")
     cutoff = now - timedelta(seconds=engine.settings.job_timeout)
-    t, r = m.sync_items, m.sync_runs
-    with store.begin() as conn:
-        stuck = list(conn.execute(
-            select(t.c.id).where(t.c.integration_id == integration_id, t.c.status == "processing",
-                                 t.c.claimed_at < cutoff).order_by(t.c.id)
-        ).scalars())
-        for ids in chunked(stuck, 1000):
-            conn.execute(
-                update(t).where(t.c.id.in_(ids), t.c.status == "processing")
-                .values(status="failed", finished_at=now, next_attempt_at=None, failure_notified=False,
-                        last_error=f"abandoned: claimed at least {engine.settings.job_timeout:g} s ago "
-                        "(the job timeout) and never finished; the worker probably died. Retry it with "
-                        "`integrations retry-item` or skip it with `integrations skip-sync-item`")
-            )
+    stuck = op_sql.fail_stuck_processing(
+        store, integration_id, cutoff, now,
+        f"abandoned: claimed at least {engine.settings.job_timeout:g} s ago (the job timeout) and never "
+        "finished; the worker probably died. Retry it with `integrations retry-item` or skip it with "
+        "`integrations skip-sync-item`")
     abandoned: list[int] = []
     if is_run_alive is not None:
-        with store.engine.connect() as conn:
-            runs = conn.execute(
-                select(r.c.id, r.c.dagster_run_id, r.c.owner_host, r.c.owner_pid)
-                .where(r.c.integration_id == integration_id, r.c.status == "processing",
-                       r.c.dagster_run_id.is_not(None))
-            ).all()
-        from integrations_dagster.engine.engine import run_alive
-
-        dead = [run.id for run in runs if run_alive(run, is_run_alive) is False]
+        dead = [run.id for run in op_sql.processing_runs(store, integration_id)
+                if run_alive(run, is_run_alive) is False]
         if dead:
-            with store.begin() as conn:
-                abandoned = list(conn.execute(
-                    select(t.c.id).where(t.c.run_id.in_(dead), t.c.status.in_(("pending", "processing")))
-                ).scalars())
-                for ids in chunked(abandoned, 1000):
-                    conn.execute(
-                        update(t).where(t.c.id.in_(ids), t.c.status.in_(("pending", "processing")))
-                        .values(status="failed", finished_at=now, next_attempt_at=None, failure_notified=False,
-                                last_error="abandoned: the Dagster run that owned this item ended before it ran")
-                    )
+            abandoned = op_sql.fail_unfinished_of_runs(
+                store, dead, now, "abandoned: the Dagster run that owned this item ended before it ran")
     if stuck or abandoned:
         log.warning(f"integration {integration_id}: reclaimed {len(stuck)} stuck and {len(abandoned)} "
                     "abandoned items as failed")
@@ -581,29 +485,11 @@ def prune(
     if days < 0:
         raise IntegrationsError(f"days must be 0 or more, got {days:g}")
     cutoff = (now or utcnow()) - timedelta(days=days)
-    t, q = m.sync_items, m.requests_log
-    item_where = [t.c.status.in_(("success", "skipped")), func.coalesce(t.c.finished_at, t.c.created_at) < cutoff]
-    req_where = [q.c.created_at < cutoff]
-    if tenant is not None:
-        item_where.append(t.c.integration_id.in_(_tenant_ids(tenant)))
-        req_where.append(q.c.integration_id.in_(_tenant_ids(tenant)))
-    items = _delete_in_batches(store, t, item_where, batch_size, lambda n: progress(f"sync items deleted: {n}"))
-    reqs = _delete_in_batches(store, q, req_where, batch_size, lambda n: progress(f"request log rows deleted: {n}"))
+    items = op_sql.prune_items(store, cutoff, tenant=tenant, batch_size=batch_size,
+                               report=lambda n: progress(f"sync items deleted: {n}"))
+    reqs = op_sql.prune_requests(store, cutoff, tenant=tenant, batch_size=batch_size,
+                                 report=lambda n: progress(f"request log rows deleted: {n}"))
     return PruneResult(days=days, cutoff=iso(cutoff) or "", sync_items_deleted=items, requests_deleted=reqs)
-
-
-def _delete_in_batches(store: Store, table: Any, where: list[Any], size: int, report: Callable[[int], None]) -> int:
-    total = 0
-    while True:
-        with store.begin() as conn:
-            ids = list(conn.execute(select(table.c.id).where(*where).order_by(table.c.id).limit(size)).scalars())
-            if not ids:
-                break
-            total += conn.execute(delete(table).where(table.c.id.in_(ids))).rowcount
-        report(total)
-        if len(ids) < size:
-            break
-    return total
 
 
 # --- timeline ----------------------------------------------------------------------------------
@@ -633,15 +519,12 @@ def timeline(
     store.get_integration(integration_id, tenant=tenant, decrypt=False)
     runs = [_run_summary(r) for r in store.runs_for_integration(integration_id, limit=max(1, limit))]
     by_run: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in runs}
-    q = m.requests_log
-    with store.engine.connect() as conn:
-        for ids in chunked(list(by_run), 1000):
-            for row in conn.execute(select(q).where(q.c.sync_run_id.in_(ids)).order_by(q.c.id)):
-                by_run[row.sync_run_id].append({
-                    "id": row.id, "method": row.method, "url": row.url, "status_code": row.status_code,
-                    "duration_ms": round(float(row.duration_ms or 0.0), 1), "bytes": row.bytes,
-                    "attempt": row.attempt, "error": row.error, "created_at": iso(row.created_at),
-                })
+    for row in op_sql.requests_of_runs(store, list(by_run)):
+        by_run[row.sync_run_id].append({
+            "id": row.id, "method": row.method, "url": row.url, "status_code": row.status_code,
+            "duration_ms": round(float(row.duration_ms or 0.0), 1), "bytes": row.bytes,
+            "attempt": row.attempt, "error": row.error, "created_at": iso(row.created_at),
+        })
     for run in runs:
         run["request_log"] = by_run[run["id"]]
     return runs
@@ -670,29 +553,24 @@ def rotate_credentials(
     if not cipher.has_key:
         raise CredentialsError("INTEGRATIONS_SECRET_KEY must be set to rotate credentials "
                                "(make a key with `integrations generate-key`)")
-    t = m.integrations
-    stmt = select(t.c.id, t.c.credentials).where(t.c.credentials.is_not(None)).order_by(t.c.id)
-    if tenant is not None:
-        stmt = stmt.where(t.c.tenant == tenant)
-    with store.begin() as conn:
-        rows = conn.execute(stmt).all()
+
+    def rotate_all(rows: list[tuple[int, str]]) -> list[tuple[int, str | None]]:
         new: list[tuple[int, str | None]] = []
-        for row in rows:
+        for iid, token in rows:
             try:
-                new.append((row.id, cipher.rotate(row.credentials)))
+                new.append((iid, cipher.rotate(token)))
             except CredentialsError:
                 raise
             except Exception:
                 raise CredentialsError(
-                    f"the credentials of integration {row.id} cannot be decrypted with any key in "
+                    f"the credentials of integration {iid} cannot be decrypted with any key in "
                     "INTEGRATIONS_SECRET_KEY; list the new key first and keep the old one after it "
                     "(INTEGRATIONS_SECRET_KEY=NEW,OLD); nothing was changed"
                 ) from None
-        for n, (iid, value) in enumerate(new, 1):
-            conn.execute(update(t).where(t.c.id == iid).values(credentials=value))
-            if n % 500 == 0:
-                progress(f"re-encrypted {n}/{len(new)}")
-    return RotateResult(rotated=len(new), total=len(rows))
+        return new
+
+    rotated, total = op_sql.rewrite_credentials(store, rotate_all, tenant=tenant, progress=progress)
+    return RotateResult(rotated=rotated, total=total)
 
 
 def dumps(data: Any) -> str:

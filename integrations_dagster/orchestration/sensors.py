@@ -60,7 +60,7 @@ from integrations_dagster.orchestration.resource import IntegrationsResource
 from integrations_dagster.settings import SyncSettings
 from integrations_dagster.store import Store, as_utc
 from integrations_dagster.store import models as m
-from integrations_dagster.store.store import RUN_IN_FLIGHT
+from integrations_dagster.status import RUN_IN_FLIGHT, RunStatus
 
 PARTITION_TAG = "dagster/partition"
 PARTITION_SET_TAG = "dagster/partition_set"
@@ -298,9 +298,9 @@ def _in_flight_reason(iid: int, run: Any, alive_run_ids: set[str], stale_before:
     else:
         alive = run.dagster_run_id in alive_run_ids
     stale = as_utc(run.started_at) < stale_before
-    if run.status == "enumerating" and (alive is False or stale):
+    if run.status == RunStatus.ENUMERATING and (alive is False or stale):
         return None
-    if run.status == "processing" and alive is False:
+    if run.status == RunStatus.PROCESSING and alive is False:
         return None
     return (
         f"integration {iid}: skipped, sync run {run.id} is still {run.status}"

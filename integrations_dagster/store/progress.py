@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from integrations_dagster.store import models as m
+from integrations_dagster.status import RUN_IN_FLIGHT
 from integrations_dagster.store.store import Store
 
-RUN_IN_FLIGHT = ("enumerating", "processing")
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,10 @@ from sqlalchemy.engine import make_url
 from integrations_dagster.errors import IntegrationNotFound, SyncItemNotFound
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.security.secrets import CredentialCipher
+from integrations_dagster.status import RUN_IN_FLIGHT, TERMINAL, UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import models as m
 
-TERMINAL = ("success", "failed", "skipped")
-UNFINISHED = ("pending", "processing")
-RUN_IN_FLIGHT = ("enumerating", "processing")
+__all__ = ["RUN_IN_FLIGHT", "TERMINAL", "UNFINISHED", "Store", "as_utc", "chunked", "normalise_url", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -326,7 +325,7 @@ class Store:
             select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at).where(m.sync_runs.c.id == run_id)
         ).first()
         found = row.status if row is not None else None
-        if row is None or (row.status == "failed" and row.enumerated_at is None):
+        if row is None or (row.status == RunStatus.FAILED and row.enumerated_at is None):
             raise SyncRunDiscarded(run_id, states, found, action)
         raise SyncRunStateConflict(run_id, states, found, action)
 
@@ -336,7 +335,7 @@ class Store:
             .where(m.sync_items.c.run_id == run_id)
             .group_by(m.sync_items.c.status)
         )
-        counts = {s: 0 for s in ("pending", "processing", "success", "failed", "skipped")}
+        counts = {str(s): 0 for s in (*UNFINISHED, *TERMINAL)}
         for status, n in rows:
             counts[status] = int(n)
         return counts
@@ -399,7 +398,7 @@ class Store:
         stmt = (
             select(m.sync_items)
             .join(m.integrations, m.integrations.c.id == m.sync_items.c.integration_id)
-            .where(m.sync_items.c.status == "failed")
+            .where(m.sync_items.c.status == ItemStatus.FAILED)
             .order_by(m.sync_items.c.id)
         )
         if integration_id is not None:

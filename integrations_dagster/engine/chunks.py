@@ -1,0 +1,181 @@
+"""Processing one chunk of a run: claim it, run its items' listeners with retries inside the
+step, write the outcomes (on PostgreSQL in the background while the next batch runs)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from integrations_dagster.authoring.context import SyncContext, http_factory_for, sync_context
+from integrations_dagster.engine.background import BackgroundWriter
+from integrations_dagster.engine.dispatch import Problem, run_listeners
+from integrations_dagster.engine.results import ChunkResult
+from integrations_dagster.engine.retry import after_failure
+from integrations_dagster.security.redaction import scrub, secret_values
+from integrations_dagster.status import RUN_CLAIMABLE, ItemStatus, RunStatus
+from integrations_dagster.store import Store, as_utc
+from integrations_dagster.store import items as item_sql
+from integrations_dagster.store import runs as run_sql
+from integrations_dagster.store.locks import chunk_lock
+
+if TYPE_CHECKING:
+    from integrations_dagster.engine.engine import SyncEngine
+
+log_default = logging.getLogger("integrations_dagster")
+
+
+def process_chunk(
+    engine: SyncEngine,
+    store: Store,
+    run_id: int,
+    chunk: int,
+    *,
+    reopen_failed: bool = False,
+    dagster_run_id: str | None = None,
+    log: Any = log_default,
+) -> ChunkResult:
+    """Run listeners for the chunk's unfinished items, retrying inside the step.
+
+    Returns with ``waiting > 0`` when the next retry is further away than ``inline_wait_max``;
+    the caller hands the step back to Dagster for that long (other steps run meanwhile).
+    """
+    result = ChunkResult(run_id=run_id, chunk=chunk)
+    with chunk_lock(store, run_id, chunk) as claimed:
+        if not claimed:  # another step holds this chunk right now: it will finish it
+            log.info(f"sync run {run_id} chunk {chunk}: already being processed elsewhere")
+            return result
+        items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
+        if not items:
+            return result
+        integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
+        provider = engine.providers.get(integration.provider_key)
+        factory = http_factory_for(engine, store, provider, integration, run_id, for_items=True) if provider else None
+        with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
+            return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration))
+
+
+def claim(
+    engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None
+) -> list[dict[str, Any]]:
+    """Take the chunk's unfinished items (and its failed ones when re-executing).
+
+    Called under ``chunk_lock``, so no other step is working on this chunk.
+    """
+    now = engine.clock()
+    with store.begin() as conn:
+        run = run_sql.claimable_run(store, conn, run_id)
+        if run is None or run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
+            return []  # discarded (or never enumerated): nothing of it may run
+        if reopen_failed and item_sql.reopen_failed(conn, run_id, chunk):
+            store.transition_run(conn, run_id, RUN_CLAIMABLE, "reopen its failed items",
+                                 status=RunStatus.PROCESSING, finished_at=None, dagster_run_id=dagster_run_id)
+        return item_sql.claim_unfinished(store, conn, run_id, chunk, now)
+
+
+def run_listeners_once(
+    engine: SyncEngine, store: Store, items: list[dict[str, Any]]
+) -> dict[int, Problem]:
+    """Run the listeners of already-claimed items once, now (operator retries).
+
+    Same rules as a chunk step: the listener context (``current_sync()``) of each item's
+    integration, queued listeners refused; returns failures by item id as (exception, kind).
+    """
+    outcomes: dict[int, Problem] = {}
+    by_integration: dict[int, list[dict[str, Any]]] = {}
+    for it in items:
+        by_integration.setdefault(int(it["integration_id"]), []).append(it)
+    for integration_id, group in by_integration.items():
+        integration = store.get_integration(integration_id)
+        provider = engine.providers.get(integration.provider_key)
+        factory = http_factory_for(engine, store, provider, integration, group[0]["run_id"], for_items=True) \
+            if provider else None
+        ctx = SyncContext(integration=integration, sync_run_id=group[0]["run_id"], store=store, _factory=factory)
+        with sync_context(ctx):
+            outcomes.update(run_listeners(engine.listeners, engine.event_types, store, group))
+    return outcomes
+
+
+def _process_items(
+    engine: SyncEngine,
+    store: Store,
+    run_id: int,
+    chunk: int,
+    items: list[dict[str, Any]],
+    result: ChunkResult,
+    log: Any,
+    secrets: list[str],
+) -> ChunkResult:
+    settings = engine.settings
+    # PostgreSQL: each batch's status write runs in the background while the next batch's
+    # listeners run; drained before the step decides anything (see BackgroundWriter).
+    writer = None if store.is_sqlite else BackgroundWriter("outcome-writer")
+    try:
+        while items:
+            now = engine.clock()
+            ready, waiting = [], []
+            for it in items:
+                due = it["next_attempt_at"] is None or as_utc(it["next_attempt_at"]) <= now
+                (ready if due else waiting).append(it)
+            size = settings.listener_batch_size
+            for start in range(0, len(ready), size):
+                part = ready[start:start + size]
+                successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets)
+                if writer is not None:
+                    writer.submit(item_sql.write_outcomes, store, successes, changes, now)
+                else:
+                    item_sql.write_outcomes(store, successes, changes, now)
+                result.succeeded += len(successes)
+            if writer is not None:
+                writer.drain()
+            items = waiting
+            if not items:
+                break
+            next_at = min(as_utc(it["next_attempt_at"]) for it in items)
+            wait = max(0.0, (next_at - engine.clock()).total_seconds())
+            if wait > settings.inline_wait_max:
+                result.waiting = len(items)
+                result.wait_seconds = wait
+                log.info(f"sync run {run_id} chunk {chunk}: {len(items)} items wait {wait:.1f} s for a retry")
+                return result
+            if wait > 0:
+                engine.sleep(wait)
+        return result
+    finally:
+        if writer is not None:
+            writer.stop()
+
+
+def _run_batch(
+    engine: SyncEngine,
+    store: Store,
+    part: list[dict[str, Any]],
+    now: datetime,
+    result: ChunkResult,
+    waiting: list[dict[str, Any]],
+    secrets: list[str],
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Run the listeners of ``part``; returns (succeeded ids, changes for the rest).
+
+    Items to retry get their new state in place and are appended to ``waiting``.
+    """
+    outcomes = run_listeners(engine.listeners, engine.event_types, store, part)
+    successes: list[int] = []
+    changes: list[dict[str, Any]] = []
+    for it in part:
+        outcome = outcomes.get(it["id"])
+        if outcome is None:
+            successes.append(it["id"])
+            continue
+        exc, kind = outcome
+        change = after_failure(it, exc, kind, now, engine.settings).as_row()
+        if secrets:  # a listener's message may quote a credential: it must not reach the item row
+            change["last_error"] = scrub(change["last_error"], list(secrets))
+        changes.append(change)
+        if change["status"] == ItemStatus.FAILED:
+            result.failed += 1
+            result.failed_items.append((it["id"], it["external_id"], change["last_error"]))
+        else:
+            it.update(change)
+            waiting.append(it)
+    return successes, changes

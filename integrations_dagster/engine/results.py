@@ -1,0 +1,80 @@
+"""What each engine step answers: typed records the Dagster ops, the CLI and the tests read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Callback telling whether the Dagster run that owns a sync run can still make progress:
+#: True (queued/running), False (finished or unknown to the instance), None (cannot tell).
+RunAliveCheck = Callable[[str | None], bool | None]
+
+
+def display(value: Any) -> str:
+    """A cursor (or any JSON value) as one line of text: ``null`` or sorted-key JSON."""
+    return "null" if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass
+class StartResult:
+    run_id: int | None
+    skipped_reason: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.run_id is None
+
+
+@dataclass
+class EnumerationResult:
+    run_id: int
+    items: int
+    chunks: int
+
+
+@dataclass
+class ChunkResult:
+    run_id: int
+    chunk: int
+    succeeded: int = 0
+    failed: int = 0
+    waiting: int = 0
+    wait_seconds: float = 0.0
+    failed_items: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileResult:
+    run_id: int
+    integration_id: int
+    provider_key: str
+    final: bool
+    changed: bool
+    status: str
+    cursor_before: Any
+    cursor_after: Any
+    items_total: int
+    success_count: int
+    failed_count: int
+    skipped_count: int
+    pending_count: int
+    request_count: int = 0
+    duration_seconds: float | None = None
+    request_ids: list[int] = field(default_factory=list)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "sync_run_id": self.run_id,
+            "cursor_before": display(self.cursor_before),
+            "cursor_after": display(self.cursor_after),
+            "items_total": self.items_total,
+            "success": self.success_count,
+            "failed": self.failed_count,
+            "skipped": self.skipped_count,
+            "requests": self.request_count,
+            "request_ids": display(self.request_ids),
+            "duration_seconds": round(self.duration_seconds or 0.0, 3),
+        }

@@ -1,0 +1,192 @@
+"""SQL over ``sync_items``: claiming a chunk, writing outcomes, the probes and reads reconcile
+needs. Functions take the caller's connection where the engine owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Text, bindparam, cast, func, select, text, update
+from sqlalchemy.exc import DBAPIError
+
+from integrations_dagster.status import COMPLETED, UNFINISHED, ItemStatus
+from integrations_dagster.store import models as m
+from integrations_dagster.store.store import Store, chunked
+
+_t = m.sync_items
+
+#: Columns a chunk step reads per claimed item (no payloads: they are read per listener batch,
+#: and not at all for staged listeners).
+_CLAIM_COLUMNS = (_t.c.id, _t.c.status, _t.c.attempts, _t.c.deferrals, _t.c.first_attempt_at,
+                  _t.c.next_attempt_at, _t.c.event_type, _t.c.external_id)
+
+
+def reopen_failed(conn: Connection, run_id: int, chunk: int) -> int:
+    """The chunk's failed items back to pending with fresh attempts (re-execution)."""
+    return int(conn.execute(
+        update(_t)
+        .where(_t.c.run_id == run_id, _t.c.chunk == chunk, _t.c.status == ItemStatus.FAILED)
+        .values(status=ItemStatus.PENDING, attempts=0, deferrals=0, first_attempt_at=None, next_attempt_at=None,
+                failure_notified=False, finished_at=None)
+    ).rowcount)
+
+
+def claim_unfinished(store: Store, conn: Connection, run_id: int, chunk: int, now: datetime) -> list[dict[str, Any]]:
+    """The chunk's unfinished items as dicts; on SQLite they are marked ``processing`` (PostgreSQL
+    holds the chunk's advisory lock instead, ``store.locks.chunk_lock``)."""
+    result = conn.execute(
+        select(*_CLAIM_COLUMNS)
+        .where(_t.c.run_id == run_id, _t.c.chunk == chunk, _t.c.status.in_(UNFINISHED))
+        .order_by(_t.c.id)
+    )
+    keys = list(result.keys())
+    rows = [dict(zip(keys, r)) for r in result]  # Row._mapping per row costs ~10x more
+    if store.is_sqlite:
+        for ids in chunked([r["id"] for r in rows], 1000):
+            conn.execute(update(_t).where(store.id_in(_t.c.id, ids))
+                         .values(status=ItemStatus.PROCESSING, claimed_at=now))
+    return rows
+
+
+def write_outcomes(store: Store, successes: Sequence[int], changes: Sequence[dict[str, Any]], now: datetime) -> None:
+    """Succeeded ids -> success; ``changes`` (rows keyed ``b_id``, see ``engine.retry``) as given."""
+    with store.begin() as conn:
+        for ids in chunked(successes, 1000):
+            conn.execute(
+                update(_t)
+                .where(store.id_in(_t.c.id, ids))
+                .values(status=ItemStatus.SUCCESS, attempts=_t.c.attempts + 1, finished_at=now, last_error=None,
+                        next_attempt_at=None)
+            )
+        if changes:
+            conn.execute(
+                update(_t)
+                .where(_t.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("status"),
+                    attempts=bindparam("attempts"),
+                    deferrals=bindparam("deferrals"),
+                    first_attempt_at=bindparam("first_attempt_at"),
+                    next_attempt_at=bindparam("next_attempt_at"),
+                    finished_at=bindparam("finished_at"),
+                    last_error=bindparam("last_error"),
+                ),
+                list(changes),
+            )
+
+
+def payloads(store: Store, ids: Sequence[int]) -> dict[int, Any]:
+    """Stored payloads (JSON text) by item id."""
+    out: dict[int, Any] = {}
+    with store.engine.connect() as conn:
+        for part in chunked(ids, 1000):
+            out.update(conn.execute(select(_t.c.id, cast(_t.c.payload, Text)).where(store.id_in(_t.c.id, part))).all())
+    return out
+
+
+def has_unfinished(store: Store, run_id: int, *, after_chunk: int | None = None) -> bool:
+    """Whether any item of the run is pending or processing (indexed probes; the next chunk first)."""
+    unfinished = _t.c.status.in_(UNFINISHED)
+    with store.engine.connect() as conn:
+        busy = None
+        if after_chunk is not None:
+            busy = conn.execute(
+                select(_t.c.id).where(_t.c.run_id == run_id, _t.c.chunk == after_chunk + 1, unfinished).limit(1)
+            ).first()
+        if busy is None:
+            busy = conn.execute(select(_t.c.id).where(_t.c.run_id == run_id, unfinished).limit(1)).first()
+    return busy is not None
+
+
+def status_counts(conn: Connection, run_id: int) -> dict[str, int]:
+    """Items of the run counted by status (only statuses that occur)."""
+    return {str(st): int(n) for st, n in conn.execute(
+        select(_t.c.status, func.count()).where(_t.c.run_id == run_id).group_by(_t.c.status))}
+
+
+def held_checkpoints(conn: Connection, run_id: int) -> list[tuple[int, str, Any, str | None]]:
+    """(id, status, checkpoint, external_id) of the run's items neither completed nor unfinished."""
+    return [(int(i), st, cp, ext) for i, st, cp, ext in conn.execute(
+        select(_t.c.id, _t.c.status, _t.c.checkpoint, _t.c.external_id)
+        .where(_t.c.run_id == run_id, _t.c.status.notin_(COMPLETED + UNFINISHED))
+    )]
+
+
+def completed_checkpoints(conn: Connection, run_id: int, page: int) -> Iterator[tuple[int, str, Any]]:
+    """(id, status, checkpoint) of the run's completed items in id order, streamed ``page`` at a time."""
+    stmt = (
+        select(_t.c.id, _t.c.status, _t.c.checkpoint)
+        .where(_t.c.run_id == run_id, _t.c.status.in_(COMPLETED))
+        .order_by(_t.c.id)
+        .execution_options(yield_per=page)
+    )
+    for part in conn.execute(stmt).partitions():
+        for i, st, cp in part:
+            yield int(i), st, cp
+
+
+def fail_items(conn: Connection, failures: Sequence[tuple[int, str]], now: datetime) -> None:
+    """Fail succeeded items (id, message): their checkpoint cannot be ordered, so they hold the cursor."""
+    conn.execute(
+        update(_t)
+        .where(_t.c.id == bindparam("b_id"), _t.c.status == ItemStatus.SUCCESS)
+        .values(status=ItemStatus.FAILED, last_error=bindparam("b_error"), finished_at=now, next_attempt_at=None,
+                failure_notified=False),
+        [{"b_id": i, "b_error": msg} for i, msg in failures],
+    )
+
+
+def take_unnotified_failures(store: Store, conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    """The run's failed items nobody was told about yet (id, external_id, attempts, last_error),
+    marked notified in the same transaction."""
+    rows = conn.execute(
+        select(_t.c.id, _t.c.external_id, _t.c.attempts, _t.c.last_error)
+        .where(_t.c.run_id == run_id, _t.c.status == ItemStatus.FAILED, _t.c.failure_notified.is_(False))
+    ).all()
+    out = [dict(r._mapping) for r in rows]
+    for ids in chunked([r["id"] for r in out], 1000):
+        conn.execute(update(_t).where(store.id_in(_t.c.id, ids)).values(failure_notified=True))
+    return out
+
+
+def max_string_checkpoint(conn: Connection, run_id: int, below: str | None) -> tuple[bool, Any]:
+    """The default reducer (the maximum) done by PostgreSQL when text order is checkpoint order.
+
+    Python's order over plain strings is code point order, and so is ``COLLATE "C"`` over UTF-8
+    text. ISO-8601 timestamps with a time zone order by instant (``cursor.checkpoint_key``),
+    which is text order only when they all share one shape (``YYYY-MM-DDTHH:MM:SS[.f]Z`` of one
+    length); any other mix (``...00Z`` with ``...00.5Z``, offsets), numbers, mixed types or a
+    string PostgreSQL cannot hold as text answers ``(False, None)`` and Python reduces.
+    """
+    # Each row's JSON is parsed once (the subquery; OFFSET 0 keeps PostgreSQL from inlining it).
+    is_str = "jt = 'string'"
+    # Timestamp-like: what every ISO-8601 timestamp has ('-' 5th, 'T'/'t'/' ' 11th). Those order
+    # as text only in the one-length UTC form YYYY-MM-DDTHH:MM:SS[.digits]Z (separators checked
+    # by LIKE; a wrong digit in the date or time decides text and instant order alike before
+    # the fraction, so only the fraction's digits need a look).
+    dateish = f"{is_str} AND substr(s, 5, 1) = '-' AND substr(s, 11, 1) IN ('T', 't', ' ')"
+    zform = ("(s LIKE '____-__-__T__:__:__Z' OR (s LIKE '____-__-__T__:__:__._%Z' "
+             "AND ltrim(substr(s, 21, length(s) - 21), '0123456789') = ''))")
+    completed = ", ".join(f"'{s}'" for s in COMPLETED)
+    sql = text(
+        "SELECT count(*) FILTER (WHERE jt NOT IN ('string', 'null')), "
+        f"count(*) FILTER (WHERE {is_str}), count(*) FILTER (WHERE {dateish}), "
+        f"count(*) FILTER (WHERE {dateish} AND {zform}), "
+        f"min(length(s)) FILTER (WHERE {dateish}), max(length(s)) FILTER (WHERE {dateish}), "
+        f"max(s COLLATE \"C\") FILTER (WHERE {is_str} AND status IN ({completed})"
+        + (" AND s COLLATE \"C\" < :below" if below is not None else "")
+        + ") FROM (SELECT status, json_typeof(checkpoint) AS jt, checkpoint #>> '{}' AS s "
+        "FROM sync_items WHERE run_id = :run_id OFFSET 0) AS cp"
+    )
+    try:
+        with conn.begin_nested():
+            others, strings, dates, zforms, shortest, longest, top = conn.execute(
+                sql, {"run_id": run_id, "below": below}).one()
+    except DBAPIError:  # e.g. a \u0000 escape, which text cannot hold
+        return False, None
+    if others:
+        return False, None
+    if dates and not (dates == strings == zforms and shortest == longest):
+        return False, None
+    return True, top

@@ -1,0 +1,103 @@
+"""SQL over ``sync_runs`` (and the ``integrations`` row a run locks): what the engine's run
+lifecycle needs. Every function takes a connection inside the caller's transaction, so the engine
+decides what belongs in one transaction and the store says how to read and write it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from integrations_dagster.status import RUN_IN_FLIGHT, UNFINISHED, ItemStatus, RunStatus
+from integrations_dagster.store import models as m
+from integrations_dagster.store.store import Store
+
+
+def lock_integration(store: Store, conn: Connection, integration_id: int) -> Any:
+    """The integration's row, locked for the transaction (``FOR UPDATE``; SQLite's write lock)."""
+    return conn.execute(
+        store.for_update(select(m.integrations).where(m.integrations.c.id == integration_id))
+    ).first()
+
+
+def lock_run(store: Store, conn: Connection, run_id: int) -> Any:
+    return conn.execute(store.for_update(select(m.sync_runs).where(m.sync_runs.c.id == run_id))).first()
+
+
+def in_flight(conn: Connection, integration_id: int) -> list[Any]:
+    return list(conn.execute(
+        select(m.sync_runs)
+        .where(m.sync_runs.c.integration_id == integration_id)
+        .where(m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
+    ).all())
+
+
+def insert_run(conn: Connection, **values: Any) -> int:
+    return int(conn.execute(m.sync_runs.insert().values(**values).returning(m.sync_runs.c.id)).scalar_one())
+
+
+def integration_cursor(conn: Connection, integration_id: int) -> Any:
+    return conn.execute(select(m.integrations.c.cursor).where(m.integrations.c.id == integration_id)).scalar()
+
+
+def discard_enumeration(conn: Connection, run_id: int, reason: str, now: datetime) -> bool:
+    """enumerating -> failed (compare-and-set), then its dispatched rows go; False if the run was
+    no longer enumerating (nothing changed). The session only inserts while the run is enumerating
+    (checked under a lock), so no row comes back after this."""
+    done = conn.execute(
+        update(m.sync_runs)
+        .where(m.sync_runs.c.id == run_id, m.sync_runs.c.status == RunStatus.ENUMERATING)
+        .values(status=RunStatus.FAILED, error=reason, finished_at=now, items_total=0)
+    ).rowcount
+    if done:
+        conn.execute(m.sync_items.delete().where(m.sync_items.c.run_id == run_id))
+    return bool(done)
+
+
+def fail_unfinished(conn: Connection, run_id: int, reason: str, now: datetime) -> int:
+    """Fail every pending/processing item of the run (an abandoned run: the cursor holds at them)."""
+    return int(conn.execute(
+        update(m.sync_items)
+        .where(m.sync_items.c.run_id == run_id)
+        .where(m.sync_items.c.status.in_(UNFINISHED))
+        .values(status=ItemStatus.FAILED, last_error=reason, finished_at=now)
+    ).rowcount)
+
+
+def set_auth_failure(conn: Connection, run_id: int, auth: bool) -> None:
+    conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == run_id).values(auth_failure=auth))
+
+
+def integration_row(conn: Connection, integration_id: int) -> Any:
+    return conn.execute(select(m.integrations).where(m.integrations.c.id == integration_id)).first()
+
+
+def update_integration_row(conn: Connection, integration_id: int, values: dict[str, Any]) -> None:
+    conn.execute(update(m.integrations).where(m.integrations.c.id == integration_id).values(**values))
+
+
+def claimable_run(store: Store, conn: Connection, run_id: int) -> Any:
+    """(status, enumerated_at) of the run, locked: a chunk step checks it before claiming items."""
+    return conn.execute(store.for_update(
+        select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at).where(m.sync_runs.c.id == run_id))).first()
+
+
+def request_ids(store: Store, run_id: int, limit: int = 200) -> list[int]:
+    with store.engine.connect() as conn:
+        return [int(i) for i in conn.execute(
+            select(m.requests_log.c.id).where(m.requests_log.c.sync_run_id == run_id)
+            .order_by(m.requests_log.c.id).limit(limit)).scalars()]
+
+
+def settleable_runs(store: Store, integration_id: int, statuses: Sequence[str]) -> list[int]:
+    """Enumerated runs of the integration in ``statuses``, oldest first."""
+    with store.engine.connect() as conn:
+        return [int(i) for i in conn.execute(
+            select(m.sync_runs.c.id)
+            .where(m.sync_runs.c.integration_id == integration_id)
+            .where(m.sync_runs.c.status.in_(tuple(statuses)))
+            .where(m.sync_runs.c.enumerated_at.is_not(None))
+            .order_by(m.sync_runs.c.id)
+        ).scalars()]
