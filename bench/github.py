@@ -10,6 +10,11 @@ the same server and upserts each page with one ``INSERT ... ON CONFLICT`` (what 
 writes). The rate-limiter part runs a sync under a small budget and checks, from the server's own
 receipt times, that no window of the budget's period ever saw more than N requests and that the
 budget was used.
+
+Peers, whole processes (``--peers``, on when ``bench/.venv-dlt`` exists: ``bash bench/setup-dlt.sh``): on
+one fake GitHub per size, ``integrations sync ID --wait`` (the CLI, default definitions) beside dlt 1.31's
+``rest_api`` source (``bench/dlt_github.py``, merge on the issue id, ``since`` incremental), each first a
+full sync and then a second run that finds nothing new (one request), alternating, same run.
 """
 
 from __future__ import annotations
@@ -151,6 +156,66 @@ def limiter(url: str, limit: int, period: float, issues: int) -> list[list[str]]
              "yes" if worst <= limit else "NO", f"{use:.1%}", "yes" if use >= 0.95 else "NO"]]
 
 
+DLT_PY = Path(__file__).resolve().parent / ".venv-dlt" / "bin" / "python"
+CLI = Path(sys.executable).parent / "integrations"
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} exit {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def peers(n: int, repeat: int) -> list[list[str]]:
+    """Whole processes: the CLI's full and no-change sync beside dlt's, on one fake GitHub of ``n`` issues."""
+    import statistics
+
+    import psycopg
+
+    from integrations_dagster import Store
+
+    root = Path(__file__).resolve().parents[1]
+    times: dict[str, list[float]] = {"cli full": [], "dlt full": [], "cli none": [], "dlt none": []}
+    with FakeServer(n) as fake:
+        for _ in range(repeat):
+            url = fresh_database(DB)
+            with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as pipes:
+                env = {**os.environ, "PYTHONPATH": str(root), "DAGSTER_DISABLE_TELEMETRY": "yes",
+                       "DAGSTER_HOME": home, "INTEGRATIONS_DATABASE_URL": url,
+                       "INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS": "1"}
+                os.environ["INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS"] = "1"
+                store = Store.for_url(url)
+                integ = store.create_integration(
+                    provider_key="github", name="bench", credentials={"token": TOKEN},
+                    metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url,
+                              "since": "2000-01-01T00:00:00Z"})
+                store.engine.dispose()
+                cli = [str(CLI), "sync", str(integ.id), "--wait", "--json"]
+                dlt = [str(DLT_PY), str(Path(__file__).resolve().parent / "dlt_github.py"), fake.url, fake.owner,
+                       fake.repo, TOKEN, url.replace("postgres@", "postgres:trust@", 1), pipes]  # dlt wants one
+                times["cli full"].append(_timed(cli, env))
+                times["dlt full"].append(_timed(dlt, env))
+                times["cli none"].append(_timed(cli, env))
+                times["dlt none"].append(_timed(dlt, env))
+                with psycopg.connect(url) as conn:
+                    ours = conn.execute("SELECT count(*) FROM github_issues").fetchone()[0]
+                    theirs = conn.execute("SELECT count(*) FROM dlt_github.github_issues").fetchone()[0]
+                assert ours == theirs == n, (ours, theirs, n)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = []
+    for kind, label in (("full", "full sync"), ("none", "no-change sync (1 request)")):
+        c, d = med[f"cli {kind}"], med[f"dlt {kind}"]
+        runs = ", ".join(f"{a / b:.2f}" for a, b in zip(times[f"cli {kind}"], times[f"dlt {kind}"]))
+        rows.append([f"{n:,}", label, "integrations sync ID --wait", f"{c:.2f}", f"{c / d:.2f}x (runs: {runs})"])
+        rows.append([f"{n:,}", label, "dlt rest_api (dlt 1.31)", f"{d:.2f}", "1.00x"])
+    return rows
+
+
 def _median(runs: list[dict]) -> dict:
     """The run with the median wall time (its RSS and request count come with it)."""
     return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
@@ -161,6 +226,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--no-limiter", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario; the table shows medians")
+    parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=DLT_PY.exists(),
+                        help="whole-process CLI vs dlt (full and no-change); needs bash bench/setup-dlt.sh")
+    parser.add_argument("--only-peers", action="store_true", help="skip the in-process framework/loop table")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     if args.child:
@@ -173,7 +241,8 @@ def main() -> None:
         return
     rows = []
     try:
-        for n in [int(s) for s in args.sizes.split(",")]:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        for n in [] if args.only_peers else sizes:
             loops, fws = [], []
             for _ in range(args.repeat):  # alternating, so drift on a shared machine hits both alike
                 loops.append(run_child(__file__, "loop", fresh_database(DB), str(n)))
@@ -185,8 +254,13 @@ def main() -> None:
                          f"{fw['seconds'] / loop['seconds']:.2f}x (runs: {spread})"])
             rows.append([f"{n:,}", "hand-written httpx loop", f"{loop['seconds']:.2f}",
                          f"{n / loop['seconds']:,.0f}", str(loop["requests"]), f"{loop['rss_mb']:.0f}", "1.00x"])
-        print_table(["issues", "scenario", "wall s", "issues/s", "requests", "peak RSS MB", "vs loop"], rows)
-        if not args.no_limiter:
+        if rows:
+            print_table(["issues", "scenario", "wall s", "issues/s", "requests", "peak RSS MB", "vs loop"], rows)
+        if args.peers:
+            print()
+            print_table(["issues", "sync", "whole process", "wall s (median)", "vs dlt"],
+                        [r for n in sizes for r in peers(n, args.repeat)])
+        if not args.no_limiter and not args.only_peers:
             print()
             print_table(["budget", "requests", "wall s", "max in any window", "never over", "budget used",
                          ">= 95%"], limiter(fresh_database(DB), 40, 2.0, 30000))
