@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import drop_database, fresh_database, peak_rss_mb, print_table, run_child  # noqa: E402
 
-DB = "bench_github"
+DB = os.environ.get("INTEGRATIONS_BENCH_DB", "bench_github")  # scratch database (dropped at the end)
 TOKEN = "bench-token"
 
 
@@ -145,6 +145,49 @@ def child_loop(url: str, issues: int) -> dict:
     return {"seconds": seconds, "rss_mb": peak_rss_mb(), "requests": requests}
 
 
+def child_floor(url: str, issues: int) -> dict:
+    """The floor: walk every page with no database work, then COPY all rows into a temp table and merge."""
+    import httpx
+    import psycopg
+
+    from integrations_dagster import Store
+    from providers.github.tables import github_issues
+
+    Store.for_url(url)
+    with FakeServer(issues) as fake:
+        rows: list[dict] = []
+        t0 = time.perf_counter()
+        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+            next_url: str | None = f"{fake.url}/repos/{fake.owner}/{fake.repo}/issues"
+            params: dict | None = {"since": "2000-01-01T00:00:00Z", "state": "all", "sort": "updated",
+                                   "direction": "asc", "per_page": 100}
+            while next_url:
+                resp = client.get(next_url, params=params)
+                resp.raise_for_status()
+                rows.extend(resp.json())
+                next_url = resp.links.get("next", {}).get("url")
+                params = None
+        walk = time.perf_counter() - t0
+    cols = [c.name for c in github_issues.columns]
+    t1 = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE TEMP TABLE stage (LIKE "{github_issues.name}") ON COMMIT DROP')
+        with cur.copy(f"COPY stage ({', '.join(cols)}) FROM STDIN") as copy:
+            for i in rows:
+                rec = {"integration_id": 1, "issue_id": i["id"], "number": i["number"], "title": i["title"],
+                       "state": i["state"], "user_login": (i.get("user") or {}).get("login"),
+                       "labels": json.dumps([lbl["name"] for lbl in i.get("labels", [])]),
+                       "created_at": i["created_at"], "updated_at": i["updated_at"], "html_url": i.get("html_url"),
+                       "raw": json.dumps(i)}
+                copy.write_row([rec.get(c) for c in cols])
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in cols if c not in ("integration_id", "issue_id"))
+        cur.execute(f'INSERT INTO "{github_issues.name}" SELECT * FROM stage '
+                    f'ON CONFLICT (integration_id, issue_id) DO UPDATE SET {updates}')
+        assert cur.rowcount == issues, cur.rowcount
+    merge = time.perf_counter() - t1
+    return {"walk": walk, "merge": merge, "pages": -(-issues // 100)}
+
+
 def limiter(url: str, limit: int, period: float, issues: int) -> list[list[str]]:
     out = run_child(__file__, "framework", url, str(issues), json.dumps({"limit": limit, "period_seconds": period}))
     times = sorted(out["times"])
@@ -228,6 +271,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario; the table shows medians")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=DLT_PY.exists(),
                         help="whole-process CLI vs dlt (full and no-change); needs bash bench/setup-dlt.sh")
+    parser.add_argument("--floor", action="store_true", help="also the floor: page walk alone, COPY + merge alone")
     parser.add_argument("--only-peers", action="store_true", help="skip the in-process framework/loop table")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
@@ -235,6 +279,8 @@ def main() -> None:
         kind, url, issues, *rest = args.child
         if kind == "framework":
             out = child_framework(url, int(issues), rest[0] if rest else None)
+        elif kind == "floor":
+            out = child_floor(url, int(issues))
         else:
             out = child_loop(url, int(issues))
         print(json.dumps(out))
@@ -256,6 +302,16 @@ def main() -> None:
                          f"{n / loop['seconds']:,.0f}", str(loop["requests"]), f"{loop['rss_mb']:.0f}", "1.00x"])
         if rows:
             print_table(["issues", "scenario", "wall s", "issues/s", "requests", "peak RSS MB", "vs loop"], rows)
+        if args.floor:
+            import statistics
+
+            print()
+            frows = []
+            for n in sizes:
+                fl = [run_child(__file__, "floor", fresh_database(DB), str(n)) for _ in range(args.repeat)]
+                frows.append([f"{n:,}", str(fl[0]["pages"]), f"{statistics.median(f['walk'] for f in fl):.2f}",
+                              f"{statistics.median(f['merge'] for f in fl):.2f}"])
+            print_table(["issues", "pages", "floor: walk pages, no DB (s)", "floor: COPY + merge (s)"], frows)
         if args.peers:
             print()
             print_table(["issues", "sync", "whole process", "wall s (median)", "vs dlt"],
