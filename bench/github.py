@@ -10,6 +10,11 @@ the same server and upserts each page with one ``INSERT ... ON CONFLICT`` (what 
 writes). The rate-limiter part runs a sync under a small budget and checks, from the server's own
 receipt times, that no window of the budget's period ever saw more than N requests and that the
 budget was used.
+
+Peers, whole processes (``--peers``, on when ``bench/.venv-dlt`` exists: ``bash bench/setup-dlt.sh``): on
+one fake GitHub per size, ``integrations sync ID --wait`` (the CLI, default definitions) beside dlt 1.31's
+``rest_api`` source (``bench/dlt_github.py``, merge on the issue id, ``since`` incremental), each first a
+full sync and then a second run that finds nothing new (one request), alternating, same run.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import drop_database, fresh_database, peak_rss_mb, print_table, run_child  # noqa: E402
 
-DB = "bench_github"
+DB = os.environ.get("INTEGRATIONS_BENCH_DB", "bench_github")  # scratch database (dropped at the end)
 TOKEN = "bench-token"
 
 
@@ -140,6 +145,49 @@ def child_loop(url: str, issues: int) -> dict:
     return {"seconds": seconds, "rss_mb": peak_rss_mb(), "requests": requests}
 
 
+def child_floor(url: str, issues: int) -> dict:
+    """The floor: walk every page with no database work, then COPY all rows into a temp table and merge."""
+    import httpx
+    import psycopg
+
+    from integrations_dagster import Store
+    from providers.github.tables import github_issues
+
+    Store.for_url(url)
+    with FakeServer(issues) as fake:
+        rows: list[dict] = []
+        t0 = time.perf_counter()
+        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+            next_url: str | None = f"{fake.url}/repos/{fake.owner}/{fake.repo}/issues"
+            params: dict | None = {"since": "2000-01-01T00:00:00Z", "state": "all", "sort": "updated",
+                                   "direction": "asc", "per_page": 100}
+            while next_url:
+                resp = client.get(next_url, params=params)
+                resp.raise_for_status()
+                rows.extend(resp.json())
+                next_url = resp.links.get("next", {}).get("url")
+                params = None
+        walk = time.perf_counter() - t0
+    cols = [c.name for c in github_issues.columns]
+    t1 = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE TEMP TABLE stage (LIKE "{github_issues.name}") ON COMMIT DROP')
+        with cur.copy(f"COPY stage ({', '.join(cols)}) FROM STDIN") as copy:
+            for i in rows:
+                rec = {"integration_id": 1, "issue_id": i["id"], "number": i["number"], "title": i["title"],
+                       "state": i["state"], "user_login": (i.get("user") or {}).get("login"),
+                       "labels": json.dumps([lbl["name"] for lbl in i.get("labels", [])]),
+                       "created_at": i["created_at"], "updated_at": i["updated_at"], "html_url": i.get("html_url"),
+                       "raw": json.dumps(i)}
+                copy.write_row([rec.get(c) for c in cols])
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in cols if c not in ("integration_id", "issue_id"))
+        cur.execute(f'INSERT INTO "{github_issues.name}" SELECT * FROM stage '
+                    f'ON CONFLICT (integration_id, issue_id) DO UPDATE SET {updates}')
+        assert cur.rowcount == issues, cur.rowcount
+    merge = time.perf_counter() - t1
+    return {"walk": walk, "merge": merge, "pages": -(-issues // 100)}
+
+
 def limiter(url: str, limit: int, period: float, issues: int) -> list[list[str]]:
     out = run_child(__file__, "framework", url, str(issues), json.dumps({"limit": limit, "period_seconds": period}))
     times = sorted(out["times"])
@@ -149,6 +197,66 @@ def limiter(url: str, limit: int, period: float, issues: int) -> list[list[str]]
     use = sum(per_window) / (limit * full) if full else 0.0
     return [[f"{limit} per {period:g} s", str(len(times)), f"{out['seconds']:.1f}", str(worst),
              "yes" if worst <= limit else "NO", f"{use:.1%}", "yes" if use >= 0.95 else "NO"]]
+
+
+DLT_PY = Path(__file__).resolve().parent / ".venv-dlt" / "bin" / "python"
+CLI = Path(sys.executable).parent / "integrations"
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} exit {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def peers(n: int, repeat: int) -> list[list[str]]:
+    """Whole processes: the CLI's full and no-change sync beside dlt's, on one fake GitHub of ``n`` issues."""
+    import statistics
+
+    import psycopg
+
+    from integrations_dagster import Store
+
+    root = Path(__file__).resolve().parents[1]
+    times: dict[str, list[float]] = {"cli full": [], "dlt full": [], "cli none": [], "dlt none": []}
+    with FakeServer(n) as fake:
+        for _ in range(repeat):
+            url = fresh_database(DB)
+            with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as pipes:
+                env = {**os.environ, "PYTHONPATH": str(root), "DAGSTER_DISABLE_TELEMETRY": "yes",
+                       "DAGSTER_HOME": home, "INTEGRATIONS_DATABASE_URL": url,
+                       "INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS": "1"}
+                os.environ["INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS"] = "1"
+                store = Store.for_url(url)
+                integ = store.create_integration(
+                    provider_key="github", name="bench", credentials={"token": TOKEN},
+                    metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url,
+                              "since": "2000-01-01T00:00:00Z"})
+                store.engine.dispose()
+                cli = [str(CLI), "sync", str(integ.id), "--wait", "--json"]
+                dlt = [str(DLT_PY), str(Path(__file__).resolve().parent / "dlt_github.py"), fake.url, fake.owner,
+                       fake.repo, TOKEN, url.replace("postgres@", "postgres:trust@", 1), pipes]  # dlt wants one
+                times["cli full"].append(_timed(cli, env))
+                times["dlt full"].append(_timed(dlt, env))
+                times["cli none"].append(_timed(cli, env))
+                times["dlt none"].append(_timed(dlt, env))
+                with psycopg.connect(url) as conn:
+                    ours = conn.execute("SELECT count(*) FROM github_issues").fetchone()[0]
+                    theirs = conn.execute("SELECT count(*) FROM dlt_github.github_issues").fetchone()[0]
+                assert ours == theirs == n, (ours, theirs, n)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = []
+    for kind, label in (("full", "full sync"), ("none", "no-change sync (1 request)")):
+        c, d = med[f"cli {kind}"], med[f"dlt {kind}"]
+        runs = ", ".join(f"{a / b:.2f}" for a, b in zip(times[f"cli {kind}"], times[f"dlt {kind}"]))
+        rows.append([f"{n:,}", label, "integrations sync ID --wait", f"{c:.2f}", f"{c / d:.2f}x (runs: {runs})"])
+        rows.append([f"{n:,}", label, "dlt rest_api (dlt 1.31)", f"{d:.2f}", "1.00x"])
+    return rows
 
 
 def _median(runs: list[dict]) -> dict:
@@ -161,19 +269,26 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--no-limiter", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario; the table shows medians")
+    parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=DLT_PY.exists(),
+                        help="whole-process CLI vs dlt (full and no-change); needs bash bench/setup-dlt.sh")
+    parser.add_argument("--floor", action="store_true", help="also the floor: page walk alone, COPY + merge alone")
+    parser.add_argument("--only-peers", action="store_true", help="skip the in-process framework/loop table")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     if args.child:
         kind, url, issues, *rest = args.child
         if kind == "framework":
             out = child_framework(url, int(issues), rest[0] if rest else None)
+        elif kind == "floor":
+            out = child_floor(url, int(issues))
         else:
             out = child_loop(url, int(issues))
         print(json.dumps(out))
         return
     rows = []
     try:
-        for n in [int(s) for s in args.sizes.split(",")]:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        for n in [] if args.only_peers else sizes:
             loops, fws = [], []
             for _ in range(args.repeat):  # alternating, so drift on a shared machine hits both alike
                 loops.append(run_child(__file__, "loop", fresh_database(DB), str(n)))
@@ -185,8 +300,23 @@ def main() -> None:
                          f"{fw['seconds'] / loop['seconds']:.2f}x (runs: {spread})"])
             rows.append([f"{n:,}", "hand-written httpx loop", f"{loop['seconds']:.2f}",
                          f"{n / loop['seconds']:,.0f}", str(loop["requests"]), f"{loop['rss_mb']:.0f}", "1.00x"])
-        print_table(["issues", "scenario", "wall s", "issues/s", "requests", "peak RSS MB", "vs loop"], rows)
-        if not args.no_limiter:
+        if rows:
+            print_table(["issues", "scenario", "wall s", "issues/s", "requests", "peak RSS MB", "vs loop"], rows)
+        if args.floor:
+            import statistics
+
+            print()
+            frows = []
+            for n in sizes:
+                fl = [run_child(__file__, "floor", fresh_database(DB), str(n)) for _ in range(args.repeat)]
+                frows.append([f"{n:,}", str(fl[0]["pages"]), f"{statistics.median(f['walk'] for f in fl):.2f}",
+                              f"{statistics.median(f['merge'] for f in fl):.2f}"])
+            print_table(["issues", "pages", "floor: walk pages, no DB (s)", "floor: COPY + merge (s)"], frows)
+        if args.peers:
+            print()
+            print_table(["issues", "sync", "whole process", "wall s (median)", "vs dlt"],
+                        [r for n in sizes for r in peers(n, args.repeat)])
+        if not args.no_limiter and not args.only_peers:
             print()
             print_table(["budget", "requests", "wall s", "max in any window", "never over", "budget used",
                          ">= 95%"], limiter(fresh_database(DB), 40, 2.0, 30000))
