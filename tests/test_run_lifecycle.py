@@ -217,10 +217,19 @@ def test_the_next_sync_recovers_from_a_killed_sync_wait(store, db_url, tmp_path)
         assert instance.get_run_by_id(dead["dagster_run_id"]).status == DagsterRunStatus.FAILURE
     old = store.get_run(dead["id"])
     assert old["status"] == "partial" and old["finished_at"] is not None  # reclaimed and reconciled
+    # What the dead run acknowledged (its success rows) is what it finished. On PostgreSQL the outcome
+    # writes of the last (at most three) batches run behind the listeners (BackgroundWriter), so a kill
+    # may leave up to three delivered items unacknowledged: those are delivered again (at-least-once).
+    acked = {it["external_id"] for it in store.items_for_run(dead["id"]) if it["status"] == "success"}
+    last_acked = max(int(x.split("-")[1]) for x in acked)
+    assert acked == {f"item-{i}" for i in range(last_acked + 1)}
+    assert last_acked >= (14 if store.is_sqlite else 11)
     new = store.runs_for_integration(integ.id, limit=1)[0]
-    assert new["cursor_before"] == old["cursor_after"] == checkpoint_for(14)  # after the reconcile
-    assert new["status"] == "success" and new["items_total"] == 15
+    assert new["cursor_before"] == old["cursor_after"] == checkpoint_for(last_acked)  # after the reconcile
+    assert new["status"] == "success" and new["items_total"] == 29 - last_acked
     delivered = Counter(log.read_text().split())
     assert set(delivered) == {f"item-{i}" for i in range(30)}
-    assert all(n == 1 for n in delivered.values()), delivered  # nothing the dead run finished came again
+    again_twice = {x for x, n in delivered.items() if n > 1}
+    assert not again_twice & acked, delivered  # nothing the dead run finished came again
+    assert all(n <= 2 for n in delivered.values()), delivered
     assert store.get_integration(integ.id).cursor == checkpoint_for(29)
