@@ -1,0 +1,31 @@
+"""Definitions for the kill -9 suite (tests/reliability): ``integrations sync ID --wait`` in a
+subprocess that is SIGKILLed at a random moment.
+
+- ``KILL_APP_LOG``: every delivery appends the item's external id to this file (a line each), before
+  the engine records the item's success (so the log is a superset of what the store calls success).
+- ``KILL_APP_DELAY``: seconds each delivery sleeps (spreads the run over time so kills land mid-chunk).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from integrations_dagster import SyncSettings, build_definitions
+from providers.synthetic import SyntheticItem, SyntheticProvider
+
+
+def deliver(event: SyntheticItem) -> None:
+    with Path(os.environ["KILL_APP_LOG"]).open("a") as fh:
+        fh.write(event.external_id + "\n")
+    time.sleep(float(os.environ.get("KILL_APP_DELAY", "0")))
+
+
+defs = build_definitions(
+    providers=[SyntheticProvider()],
+    listeners=[(SyntheticItem, deliver)],
+    settings=SyncSettings(database_url=None, item_backoff=[0.0], item_tries=1, chunk_size=10,
+                          listener_batch_size=1),
+    sensors=False,
+)
