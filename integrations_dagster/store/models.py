@@ -188,3 +188,27 @@ activities = Table(
     Column("occurred_at", String(40), nullable=False),
     Column("raw", JSON, nullable=False),
 )
+
+# Transactional outbox (issue 13, migration 0007_outbox): local mutations an app recorded in its own
+# transaction, pushed to the provider in id order. status: pending -> synced | failed | conflict;
+# a rejection with reason ``error`` goes back to pending while attempts < max_retry_attempts.
+outbox = Table(
+    "outbox_mutations",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("integration_id", Integer, ForeignKey("integrations.id", ondelete="CASCADE"), nullable=False),
+    Column("mutation_id", String(64), nullable=False, unique=True),  # sent to the server for de-dup
+    Column("entity", String(200), nullable=False),
+    Column("entity_key", String(300), nullable=False),
+    Column("operation", String(20), nullable=False),  # create | update | delete
+    Column("payload", JSON, nullable=True),
+    Column("status", String(20), nullable=False, default="pending", server_default="pending"),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("reason", String(100), nullable=True),
+    Column("details", JSON, nullable=True),
+    Column("server_state", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_outbox_integration_status", "integration_id", "status", "id"),
+    Index("ix_outbox_key", "integration_id", "entity", "entity_key", "id"),
+)

@@ -1,0 +1,139 @@
+"""The transactional outbox's SQL (issue 13). Decisions are in ``engine/push.py``.
+
+``record(conn, ...)`` writes a mutation in the *caller's* transaction: when the app's tables live in
+this database, the local write and its mutation commit or roll back together. ``record_now`` is the
+plain call for apps whose tables live elsewhere (its own transaction).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, select, update
+
+from integrations_dagster.engine.push import Decision, Mutation, MutationStatus
+from integrations_dagster.store.models import outbox as t
+from integrations_dagster.store.store import Store, utcnow
+
+OPERATIONS = frozenset({"create", "update", "delete"})
+_BLOCKING = (MutationStatus.PENDING.value, MutationStatus.FAILED.value, MutationStatus.CONFLICT.value)
+
+
+class OutboxError(ValueError):
+    """A mutation that cannot be recorded (nothing was written)."""
+
+
+class Outbox:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(
+        self,
+        conn: Connection,
+        integration_id: int,
+        *,
+        entity: str,
+        key: str | int,
+        operation: str,
+        payload: Any = None,
+        mutation_id: str | None = None,
+    ) -> str:
+        """Record one local mutation in ``conn``'s transaction; returns its mutation id."""
+        if operation not in OPERATIONS:
+            raise OutboxError(f"operation must be one of {sorted(OPERATIONS)}, got {operation!r}")
+        if not entity or key is None or str(key) == "":
+            raise OutboxError("a mutation needs an entity and a key")
+        mid = mutation_id or uuid.uuid4().hex
+        conn.execute(
+            t.insert().values(
+                integration_id=integration_id,
+                mutation_id=mid,
+                entity=entity,
+                entity_key=str(key),
+                operation=operation,
+                payload=payload,
+                status=MutationStatus.PENDING.value,
+                attempts=0,
+                created_at=utcnow(),
+            )
+        )
+        return mid
+
+    def record_now(self, integration_id: int, **kw: Any) -> str:
+        with self.store.begin() as conn:
+            return self.record(conn, integration_id, **kw)
+
+    def eligible(self, integration_id: int, *, limit: int, exclude: Iterable[int] = ()) -> list[Mutation]:
+        """Pending mutations in id order, each the first unfinished one of its key."""
+        earlier = t.alias("earlier")
+        blocked = exists().where(
+            and_(
+                earlier.c.integration_id == t.c.integration_id,
+                earlier.c.entity == t.c.entity,
+                earlier.c.entity_key == t.c.entity_key,
+                earlier.c.id < t.c.id,
+                earlier.c.status.in_(_BLOCKING),
+            )
+        )
+        stmt = select(t).where(t.c.integration_id == integration_id, t.c.status == MutationStatus.PENDING.value, ~blocked)
+        ex = list(exclude)
+        if ex:
+            stmt = stmt.where(t.c.id.not_in(ex))
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(t.c.id).limit(limit)).mappings().all()
+        return [
+            Mutation(r["id"], r["mutation_id"], r["entity"], r["entity_key"], r["operation"], r["payload"], r["attempts"])
+            for r in rows
+        ]
+
+    def record_outcomes(self, decisions: Mapping[int, Decision]) -> None:
+        now = utcnow()
+        with self.store.begin() as conn:
+            for mid, d in decisions.items():
+                done = d.status is not MutationStatus.PENDING
+                conn.execute(
+                    update(t)
+                    .where(t.c.id == mid, t.c.status == MutationStatus.PENDING.value)
+                    .values(
+                        status=d.status.value,
+                        attempts=t.c.attempts + 1,
+                        reason=d.reason,
+                        details=d.details,
+                        server_state=d.server_state,
+                        finished_at=now if done else None,
+                    )
+                )
+
+    def counts(self, integration_id: int) -> dict[str, int]:
+        out = {s.value: 0 for s in MutationStatus}
+        with self.store.engine.connect() as conn:
+            for status, n in conn.execute(
+                select(t.c.status, func.count()).where(t.c.integration_id == integration_id).group_by(t.c.status)
+            ):
+                out[status] = n
+        return out
+
+    def list(self, integration_id: int | None = None, *, statuses: Iterable[str] = ("failed", "conflict")) -> list[dict[str, Any]]:
+        stmt = select(t).where(t.c.status.in_(list(statuses)))
+        if integration_id is not None:
+            stmt = stmt.where(t.c.integration_id == integration_id)
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt.order_by(t.c.id)).mappings()]
+
+    def retry(self, ids: Iterable[int]) -> int:
+        """Failed or conflicting mutations back to pending (attempts reset); returns how many."""
+        return self._move(ids, ("failed", "conflict"), MutationStatus.PENDING, reset=True)
+
+    def skip(self, ids: Iterable[int]) -> int:
+        """Give up on failed or conflicting mutations: finished, they no longer block their key."""
+        return self._move(ids, ("failed", "conflict"), MutationStatus.SKIPPED, reset=False)
+
+    def _move(self, ids: Iterable[int], from_: tuple[str, ...], to: MutationStatus, *, reset: bool) -> int:
+        values: dict[str, Any] = {"status": to.value}
+        if reset:
+            values.update(attempts=0, finished_at=None)
+        with self.store.begin() as conn:
+            res = conn.execute(update(t).where(t.c.id.in_(list(ids)), t.c.status.in_(from_)).values(**values))
+            return res.rowcount or 0
