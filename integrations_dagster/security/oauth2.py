@@ -1,0 +1,153 @@
+"""OAuth2 access tokens with refresh (issue 14 point 1, first part: the pure decisions and the
+token-endpoint exchange).
+
+What is here: a typed record for stored OAuth2 credentials, a pure function deciding whether a
+token must be refreshed (before expiry with a margin, or once after a 401), the parsing of a token
+endpoint's answer (rotating refresh tokens are kept; a missing one keeps the old one), and the
+refresh-token grant itself over ``httpx`` (RFC 6749 section 6). A refused refresh raises
+:class:`RefreshRefused` whose message tells the operator what to do.
+
+Not here yet: the cross-process database lock around a refresh and the HTTP-layer hook (see the
+README's "Credentials" notes).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+
+from integrations_dagster.errors import CredentialsError
+
+DEFAULT_MARGIN = timedelta(seconds=60)
+
+
+class RefreshRefused(CredentialsError):
+    """The token endpoint refused the refresh token: the account must be connected again."""
+
+
+@dataclass(frozen=True)
+class OAuth2Token:
+    access_token: str
+    refresh_token: str | None = None
+    expires_at: datetime | None = None  # aware UTC; None = unknown / does not expire
+    token_type: str = "Bearer"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "token_type": self.token_type,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OAuth2Token:
+        if not isinstance(data.get("access_token"), str) or not data["access_token"]:
+            raise CredentialsError("OAuth2 credentials: field 'access_token' is missing or empty")
+        raw = data.get("expires_at")
+        expires = None
+        if raw:
+            try:
+                expires = datetime.fromisoformat(str(raw))
+            except ValueError as exc:
+                raise CredentialsError(
+                    f"OAuth2 credentials: field 'expires_at' is not an ISO timestamp: {raw!r}"
+                ) from exc
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=timezone.utc)
+        return cls(
+            access_token=data["access_token"],
+            refresh_token=data.get("refresh_token") or None,
+            expires_at=expires,
+            token_type=str(data.get("token_type") or "Bearer"),
+        )
+
+
+class RefreshDecision(enum.Enum):
+    USE = "use"
+    REFRESH = "refresh"
+    CANNOT_REFRESH = "cannot_refresh"
+
+
+def refresh_decision(
+    token: OAuth2Token,
+    now: datetime,
+    *,
+    margin: timedelta = DEFAULT_MARGIN,
+    got_401: bool = False,
+) -> RefreshDecision:
+    """Pure: refresh when the token expires within ``margin`` of ``now`` or the API said 401."""
+    due = got_401 or (token.expires_at is not None and token.expires_at - margin <= now)
+    if not due:
+        return RefreshDecision.USE
+    return RefreshDecision.REFRESH if token.refresh_token else RefreshDecision.CANNOT_REFRESH
+
+
+def parse_token_response(body: Any, now: datetime, previous: OAuth2Token) -> OAuth2Token:
+    """Pure: the new token from a token endpoint's JSON answer. A rotated refresh token replaces
+    the old one; an answer without one keeps the old one (RFC 6749 6: the server MAY issue one)."""
+    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+        raise CredentialsError("token endpoint answer has no 'access_token'")
+    expires_in = body.get("expires_in")
+    expires_at = None
+    if expires_in is not None:
+        try:
+            expires_at = now + timedelta(seconds=float(expires_in))
+        except (TypeError, ValueError) as exc:
+            raise CredentialsError(f"token endpoint answer: 'expires_in' is not a number: {expires_in!r}") from exc
+    return replace(
+        previous,
+        access_token=body["access_token"],
+        refresh_token=body.get("refresh_token") or previous.refresh_token,
+        expires_at=expires_at,
+        token_type=str(body.get("token_type") or previous.token_type),
+    )
+
+
+def refresh(
+    token: OAuth2Token,
+    *,
+    token_url: str,
+    client_id: str,
+    client_secret: str | None = None,
+    timeout: float = 30.0,
+    now: datetime | None = None,
+    client: httpx.Client | None = None,
+) -> OAuth2Token:
+    """Exchange the refresh token for a new access token (refresh_token grant)."""
+    if not token.refresh_token:
+        raise RefreshRefused("no refresh token stored: connect the account again (`integrations connect`)")
+    data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token, "client_id": client_id}
+    if client_secret:
+        data["client_secret"] = client_secret
+    own = client is None
+    http = client or httpx.Client(timeout=timeout)
+    try:
+        try:
+            resp = http.post(token_url, data=data, headers={"Accept": "application/json"}, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise CredentialsError(f"token endpoint {token_url} did not answer within {timeout}s") from exc
+        if resp.status_code in (400, 401):
+            try:
+                err = resp.json().get("error", "")
+            except ValueError:
+                err = ""
+            raise RefreshRefused(
+                f"token endpoint refused the refresh token ({resp.status_code} {err or 'no error code'}): "
+                "the account's authorization was revoked or the refresh token was already used; "
+                "connect the account again (`integrations connect`)"
+            )
+        if resp.status_code >= 300:
+            raise CredentialsError(f"token endpoint {token_url} answered HTTP {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise CredentialsError(f"token endpoint {token_url} answered non-JSON") from exc
+        return parse_token_response(body, now or datetime.now(timezone.utc), token)
+    finally:
+        if own:
+            http.close()
