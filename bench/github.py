@@ -25,7 +25,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -107,8 +109,23 @@ def child_framework(url: str, issues: int, rate_limit: str | None = None) -> dic
     return {"seconds": seconds, "rss_mb": peak_rss_mb(), "requests": sr["request_count"], "times": times}
 
 
-def child_loop(url: str, issues: int) -> dict:
+def _pages(fake: Any) -> Iterator[list[dict]]:
+    """The hand loop's walk: every page of the fake's issues, following the Link header."""
     import httpx
+
+    with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+        next_url: str | None = f"{fake.url}/repos/{fake.owner}/{fake.repo}/issues"
+        params: dict | None = {"since": "2000-01-01T00:00:00Z", "state": "all", "sort": "updated",
+                               "direction": "asc", "per_page": 100}
+        while next_url:
+            resp = client.get(next_url, params=params)
+            resp.raise_for_status()
+            yield resp.json()
+            next_url = resp.links.get("next", {}).get("url")
+            params = None
+
+
+def child_loop(url: str, issues: int) -> dict:
     from sqlalchemy import create_engine
 
     from integrations_dagster import Store
@@ -120,34 +137,25 @@ def child_loop(url: str, issues: int) -> dict:
     with FakeServer(issues) as fake:
         t0 = time.perf_counter()
         requests = 0
-        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
-            next_url: str | None = f"{fake.url}/repos/{fake.owner}/{fake.repo}/issues"
-            params: dict | None = {"since": "2000-01-01T00:00:00Z", "state": "all", "sort": "updated",
-                                   "direction": "asc", "per_page": 100}
-            while next_url:
-                resp = client.get(next_url, params=params)
-                resp.raise_for_status()
-                requests += 1
-                rows = [
-                    {"integration_id": 1, "issue_id": i["id"], "number": i["number"], "title": i["title"],
-                     "state": i["state"], "user_login": (i.get("user") or {}).get("login"),
-                     "labels": [lbl["name"] for lbl in i.get("labels", [])], "created_at": i["created_at"],
-                     "updated_at": i["updated_at"], "html_url": i.get("html_url"), "raw": i}
-                    for i in resp.json()
-                ]
-                if rows:
-                    with engine.begin() as conn:
-                        pg_upsert(conn.connection.driver_connection, github_issues, rows,
-                                  ["integration_id", "issue_id"])
-                next_url = resp.links.get("next", {}).get("url")
-                params = None
+        for page in _pages(fake):
+            requests += 1
+            rows = [
+                {"integration_id": 1, "issue_id": i["id"], "number": i["number"], "title": i["title"],
+                 "state": i["state"], "user_login": (i.get("user") or {}).get("login"),
+                 "labels": [lbl["name"] for lbl in i.get("labels", [])], "created_at": i["created_at"],
+                 "updated_at": i["updated_at"], "html_url": i.get("html_url"), "raw": i}
+                for i in page
+            ]
+            if rows:
+                with engine.begin() as conn:
+                    pg_upsert(conn.connection.driver_connection, github_issues, rows,
+                              ["integration_id", "issue_id"])
         seconds = time.perf_counter() - t0
     return {"seconds": seconds, "rss_mb": peak_rss_mb(), "requests": requests}
 
 
 def child_floor(url: str, issues: int) -> dict:
     """The floor: walk every page with no database work, then COPY all rows into a temp table and merge."""
-    import httpx
     import psycopg
 
     from integrations_dagster import Store
@@ -157,16 +165,8 @@ def child_floor(url: str, issues: int) -> dict:
     with FakeServer(issues) as fake:
         rows: list[dict] = []
         t0 = time.perf_counter()
-        with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
-            next_url: str | None = f"{fake.url}/repos/{fake.owner}/{fake.repo}/issues"
-            params: dict | None = {"since": "2000-01-01T00:00:00Z", "state": "all", "sort": "updated",
-                                   "direction": "asc", "per_page": 100}
-            while next_url:
-                resp = client.get(next_url, params=params)
-                resp.raise_for_status()
-                rows.extend(resp.json())
-                next_url = resp.links.get("next", {}).get("url")
-                params = None
+        for page in _pages(fake):
+            rows.extend(page)
         walk = time.perf_counter() - t0
     cols = [c.name for c in github_issues.columns]
     t1 = time.perf_counter()

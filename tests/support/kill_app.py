@@ -12,8 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from integrations_dagster import SyncSettings, build_definitions
-from providers.synthetic import SyntheticItem, SyntheticProvider
+from providers.synthetic import SyntheticItem
+from tests.support.subprocess_app import synthetic_defs
 
 
 def deliver(event: SyntheticItem) -> None:
@@ -22,10 +22,4 @@ def deliver(event: SyntheticItem) -> None:
     time.sleep(float(os.environ.get("KILL_APP_DELAY", "0")))
 
 
-defs = build_definitions(
-    providers=[SyntheticProvider()],
-    listeners=[(SyntheticItem, deliver)],
-    settings=SyncSettings(database_url=None, item_backoff=[0.0], item_tries=1, chunk_size=10,
-                          listener_batch_size=1),
-    sensors=False,
-)
+defs = synthetic_defs(deliver)
