@@ -152,7 +152,7 @@ def push_pending(
     result = SyncResult()
     seen: set[int] = set()
     while True:
-        batch = [m for m in outbox.eligible(integration.id, limit=push_batch_size, exclude=seen)]
+        batch = list(outbox.eligible(integration.id, limit=push_batch_size, exclude=seen))
         if not batch:
             return result
         seen.update(m.id for m in batch)

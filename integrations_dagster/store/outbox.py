@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
 
 from integrations_dagster.engine.push import Decision, Mutation, MutationStatus
 from integrations_dagster.store.models import outbox as t
@@ -89,22 +89,29 @@ class Outbox:
         ]
 
     def record_outcomes(self, decisions: Mapping[int, Decision]) -> None:
+        if not decisions:
+            return
         now = utcnow()
+        stmt = (
+            update(t)
+            .where(t.c.id == bindparam("mid"), t.c.status == MutationStatus.PENDING.value)
+            .values(
+                status=bindparam("new_status"),
+                attempts=t.c.attempts + 1,
+                reason=bindparam("new_reason"),
+                details=bindparam("new_details"),
+                server_state=bindparam("new_server_state"),
+                finished_at=bindparam("new_finished_at"),
+            )
+        )
+        rows = [
+            {"mid": mid, "new_status": d.status.value, "new_reason": d.reason, "new_details": d.details,
+             "new_server_state": d.server_state,
+             "new_finished_at": now if d.status is not MutationStatus.PENDING else None}
+            for mid, d in decisions.items()
+        ]
         with self.store.begin() as conn:
-            for mid, d in decisions.items():
-                done = d.status is not MutationStatus.PENDING
-                conn.execute(
-                    update(t)
-                    .where(t.c.id == mid, t.c.status == MutationStatus.PENDING.value)
-                    .values(
-                        status=d.status.value,
-                        attempts=t.c.attempts + 1,
-                        reason=d.reason,
-                        details=d.details,
-                        server_state=d.server_state,
-                        finished_at=now if done else None,
-                    )
-                )
+            conn.execute(stmt, rows)  # one executemany for the whole batch
 
     def counts(self, integration_id: int) -> dict[str, int]:
         out = {s.value: 0 for s in MutationStatus}
