@@ -39,7 +39,7 @@ from integrations_dagster.engine.engine import ReconcileResult, SyncEngine
 from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.authoring.listeners import ListenersArg
 from integrations_dagster.authoring.provider import Provider
-from integrations_dagster.orchestration.resource import IntegrationsResource
+from integrations_dagster.orchestration.resource import IntegrationsResource, database_url_config
 from integrations_dagster.settings import SyncSettings
 
 PROVIDER_TAG = "integrations/provider"
@@ -307,7 +307,7 @@ def build_definitions(
             op_jobs, op_schedules = build_operator_definitions(engine=engine)
             jobs.extend(op_jobs)
             schedules.extend(op_schedules)
-    res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=settings.database_url)}
+    res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=database_url_config(settings.database_url))}
     res.update(resources or {})
     defs = Definitions(
         jobs=jobs, assets=assets, asset_checks=checks, sensors=all_sensors, schedules=schedules, resources=res,
