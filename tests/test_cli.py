@@ -321,10 +321,10 @@ def test_key_generation_and_rotation(env, db_url):
 
 def test_add_json_and_credentials_refused_without_a_key(env):
     data = invoke_json(env, "add", "synthetic", "--name", "n", "--meta", 'fail_external_ids=["item-1"]',
-                       "--meta", "owner=acme", "--interval", "7")
+                       "--meta", "items=5", "--interval", "7")
     assert set(data) == INTEGRATION_KEYS | {"recent_runs"}
     assert (data["metadata"], data["interval_minutes"], data["tenant"]) == (
-        {"fail_external_ids": ["item-1"], "owner": "acme"}, 7, "default")
+        {"fail_external_ids": ["item-1"], "items": 5}, 7, "default")
     res = invoke(env | {"INTEGRATIONS_SECRET_KEY": "", "INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS": ""},
                  "add", "synthetic", "--name", "n", "--secret", f"token={TOKEN}", code=1)
     assert "refusing to store credentials unencrypted: set INTEGRATIONS_SECRET_KEY" in res.stderr

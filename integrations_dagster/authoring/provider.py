@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel
+
 from integrations_dagster.authoring.rate_limit import RateLimit
 
 if TYPE_CHECKING:
@@ -48,12 +50,34 @@ class Provider:
     #: Items per mapped step for this provider; None: ``SyncSettings.chunk_size``. Providers whose
     #: listeners are cheap per item (batch upserts) want bigger chunks: fewer Dagster steps.
     chunk_size: ClassVar[int | None] = None
+    #: pydantic models of the integration's metadata and credentials (None: not checked). ``add``
+    #: validates against them and names each missing, wrong or unknown field; declare
+    #: ``model_config = ConfigDict(extra="forbid")`` to catch misspelt keys.
+    metadata_model: ClassVar[type[BaseModel] | None] = None
+    credentials_model: ClassVar[type[BaseModel] | None] = None
 
     def sync(self, integration: Integration, session: SyncSession) -> None:
         raise NotImplementedError(f"provider {type(self).__name__} must implement sync()")
 
     def reduce_checkpoints(self, checkpoints: list[Any]) -> Any:
         return reduce_by_max(checkpoints)
+
+    # --- typed configuration ------------------------------------------------------------------
+    def validate_config(self, metadata: Any, credentials: Any, *, name: str = "") -> None:
+        """Raise ``InvalidIntegrationConfig`` when metadata or credentials do not match the models."""
+        from integrations_dagster.authoring.config import validate_integration_config
+
+        validate_integration_config(self.key, name, self.metadata_model, self.credentials_model, metadata,
+                                    credentials)
+
+    def metadata_of(self, integration: Integration) -> Any:
+        """The integration's metadata as ``metadata_model`` (the plain dict when there is none)."""
+        if self.metadata_model is None:
+            return integration.metadata
+        from integrations_dagster.authoring.config import validate_integration_config
+
+        validate_integration_config(self.key, integration.name, self.metadata_model, None, integration.metadata, None)
+        return self.metadata_model.model_validate(integration.metadata)
 
     # --- hooks with sensible defaults -------------------------------------------------------
     def enumerate(self, integration: Integration, session: SyncSession) -> None:

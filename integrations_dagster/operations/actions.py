@@ -87,11 +87,13 @@ def add_integration(
     cron: str | None = None,
     tenant: str | None = None,
 ) -> Integration:
-    """Create an integration (due at once). The provider must be one the engine knows."""
-    if engine is not None:
-        engine.provider(provider_key)  # UnknownProvider names the known ones
+    """Create an integration (due at once). The provider must be one the engine knows, and its metadata
+    and credentials must match the provider's ``metadata_model`` / ``credentials_model``."""
     if not name or not name.strip():
         raise IntegrationsError("an integration needs a non-empty name")
+    if engine is not None:
+        # UnknownProvider names the known ones; InvalidIntegrationConfig names each missing or wrong field
+        engine.provider(provider_key).validate_config(metadata or {}, credentials or {}, name=name.strip())
     if interval_minutes is not None and cron is not None:
         raise IntegrationsError("give either an interval or a cron expression, not both")
     if interval_minutes is not None and interval_minutes < 1:

@@ -18,7 +18,9 @@ from integrations_dagster import (
 from providers.github.tables import activities
 from integrations_dagster.http import LinkHeaderPaginator
 
-from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, upsert
+from providers.github.common import (
+    GITHUB_API, GITHUB_HEADERS, GitHubActivityMetadata, GitHubCredentials, hours_ago, upsert,
+)
 
 STREAMS = ("notifications", "events")
 
@@ -60,6 +62,8 @@ class GitHubActivityProvider(Provider):
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
     http_headers = GITHUB_HEADERS
+    metadata_model = GitHubActivityMetadata
+    credentials_model = GitHubCredentials
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         start = integration.metadata.get("since") or hours_ago(24)

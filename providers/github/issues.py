@@ -20,7 +20,9 @@ from integrations_dagster import (
 from providers.github.tables import github_issues
 from integrations_dagster.http import LinkHeaderPaginator
 
-from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, require, upsert
+from providers.github.common import (
+    GITHUB_API, GITHUB_HEADERS, GitHubCredentials, GitHubIssuesMetadata, hours_ago, require, upsert,
+)
 
 
 class GitHubUser(TypedDict):  # TypedDicts, not models: validated as strictly, at a fifth of the cost per issue
@@ -61,6 +63,8 @@ class GitHubProvider(Provider):
     base_url = GITHUB_API
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
+    metadata_model = GitHubIssuesMetadata
+    credentials_model = GitHubCredentials
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = require(integration, "owner", "repo")
