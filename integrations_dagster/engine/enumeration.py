@@ -31,7 +31,11 @@ def enumerate_run(
     http_factory: Callable[[SyncSession], Any] | None = None,
 ) -> EnumerationResult:
     """Run the provider; on any exception discard what it dispatched and fail the run."""
-    provider = engine.provider(integration.provider_key)
+    try:
+        provider = engine.provider(integration.provider_key)
+    except Exception as exc:  # a provider removed from the code: fail the run now, do not leave it enumerating
+        fail_enumeration(engine, store, integration, run_id, exc)
+        raise
     session = SyncSession(store=store, run_id=run_id, integration=integration, settings=engine.settings, log=log,
                           chunk_size=provider.chunk_size)
     if http_factory is not None:

@@ -24,6 +24,7 @@ Rules, in order, for each attempt (at most ``max_attempts``):
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 import threading
@@ -41,6 +42,7 @@ from integrations_dagster.http.errors import (
     ApiError,
     AuthenticationError,
     BudgetExhausted,
+    PaginationError,
     PayloadValidationError,
     RateLimitedError,
 )
@@ -450,6 +452,13 @@ class ApiClient:
             # matters on the fetch thread of a big sync.
             return pydantic_core.from_json(response.content)
         except ValueError as exc:
+            try:
+                # pydantic-core refuses a lone surrogate escape ("\ud800", e.g. an emoji cut in half
+                # upstream); the standard parser keeps it, so the one bad item is recorded invalid at
+                # dispatch instead of the whole page failing every run.
+                return json.loads(response.text)
+            except ValueError:
+                pass
             raise PayloadValidationError(
                 endpoint=self._endpoint(response.request),
                 field="<body>",
@@ -550,12 +559,21 @@ class ApiClient:
     ) -> Iterator[tuple[str, list[Any]]]:
         url = path
         current = paginator.first_request(dict(params or {}))
+        seen: set[str] = set()
         while True:
             # httpx replaces a URL's query string when given params, even empty ones, so a
             # next-URL that carries its own query is merged explicitly, never overwritten.
             target = httpx.URL(url)
             if current:
                 target = target.copy_merge_params(current)
+            # A page asked for twice means the API's next links (or cursors) go round in a circle:
+            # following them would dispatch the same items until the job times out.
+            if str(target) in seen:
+                raise PaginationError(
+                    f"pagination cycle: page {len(seen) + 1} points back to {redact_url(str(target))}, "
+                    f"already fetched; stopping instead of fetching the same pages forever"
+                )
+            seen.add(str(target))
             response = self.send("GET", str(target), params=None)
             endpoint = self._endpoint(response.request)
             items = self._extract_items(self._parse_body(response), items_path, endpoint)

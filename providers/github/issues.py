@@ -56,6 +56,12 @@ class GitHubIssueSynced(SyncItemEvent):
     issue: dict[str, Any]
 
 
+def _raw_id(raw: Any) -> str | int | None:
+    """The id of an item that did not validate, when it has a usable one (an item may not even be an object)."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
 class GitHubProvider(Provider):
     key = "github"
     default_sync_interval = 5
@@ -75,7 +81,7 @@ class GitHubProvider(Provider):
             paginator=LinkHeaderPaginator(), item_model=GitHubIssue,
         ):
             if issue is None:
-                session.dispatch_invalid(raw, error or "invalid", checkpoint_value=checkpoint, external_id=raw.get("id"))
+                session.dispatch_invalid(raw, error or "invalid", checkpoint_value=checkpoint, external_id=_raw_id(raw))
                 continue
             checkpoint = issue.updated_at
             session.dispatch(GitHubIssueSynced(integration_id=integration.id, issue=raw),
