@@ -13,6 +13,8 @@ runs, their events, the jobs' config schemas and the resources. Neither secret m
 - in any job or execution-plan snapshot, read back through the instance;
 - in any GraphQL answer.
 
+The credentials' encryption key (``INTEGRATIONS_SECRET_KEY``) is searched for as well.
+
 Before the fix ``build_definitions`` passed the URL to the resource as a literal, which Dagster
 records as the default of the resource's ``database_url`` field in every job snapshot.
 """
@@ -187,7 +189,8 @@ def test_no_password_or_token_in_dagster_storage_or_graphql(setting, monkeypatch
             result = json.loads(cli(env, "sync", iid, "--wait", "--json"))
             assert (result["status"], result["dagster_status"], result["items"]) == ("success", "SUCCESS", items)
 
-    needles = [PASSWORD.encode(), TOKEN.encode()]
+    key = env["INTEGRATIONS_SECRET_KEY"]  # the credentials' encryption key is a secret too
+    needles = [PASSWORD.encode(), TOKEN.encode(), key.encode()]
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     instance = DagsterInstance.get()
     try:
@@ -199,9 +202,9 @@ def test_no_password_or_token_in_dagster_storage_or_graphql(setting, monkeypatch
                 snaps.append(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id))
             text = "".join(serialize_value(s) for s in snaps) + serialize_value(run)
             assert "database_url" in text  # the resource's field is in the snapshot ...
-            assert PASSWORD not in text and TOKEN not in text  # ... its value is not
+            assert PASSWORD not in text and TOKEN not in text and key not in text  # ... its value is not
             logs = "".join(serialize_value(e) for e in instance.all_logs(run.run_id))
-            assert PASSWORD not in logs and TOKEN not in logs
+            assert PASSWORD not in logs and TOKEN not in logs and key not in logs
     finally:
         instance.dispose()
 
@@ -260,5 +263,5 @@ def test_no_password_or_token_in_dagster_storage_or_graphql(setting, monkeypatch
             proc.wait(timeout=10)
         log.close()
     joined = "\n".join(answers)
-    assert PASSWORD not in joined and TOKEN not in joined
+    assert PASSWORD not in joined and TOKEN not in joined and key not in joined
     assert scan_home(home, needles) == []
