@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidPayload": ".authoring.events",
     "IntegrationNotFound": ".errors",
     "IntegrationsError": ".errors",
+    "InvalidIntegrationConfig": ".errors",
     "IntegrationsResource": ".orchestration.resource",  # (dagster)
     "Provider": ".authoring.provider",
     "RateLimit": ".authoring.rate_limit",
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "SyncSession": ".authoring.session",
     "SyncSettings": ".settings",
     "UnknownProvider": ".errors",
+    "add_integration": ".operations.actions",
     "build_definitions": ".orchestration.code_location",  # Dagster only when it builds Definitions
     "current_sync": ".authoring.context",
     "engine_of": ".orchestration.code_location",
@@ -59,6 +61,7 @@ __all__ = [
     "IntegrationNotFound",
     "IntegrationsError",
     "IntegrationsResource",
+    "InvalidIntegrationConfig",
     "Provider",
     "RateLimit",
     "RateLimited",
@@ -76,6 +79,7 @@ __all__ = [
     "SyncSession",
     "SyncSettings",
     "UnknownProvider",
+    "add_integration",
     "build_definitions",
     "current_sync",
     "engine_of",
@@ -102,11 +106,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .orchestration.code_location import build_definitions, engine_of
+    from .operations.actions import add_integration
     from .engine.engine import ReconcileResult, SyncEngine
     from .errors import (
         CredentialsError,
         IntegrationNotFound,
         IntegrationsError,
+        InvalidIntegrationConfig,
         RateLimited,
         SyncItemNotFound,
         SyncListenerMustNotBeQueuedError,

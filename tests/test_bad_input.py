@@ -165,14 +165,13 @@ def _app_engine():  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("case", sorted(CONFIGS))
 def test_wrong_metadata_or_credentials_are_refused_at_add_naming_the_fields(case, store, monkeypatch):
-    from integrations_dagster.errors import InvalidIntegrationConfig
-    from integrations_dagster.operations import actions as ops
+    from integrations_dagster import InvalidIntegrationConfig, add_integration  # the public Python API
 
     monkeypatch.setenv("INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS", "1")
     spec = CONFIGS[case]
     secrets = [v.partition("=")[2] for v in spec["secret"]]
     with pytest.raises(InvalidIntegrationConfig) as info:
-        ops.add_integration(store, engine=_app_engine(), provider_key=spec["provider"], name="x",
+        add_integration(store, engine=_app_engine(), provider_key=spec["provider"], name="x",
                             metadata=_pairs(spec["meta"], parse_json=True),
                             credentials=_pairs(spec["secret"], parse_json=False))
     message = str(info.value)
