@@ -18,7 +18,7 @@ from integrations_dagster.status import RUN_CLAIMABLE, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
 from integrations_dagster.store import items as item_sql
 from integrations_dagster.store import runs as run_sql
-from integrations_dagster.store.locks import chunk_lock
+from integrations_dagster.store.locks import ChunkClaim, chunk_lock
 
 if TYPE_CHECKING:
     from integrations_dagster.engine.engine import SyncEngine
@@ -53,7 +53,8 @@ def process_chunk(
         provider = engine.providers.get(integration.provider_key)
         factory = http_factory_for(engine, store, provider, integration, run_id, for_items=True) if provider else None
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
-            return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration))
+            return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration),
+                                  claimed)
 
 
 def claim(
@@ -126,6 +127,7 @@ def _process_items(
     result: ChunkResult,
     log: Any,
     secrets: list[str],
+    claim: ChunkClaim | None = None,
 ) -> ChunkResult:
     settings = engine.settings
     # PostgreSQL: each batch's status write runs in the background while the next batch's
@@ -147,6 +149,8 @@ def _process_items(
             size = settings.listener_batch_size
             for start in range(0, len(ready), size):
                 part = ready[start:start + size]
+                if claim is not None:
+                    claim.check()  # the chunk is still ours (PostgreSQL: the advisory lock's session lives)
                 successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets)
                 if writer is not None:
                     writer.submit(item_sql.write_outcomes, store, successes, changes, now)
