@@ -602,10 +602,13 @@ def retry_item_cmd(ctx: click.Context, item_id: int, tenant: str | None, as_json
         _emit_json(res.as_dict())
     elif res.item_status == "success":
         _print_item_result(res, "succeeded")
+    elif res.item_status == "superseded":  # a later version succeeded: running this one would overwrite it
+        _print_item_result(res, "not retried (superseded)")
+        click.echo(res.skip_reason or "")
     else:
         _print_item_result(res, "failed again")
         click.echo(f"error: {res.last_error}")
-    ctx.exit(0 if res.item_status == "success" else 1)
+    ctx.exit(0 if res.item_status in ("success", "superseded") else 1)
 
 
 @cli.command("skip-sync-item")
