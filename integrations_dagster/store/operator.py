@@ -44,8 +44,9 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
             _t.c.integration_id.label("iid"),
             func.sum(case((_t.c.status.in_(UNFINISHED), 1), else_=0)).label("pending"),
             func.sum(case((_t.c.status == ItemStatus.FAILED, 1), else_=0)).label("failed"),
+            func.sum(case((_t.c.status == ItemStatus.SUPERSEDED, 1), else_=0)).label("superseded"),
         )
-        .where(_t.c.status.in_((*UNFINISHED, ItemStatus.FAILED)))
+        .where(_t.c.status.in_((*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED)))
         .group_by(_t.c.integration_id)
         .subquery("item_counts")
     )
@@ -61,6 +62,7 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
             last.c.dagster_run_id.label("last_dagster_run_id"),
             func.coalesce(items.c.pending, 0).label("pending"),
             func.coalesce(items.c.failed, 0).label("failed"),
+            func.coalesce(items.c.superseded, 0).label("superseded"),
         )
         .select_from(
             _i.outerjoin(items, items.c.iid == _i.c.id)
@@ -180,8 +182,8 @@ def _delete_in_batches(store: Store, table: Any, where: list[Any], size: int, re
 
 def prune_items(store: Store, cutoff: datetime, *, tenant: str | None, batch_size: int,
                 report: Callable[[int], None]) -> int:
-    """Delete success/skipped item rows finished before ``cutoff`` (failed rows stay)."""
-    where = [_t.c.status.in_((ItemStatus.SUCCESS, ItemStatus.SKIPPED)),
+    """Delete success/skipped/superseded item rows finished before ``cutoff`` (failed rows stay)."""
+    where = [_t.c.status.in_((ItemStatus.SUCCESS, ItemStatus.SKIPPED, ItemStatus.SUPERSEDED)),
              func.coalesce(_t.c.finished_at, _t.c.created_at) < cutoff]
     if tenant is not None:
         where.append(_t.c.integration_id.in_(_tenant_ids(tenant)))
