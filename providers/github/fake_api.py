@@ -11,7 +11,9 @@ new ``(state, sort=created, since)`` combination, whose result is cached.
 
 Faults: ``fail_next`` (429 / 403 secondary limit / 5xx), ``slow``, ``malformed_issue_ids``,
 a configurable primary rate limit (``rate_limit`` per ``rate_limit_window`` seconds), plus
-``bump`` / ``add_issues`` to create work for the next incremental sync.
+``bump`` / ``add_issues`` to create work for the next incremental sync, and ``edit_while_listing``
+to edit issues in the middle of a listing (they move to its end, the issues after them move up one
+place: what page-number paging over ``sort=updated`` loses).
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class FakeGitHub:
         self._requests: list[tuple[str, str]] = []
         self._request_times: list[float] = []  # epoch seconds of receipt, for rate-limit accuracy checks
         self._faults: list[_Fault] = []
+        self._listing_edits: list[list[Any]] = []  # [issue pages still to serve, issue ids] (edit_while_listing)
+        self.listing_edits_done: list[list[int]] = []  # ids edited so far by edit_while_listing, in order
         self._issues: list[_Issue] = []
         self._views: dict[tuple[str, str, str | None], tuple[list[int], list[str]]] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -317,6 +321,27 @@ class FakeGitHub:
                 self._serialize(issue)
             self._views.clear()
             return [i.id for i in added]
+
+    def edit_while_listing(self, ids_or_count: int | Iterable[int], *, after_pages: int = 1) -> None:
+        """Edit (``bump``) issues once ``after_pages`` more pages of an issues listing have been
+        served: the edited issues move to the end of a ``sort=updated`` listing, and each issue
+        after them moves up one place, so the first issue of the next page lands on a page the
+        client has already read. ``listing_edits_done`` records the ids edited, in order."""
+        if after_pages < 1:
+            raise ValueError("after_pages must be >= 1")
+        with self._lock:
+            self._listing_edits.append([after_pages, ids_or_count])
+
+    def _after_listing_page(self) -> None:
+        """Apply the edits that are due (called under the lock after each issues page is served)."""
+        due = []
+        for edit in self._listing_edits:
+            edit[0] -= 1
+            if edit[0] <= 0:
+                due.append(edit)
+        for edit in due:
+            self._listing_edits.remove(edit)
+            self.listing_edits_done.append(self.bump(edit[1]))
 
     def _view(self, state: str, sort: str, since: str | None) -> tuple[list[int], int]:
         """Indexes of issues in (state, sort) order, ascending by (sort key, number), and the
@@ -573,6 +598,8 @@ class FakeGitHub:
                 lo, hi = max(0, total - stop), max(0, total - start)
                 chosen = idx[first + lo:first + hi][::-1]
             body = "[" + ",".join(self._issue_json(self._issues[i]) for i in chosen) + "]"
+            if self._listing_edits:
+                self._after_listing_page()
         return 200, self._link(base, path, query, page, per_page, total), body.encode()
 
 
