@@ -275,6 +275,48 @@ class FakeGitHub:
         out.sort(key=lambda e: (e["created_at"], e["id"]), reverse=True)
         return out
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The user's events as served, newest arrival first (copies)."""
+        with self._lock:
+            return [dict(e) for e in self._events]
+
+    @property
+    def notifications(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(n) for n in self._notifications]
+
+    def add_events(self, created_at: Iterable[str]) -> list[str]:
+        """Events that arrive now, with the given ``created_at`` (possibly long past: GitHub lists
+        events 30 s to hours after they happen). They go to the top of the listing, as GitHub
+        orders by arrival; returns their ids."""
+        with self._lock:
+            next_id = max((int(e["id"]) for e in self._events), default=50_000_000) + 1
+            added = [{"id": str(next_id + k), "type": "IssuesEvent", "actor": {"login": self.login},
+                      "created_at": at, "repo": {"name": f"{self.owner}/{self.repo}"},
+                      "payload": {"action": "opened"}, "public": True} for k, at in enumerate(created_at)]
+            self._events[:0] = added[::-1]
+            return [e["id"] for e in added]
+
+    def add_notifications(self, updated_at: Iterable[str]) -> list[str]:
+        """Notification threads updated at the given times (the listing stays newest first); ids."""
+        with self._lock:
+            next_id = max((int(n["id"]) for n in self._notifications), default=9000) + 1
+            added = [{"id": str(next_id + k), "unread": True, "reason": "mention", "updated_at": at,
+                      "subject": {"title": f"Late notification {next_id + k}", "type": "Issue",
+                                  "url": f"https://api.github.com/repos/{self.owner}/{self.repo}/issues/1"},
+                      "repository": {"full_name": f"{self.owner}/{self.repo}"}} for k, at in enumerate(updated_at)]
+            self._notifications = sorted(self._notifications + added, key=lambda n: (n["updated_at"], n["id"]),
+                                         reverse=True)
+            return [n["id"] for n in added]
+
+    def update_notification(self, thread_id: str, updated_at: str) -> None:
+        """A new ``updated_at`` for one notification thread (a new comment, say)."""
+        with self._lock:
+            thread = next(n for n in self._notifications if n["id"] == thread_id)
+            thread["updated_at"] = updated_at
+            self._notifications.sort(key=lambda n: (n["updated_at"], n["id"]), reverse=True)
+
     def issue(self, number: int) -> dict[str, Any]:
         """The issue as currently served (a fresh dict)."""
         with self._lock:
