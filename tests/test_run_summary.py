@@ -123,7 +123,8 @@ def test_a_retried_item_after_prune_settles_the_run_with_every_count(store, engi
 
 def test_runs_settled_before_the_summary_existed_keep_their_rows_until_reconciled(store, engine):
     """A database that moves forward: runs settled before migration 0015 have no kept checkpoints.
-    A partial one keeps its completed rows (a later reconcile needs them); a successful one does not."""
+    A partial one keeps its completed rows (a later reconcile needs them) until its next reconcile
+    records them; a successful one needs none."""
     integ = ops.add_integration(store, engine=engine, provider_key="synthetic", name="s", metadata={"items": 12})
     ok = ops.add_integration(store, engine=engine, provider_key="synthetic", name="ok", metadata={"items": 5})
     POISON.add("item-8")  # the other integration has item-0 to item-4
@@ -136,10 +137,12 @@ def test_runs_settled_before_the_summary_existed_keep_their_rows_until_reconcile
     assert run_row(store, ok_run).pruned_counts == {"success": 5}
     assert ops.advance_cursor(store, engine, ok.id).cursor_after == checkpoint_for(4)  # nothing rewritten
     assert summary(store, ok.id, ok_run) == ("success", 5, 5, 0, 0, checkpoint_for(4))
+    # the next reconcile (here advance-cursor; nothing else changes, no events) records the summary
+    assert ops.advance_cursor(store, engine, integ.id).cursor_after == checkpoint_for(7)
+    assert run_row(store, partial_run).kept_checkpoints == [checkpoint_for(7), checkpoint_for(11)]
+    assert prune_all(store) == 11
     POISON.clear()
-    ops.skip_item(store, engine, failed(store, integ.id)["item-8"])  # reconcile records the summary
-    assert run_row(store, partial_run).kept_checkpoints is not None
-    assert prune_all(store) == 12
+    ops.skip_item(store, engine, failed(store, integ.id)["item-8"])
     assert summary(store, integ.id, partial_run) == ("success", 12, 11, 0, 1, checkpoint_for(11))
 
 

@@ -192,7 +192,9 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             return ReconcileResult(final=False, changed=False, status=RunStatus.PROCESSING,
                                    cursor_after=None, **base)
         status = run_status(Counts.of(counts))
-        if already_settled(run, status, counts):
+        # (A run settled before migration 0015_run_summary has no kept checkpoints: settled once
+        # more, it records them, so that prune may delete its rows.)
+        if already_settled(run, status, counts) and (run.kept_checkpoints is not None or status == RunStatus.SUCCESS):
             # Nothing moved since this run was settled (items only leave a settled state by
             # changing the counts: failed -> success/skipped/pending): same answer, no writes,
             # no events, and no re-reading of every checkpoint.
@@ -230,6 +232,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                 apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now)
             if counts["failed"]:
                 to_notify = item_sql.take_unnotified_failures(store, conn, run_id)
+        elif run.kept_checkpoints is None and outcome.kept is not None:
+            run_sql.record_kept_checkpoints(conn, run_id, outcome.kept)  # nothing else changed: no events
     result = ReconcileResult(final=True, changed=changed, status=status, cursor_after=cursor_after,
                              duration_seconds=duration, **base)
     if changed and run.request_count:
