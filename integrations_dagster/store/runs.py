@@ -26,6 +26,11 @@ def lock_run(store: Store, conn: Connection, run_id: int) -> Any:
     return conn.execute(store.for_update(select(m.sync_runs).where(m.sync_runs.c.id == run_id))).first()
 
 
+def record_kept_checkpoints(conn: Connection, run_id: int, kept: list[Any]) -> None:
+    """Record a settled run's kept checkpoints (a run settled before migration 0015_run_summary)."""
+    conn.execute(m.sync_runs.update().where(m.sync_runs.c.id == run_id).values(kept_checkpoints=kept))
+
+
 def in_flight(conn: Connection, integration_id: int) -> list[Any]:
     return list(conn.execute(
         select(m.sync_runs)
