@@ -220,7 +220,7 @@ def test_the_issues_example_names_repo_and_the_token(db_url, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "Error: github integration 'x': metadata is missing repo; credentials is missing token "
-        "(github takes metadata: owner (required), repo (required), base_url, since; credentials: token (required))")
+        "(github takes metadata: owner (required), repo (required), base_url, since, per_page; credentials: token (required))")
 
 
 def test_a_valid_config_is_stored_as_given_and_typed_on_read(store, monkeypatch):
@@ -325,7 +325,29 @@ def _record_issue(event: Any) -> None:
     DELIVERED.append(event.issue["number"])
 
 
-@pytest.mark.parametrize("case", sorted(PAGES))
+PROVIDER_PAGES = sorted(k for k, v in PAGES.items() if v.get("paginator") != "link")
+LINK_PAGES = sorted(k for k, v in PAGES.items() if v.get("paginator") == "link")
+
+
+@pytest.mark.parametrize("case", LINK_PAGES)
+def test_next_links_that_go_round_fail_the_listing_instead_of_looping(case):
+    from integrations_dagster.http import ApiClient, LinkHeaderPaginator
+    from integrations_dagster.http.errors import PaginationError
+    from tests.support.scripted_api import ScriptedApi
+
+    spec = PAGES[case]
+    with ScriptedApi(spec["pages"]) as api, ApiClient(base_url=api.url, sleep=lambda s: None) as client:
+        seen = []
+        with pytest.raises(PaginationError) as info:
+            for raw, _, _ in client.iter_items(api.path, paginator=LinkHeaderPaginator()):
+                seen.append(raw["number"])
+        assert len(api.requests) == len(spec["pages"])  # the circle is noticed before a page is fetched again
+    for text in spec["error"]:
+        assert text in str(info.value)
+    assert seen == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("case", PROVIDER_PAGES)
 def test_a_malformed_api_page_or_item_fails_clearly_and_the_fixed_api_delivers_everything(case, store, monkeypatch):
     from providers.github import GitHubProvider
     from providers.github.issues import GitHubIssueSynced
@@ -339,7 +361,7 @@ def test_a_malformed_api_page_or_item_fails_clearly_and_the_fixed_api_delivers_e
     with ScriptedApi(spec["pages"]) as api:
         integ = store.create_integration(
             provider_key="github", name=case, credentials={"token": TOKEN},
-            metadata={"owner": "acme", "repo": "widgets", "base_url": api.url, "since": SINCE})
+            metadata={"owner": "acme", "repo": "widgets", "base_url": api.url, "since": SINCE, "per_page": 3})
         run = _sync(engine, store, integ.id)
         assert run["status"] == spec["run"], (run["error"], run)
         for text in spec.get("error", []):

@@ -560,6 +560,8 @@ class ApiClient:
         url = path
         current = paginator.first_request(dict(params or {}))
         seen: set[str] = set()
+        skip: frozenset[Any] = frozenset()
+        identity = getattr(paginator, "identity", None)
         while True:
             # httpx replaces a URL's query string when given params, even empty ones, so a
             # next-URL that carries its own query is merged explicitly, never overwritten.
@@ -568,23 +570,27 @@ class ApiClient:
                 target = target.copy_merge_params(current)
             # A page asked for twice means the API's next links (or cursors) go round in a circle:
             # following them would dispatch the same items until the job times out.
-            if str(target) in seen:
+            absolute = str(self._http.build_request("GET", str(target)).url)  # a next link is absolute
+            if absolute in seen:
                 raise PaginationError(
-                    f"pagination cycle: page {len(seen) + 1} points back to {redact_url(str(target))}, "
+                    f"pagination cycle: page {len(seen) + 1} points back to {redact_url(absolute)}, "
                     f"already fetched; stopping instead of fetching the same pages forever"
                 )
-            seen.add(str(target))
+            seen.add(absolute)
             response = self.send("GET", str(target), params=None)
             endpoint = self._endpoint(response.request)
             items = self._extract_items(self._parse_body(response), items_path, endpoint)
             nxt = paginator.next_request(response, items, current)
             del response
+            if skip and identity is not None:  # the overlap with the page before (already yielded)
+                items = [i for i in items if identity(i) not in skip]
             yield endpoint, items
             if nxt is None:
                 return
             if nxt.url is not None:
                 url = nxt.url
             current = dict(nxt.params)
+            skip = nxt.skip
 
     def _prefetched(self, pages: Iterator[Any], depth: int) -> Iterator[Any]:
         """Yield from ``pages`` while a worker thread fetches up to ``depth`` pages ahead.

@@ -1,7 +1,9 @@
 """A local HTTP API that answers from a script of pages: the bad-input corpus's malformed API.
 
-``ScriptedApi(pages)`` serves ``GET <path>?page=N`` (N from 1) from ``pages[N-1]``, with a GitHub-style
-``Link: <...?page=N+1>; rel="next"`` header while a next page exists. A page is a dict:
+``ScriptedApi(pages)`` answers the N-th distinct request to ``<path>`` (its URL with the query: a retry of
+the same request gets the same page) from ``pages[N-1]``, and ``[]`` after the last, whatever paging the
+client does (page numbers, keyset on ``since``, next links); each page carries a GitHub-style
+``Link: <...>; rel="next"`` header while a next page exists. A page is a dict:
 
 - ``status`` (default 200), ``headers`` (extra response headers);
 - ``items``: a list of issue specs, ``n`` (a well-formed issue number n, see ``issue``),
@@ -9,9 +11,11 @@
   ``{"raw": value}`` (any JSON value as the item); serialised with ``json.dumps`` (so a lone surrogate
   becomes the escape ``\\ud800`` and NaN the literal ``NaN``, as a careless API would send them);
 - or ``body`` (any JSON value) or ``text`` (the body verbatim, e.g. HTML or truncated JSON);
-- ``next``: the page number the Link header points to (default N+1 when it exists, ``null``: none).
+- ``next``: the page the Link header points to (default N+1 when it exists, ``null``: none); a page
+  already served is pointed to by its own URL, which makes a circle.
 
-``pages`` may be replaced between runs (``api.pages = ...``) to "fix" the API.
+``pages`` may be replaced between runs (``api.pages = ...``, which also forgets the URLs seen) to "fix"
+the API.
 """
 
 from __future__ import annotations
@@ -60,10 +64,21 @@ def good_pages(numbers: list[int], per_page: int = 3) -> list[dict[str, Any]]:
 
 class ScriptedApi:
     def __init__(self, pages: list[dict[str, Any]], path: str = "/repos/acme/widgets/issues") -> None:
-        self.pages = pages
         self.path = path
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+        self.pages = pages
+
+    @property
+    def pages(self) -> list[dict[str, Any]]:
+        return self._pages
+
+    @pages.setter
+    def pages(self, pages: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._pages = pages
+            self._urls: list[str] = []  # distinct request targets in arrival order: page N is _urls[N-1]
 
     @property
     def url(self) -> str:
@@ -89,16 +104,23 @@ class ScriptedApi:
         parts = urlsplit(target)
         if parts.path != self.path:
             return 404, {"Content-Type": "application/json"}, b'{"message": "Not Found"}'
-        query = parse_qs(parts.query)
-        number = int(query.get("page", ["1"])[0])
-        if not 1 <= number <= len(self.pages):
+        with self._lock:
+            if target not in self._urls:
+                self._urls.append(target)
+            number = self._urls.index(target) + 1
+            pages, urls = self._pages, list(self._urls)
+        if number > len(pages):
             return 200, {"Content-Type": "application/json"}, b"[]"
-        page = self.pages[number - 1]
+        page = pages[number - 1]
         headers = {"Content-Type": "application/json", **page.get("headers", {})}
-        nxt = page.get("next", number + 1 if number < len(self.pages) else None)
+        nxt = page.get("next", number + 1 if number < len(pages) else None)
         if nxt is not None:
-            rest = "&".join(f"{k}={v[0]}" for k, v in query.items() if k != "page")
-            headers["Link"] = f'<{self.url}{self.path}?{rest}&page={nxt}>; rel="next"'
+            if nxt <= len(urls):
+                link = f"{self.url}{urls[nxt - 1]}"
+            else:
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()} | {"page": str(nxt)}
+                link = f"{self.url}{self.path}?" + "&".join(f"{k}={v}" for k, v in query.items())
+            headers["Link"] = f'<{link}>; rel="next"'
         if "text" in page:
             body = page["text"].encode("utf-8", "surrogatepass")
         elif "body" in page:
