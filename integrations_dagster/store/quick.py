@@ -84,16 +84,18 @@ def _iso(value: Any) -> str | None:
 
 def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tuple[str, list[Any]]:
     unfinished = ", ".join(mark for _ in UNFINISHED)
-    counted = ", ".join(mark for _ in (*UNFINISHED, ItemStatus.FAILED))
-    params: list[Any] = [*UNFINISHED, ItemStatus.FAILED.value, *UNFINISHED, ItemStatus.FAILED.value]
+    counted_statuses = (*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED)
+    counted = ", ".join(mark for _ in counted_statuses)
+    params: list[Any] = [*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED, *counted_statuses]
     sql = (
         "SELECT i.id, i.tenant, i.provider_key, i.name, i.enabled, i.health, i.cursor, i.last_synced_at, "
         "i.next_sync_at, last_run.id, last_run.status, last_run.dagster_run_id, "
-        "coalesce(item_counts.pending, 0), coalesce(item_counts.failed, 0) "
+        "coalesce(item_counts.pending, 0), coalesce(item_counts.failed, 0), coalesce(item_counts.superseded, 0) "
         "FROM integrations AS i "
         "LEFT OUTER JOIN (SELECT integration_id AS iid, "
         f"sum(CASE WHEN status IN ({unfinished}) THEN 1 ELSE 0 END) AS pending, "
-        f"sum(CASE WHEN status = {mark} THEN 1 ELSE 0 END) AS failed "
+        f"sum(CASE WHEN status = {mark} THEN 1 ELSE 0 END) AS failed, "
+        f"sum(CASE WHEN status = {mark} THEN 1 ELSE 0 END) AS superseded "
         f"FROM sync_items WHERE status IN ({counted}) GROUP BY integration_id) AS item_counts "
         "ON item_counts.iid = i.id "
         "LEFT OUTER JOIN (SELECT integration_id AS iid, max(id) AS run_id FROM sync_runs GROUP BY integration_id) "
@@ -109,7 +111,7 @@ def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tu
         params.append(tenant)
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sql + " ORDER BY i.id", [str(p) if isinstance(p, ItemStatus) else p for p in params]
+    return sql + " ORDER BY i.id", [p.value if isinstance(p, ItemStatus) else p for p in params]
 
 
 def status_rows(url: str, *, integration_id: int | None = None, tenant: str | None = None) -> list[dict[str, Any]] | None:
@@ -140,7 +142,7 @@ def status_rows(url: str, *, integration_id: int | None = None, tenant: str | No
             "id": r[0], "tenant": r[1], "provider": r[2], "name": r[3], "enabled": bool(r[4]), "health": r[5],
             "cursor": _json(r[6], sqlite), "last_synced_at": _iso(r[7]), "next_sync_at": _iso(r[8]),
             "last_run_id": r[9], "last_run_status": r[10], "last_dagster_run_id": r[11],
-            "pending_items": int(r[12]), "failed_items": int(r[13]),
+            "pending_items": int(r[12]), "failed_items": int(r[13]), "superseded_items": int(r[14]),
         }
         for r in rows
     ]
