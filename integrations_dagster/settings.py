@@ -81,6 +81,19 @@ class SyncSettings(BaseSettings):
         "wait for the next tick."
     )
 
+    batch_size: int = Field(
+        default=200, ge=0, description="Small due integrations per <key>_sync_batch run (a shard, one mapped step "
+        "per integration); 0 turns batching off (one <key>_sync run per integration). docs/BENCHMARKS.md, Fleet."
+    )
+    batch_max_items: int = Field(
+        default=2000, ge=0, description="An integration whose last enumerated run had more items than this (or "
+        "that never synced) gets its own partitioned <key>_sync run, with its chunks mapped across steps."
+    )
+    sensor_max_integrations_per_tick: int = Field(
+        default=2000, ge=1, description="With batching on: due integrations examined per sensor tick (own runs "
+        "are still capped by sensor_max_runs_per_tick)."
+    )
+
     @field_validator("item_backoff")
     @classmethod
     def _backoff_not_empty(cls, value: list[float]) -> list[float]:
