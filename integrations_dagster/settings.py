@@ -89,6 +89,10 @@ class SyncSettings(BaseSettings):
         default=2000, ge=0, description="An integration whose last enumerated run had more items than this (or "
         "that never synced) gets its own partitioned <key>_sync run, with its chunks mapped across steps."
     )
+    schedule_from: Literal["due", "finish"] = Field(
+        default="due", description="Runs the sync sensor launched: the next sync is one interval after the due "
+        "time (no drift by queueing and run time), or after the run finished (the interval is a pause)."
+    )
     sensor_max_integrations_per_tick: int = Field(
         default=2000, ge=1, description="With batching on: due integrations examined per sensor tick (own runs "
         "are still capped by sensor_max_runs_per_tick)."

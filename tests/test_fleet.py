@@ -280,3 +280,47 @@ def test_batch_io_manager_is_part_of_the_definitions(db_url):
     defs = fleet_app.make_defs(db_url)
     assert BATCH_IO_KEY in defs.resources
     assert defs.resolve_job_def(batch_job_name("synthetic")).executor_def.name == "in_process"
+
+
+# --- cadence: one interval from due time to due time (pure) ----------------------------------------
+class Row:
+    def __init__(self, next_sync_at, health="healthy", interval=2):  # type: ignore[no-untyped-def]
+        self.next_sync_at = next_sync_at
+        self.health = health
+        self.sync_interval_minutes = interval
+        self.sync_cron = None
+        self.enabled = True
+        self.consecutive_failures = 0
+        self.consecutive_auth_failures = 0
+
+
+def test_sensor_claim_counts_the_interval_from_the_due_time():
+    from integrations_dagster.engine.health import claim_next
+
+    due_at = T0
+    kw = dict(default_interval=None, multiplier=1.0)
+    assert claim_next(Row(due_at), now=due_at + timedelta(seconds=25), **kw) == due_at + timedelta(minutes=2)
+    # more than an interval late: one interval from now (a single sync, no burst of catch-ups)
+    late = due_at + timedelta(minutes=3)
+    assert claim_next(Row(due_at), now=late, **kw) == late + timedelta(minutes=2)
+    assert claim_next(Row(due_at), now=due_at + timedelta(seconds=25), from_due=False, **kw) == (
+        due_at + timedelta(seconds=25, minutes=2))
+    assert claim_next(Row(due_at), now=due_at, default_interval=None, multiplier=2.0) == due_at + timedelta(minutes=4)
+
+
+def test_a_scheduled_run_keeps_the_sensor_claim_unless_its_health_changed():
+    from integrations_dagster.engine.health import HealthPolicy, after_run
+
+    claim = T0 + timedelta(minutes=2)
+    finished = T0 + timedelta(seconds=40)
+    kw = dict(auth_failure=False, now=finished, default_interval=None, policy=HealthPolicy())
+    assert after_run(integration=Row(claim), run_status="success", keep_claim=True, **kw)["next_sync_at"] == claim
+    # the interval as a pause after the run (schedule_from="finish", or a manual run)
+    assert after_run(integration=Row(claim), run_status="success", **kw)["next_sync_at"] == (
+        finished + timedelta(minutes=2))
+    # a failure makes it degraded (2x): the claim was made at 1x, so it is recomputed from now
+    assert after_run(integration=Row(claim), run_status="failed", keep_claim=True, **kw)["next_sync_at"] == (
+        finished + timedelta(minutes=4))
+    # a run that outlived its claim: one interval from its end
+    assert after_run(integration=Row(T0), run_status="success", keep_claim=True, **kw)["next_sync_at"] == (
+        finished + timedelta(minutes=2))

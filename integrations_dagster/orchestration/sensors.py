@@ -55,7 +55,7 @@ from integrations_dagster.orchestration.definitions import (
     partitions_name,
 )
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick
-from integrations_dagster.engine.health import DISABLED, schedule_next
+from integrations_dagster.engine.health import DISABLED, claim_next
 from integrations_dagster.store import runs as run_sql
 from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.orchestration.resource import IntegrationsResource
@@ -266,9 +266,9 @@ def evaluate_sync_tick(
             run_requests.append(_own_run_request(key, iid, as_utc(row.next_sync_at), batching))
             report.own_runs.append(iid)
         report.requested.append(iid)
-        claim = schedule_next(
+        claim = claim_next(
             row, now=now, default_interval=provider.default_sync_interval,
-            multiplier=engine.health.multiplier(row.health),
+            multiplier=engine.health.multiplier(row.health), from_due=settings.schedule_from == "due",
         ) or now + timedelta(seconds=engine.settings.job_timeout)
         claims.append({"b_id": iid, "b_claim": claim, "b_now": now})
     if plan.batches:
