@@ -67,6 +67,8 @@ from integrations_dagster.status import RUN_IN_FLIGHT, RunStatus
 PARTITION_TAG = "dagster/partition"
 PARTITION_SET_TAG = "dagster/partition_set"
 SCHEDULE_TRIGGER = "schedule"
+#: skipped integrations named one by one in a tick's log (the rest are counted)
+SKIP_LINES = 20
 
 
 def sensor_name(provider_key: str) -> str:
@@ -294,8 +296,11 @@ def evaluate_sync_tick(
                 claims,
             )
 
-    for line in report.skipped.values():
+    lines = list(report.skipped.values())
+    for line in lines[:SKIP_LINES]:
         log.info(line)
+    if len(lines) > SKIP_LINES:  # a live batch run holds hundreds: the first lines say which run
+        log.info(f"... and {len(lines) - SKIP_LINES} more integrations skipped in flight")
     if stopped_early:
         # the plan stopped at the own-run cap: continue after the last integration it placed
         last = candidates[plan.taken - 1] if plan.taken else None
