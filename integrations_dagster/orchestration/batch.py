@@ -192,10 +192,13 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
 
         resume = None
         reopen = False
-        if context.retry_number > 0:  # an earlier attempt of this step, in this Dagster run
-            resume = engine.resumable_run(store, iid, context.run_id)
-        elif context.run.parent_run_id is not None:  # re-executed from failure: the parent's sync run
-            resume = engine.resumable_run(store, iid, context.run.parent_run_id)
+        parent = context.run.parent_run_id
+        if context.retry_number > 0:  # an earlier attempt of this step (in this run, or the parent's run
+            # when that attempt found nothing to reopen and so left the sync run under the parent's id)
+            resume = engine.resumable_run(store, iid, context.run_id) or (
+                engine.resumable_run(store, iid, parent) if parent else None)
+        elif parent is not None:  # re-executed from failure: the sync run the parent's step left
+            resume = engine.resumable_run(store, iid, parent)
             reopen = resume is not None
         if resume is not None:
             run_id, chunks = int(resume.id), int(resume.chunks)
