@@ -94,14 +94,19 @@ def test_mapping_keys_round_trip_and_reject_others():
 @pytest.fixture(autouse=True)
 def _reset():  # type: ignore[no-untyped-def]
     fleet_app.BROKEN.clear()
+    fleet_app.FLAKY.clear()
+    fleet_app._FAILED_ONCE.clear()
     fleet_app.SEEN.clear()
     yield
     fleet_app.BROKEN.clear()
     fleet_app.SEEN.clear()
 
 
-def ref_for(db_url: str) -> DefinitionsRef:
-    return DefinitionsRef("tests.support.fleet_app", "make_defs", {"database_url": db_url})
+def ref_for(db_url: str, **settings) -> DefinitionsRef:  # type: ignore[no-untyped-def]
+    kwargs: dict = {"database_url": db_url}
+    if settings:
+        kwargs["settings"] = settings
+    return DefinitionsRef("tests.support.fleet_app", "make_defs", kwargs)
 
 
 def run_batch(ref: DefinitionsRef, instance, ids: list[int], **kw):  # type: ignore[no-untyped-def]
@@ -168,6 +173,24 @@ def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_i
     for iid in ids:
         if iid != bad:
             assert len(timeline(dagster_instance, iid)) == 1  # the others were not run again
+
+
+def test_a_long_retry_wait_hands_the_step_back_and_its_retry_finishes_the_same_sync_run(db_url, dagster_instance):
+    """An item retry further away than inline_wait_max: the step raises RetryRequested (the other
+    integrations' steps run meanwhile); its next attempt continues the same sync run, not a new one."""
+    ref = ref_for(db_url, item_backoff=[1.0], inline_wait_max=0.1, item_tries=3)
+    store = Store.for_url(db_url)
+    flaky, calm = (store.create_integration(provider_key="synthetic", name=n, metadata={"items": 3}).id
+                   for n in ("flaky", "calm"))
+    fleet_app.FLAKY.add(flaky)
+    result = run_batch(ref, dagster_instance, [flaky, calm])
+    assert result.success
+    restarts = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert [e.step_key for e in restarts] == [f"{STEP}[i{flaky}]"]
+    assert sorted(e for i, e in fleet_app.SEEN if i == flaky) == ["item-0", "item-1", "item-2"]
+    [mat] = timeline(dagster_instance, flaky)  # one sync run, settled once
+    assert mat["status"] == "success" and mat["items_total"] == 3
+    assert store.get_integration(flaky).cursor == checkpoint_for(2)
 
 
 def test_incremental_batch_sync_and_an_integration_with_nothing_new(db_url, dagster_instance):

@@ -14,10 +14,17 @@ from integrations_dagster import SyncSettings, build_definitions
 from providers.synthetic import SyntheticItem, SyntheticProvider
 
 BROKEN: set[int] = set()
+#: integration ids whose items fail once each (the next attempt succeeds)
+FLAKY: set[int] = set()
+_FAILED_ONCE: set[tuple[int, str]] = set()
 SEEN: list[tuple[int, str]] = []
 
 
 def deliver(event: SyntheticItem) -> None:
+    key = (event.integration_id, event.external_id)
+    if event.integration_id in FLAKY and key not in _FAILED_ONCE:
+        _FAILED_ONCE.add(key)
+        raise RuntimeError(f"transient failure of {event.external_id}")
     if event.integration_id in BROKEN:
         raise RuntimeError(f"downstream refuses integration {event.integration_id}")
     SEEN.append((event.integration_id, event.external_id))
