@@ -175,6 +175,29 @@ def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_i
             assert len(timeline(dagster_instance, iid)) == 1  # the others were not run again
 
 
+def test_integrations_retry_path_reexecutes_a_failed_batch_run_keeping_its_shard(db_url, dagster_instance):
+    """``integrations retry ID`` re-executes the failed Dagster run of the integration's failed items from
+    failure (``in_process.reexecute_from_failure``); for a batch run that keeps the run's shard config and
+    runs only the failed integrations' steps."""
+    from integrations_dagster.orchestration.in_process import reexecute_from_failure
+
+    ref = ref_for(db_url)
+    store = Store.for_url(db_url)
+    ids = [store.create_integration(provider_key="synthetic", name=f"r{k}", metadata={"items": 2}).id
+           for k in range(3)]
+    fleet_app.BROKEN.add(ids[0])
+    first = run_batch(ref, dagster_instance, ids, raise_on_error=False)
+    assert not first.success
+    fleet_app.BROKEN.clear()
+    fleet_app.SEEN.clear()
+    child = reexecute_from_failure(ref, first.run_id, instance=dagster_instance, log_level="ERROR")
+    assert child.status.value == "SUCCESS"
+    steps = sorted(r.step_key for r in dagster_instance.get_run_step_stats(child.run_id))
+    assert steps == [f"{STEP}[i{ids[0]}]"]
+    assert sorted(fleet_app.SEEN) == [(ids[0], "item-0"), (ids[0], "item-1")]
+    assert store.get_integration(ids[0]).cursor == checkpoint_for(1)
+
+
 def test_a_long_retry_wait_hands_the_step_back_and_its_retry_finishes_the_same_sync_run(db_url, dagster_instance):
     """An item retry further away than inline_wait_max: the step raises RetryRequested (the other
     integrations' steps run meanwhile); its next attempt continues the same sync run, not a new one."""
