@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
-from sqlalchemy import insert, select, update  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
 
 from bench._common import drop_database, fresh_database, print_table  # noqa: E402
 from integrations_dagster import Store  # noqa: E402

@@ -8,7 +8,7 @@ PostgreSQL state stores; the sensor's sharding is tested as the pure function it
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, ReexecutionOptions, execute_job
