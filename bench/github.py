@@ -214,6 +214,10 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def _peer_db(n: int, k: int) -> str:
+    return f"{DB}_peer_{n}_{k}"
+
+
 def peers(n: int, repeat: int) -> list[list[str]]:
     """Whole processes: the CLI's full and no-change sync beside dlt's, on one fake GitHub of ``n`` issues."""
     import statistics
@@ -225,8 +229,11 @@ def peers(n: int, repeat: int) -> list[list[str]]:
     root = Path(__file__).resolve().parents[1]
     times: dict[str, list[float]] = {"cli full": [], "dlt full": [], "cli none": [], "dlt none": []}
     with FakeServer(n) as fake:
-        for _ in range(repeat):
-            url = fresh_database(DB)
+        for k in range(repeat):
+            # A database per repeat: ``Store.for_url`` keeps one migrated store per URL in this process, so
+            # re-creating the same database would leave the cached store pointing at a database without
+            # its tables (the repeat >= 2 failure). Each is dropped at the end (``main``'s ``finally``).
+            url = fresh_database(_peer_db(n, k))
             with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as pipes:
                 env = {**os.environ, "PYTHONPATH": str(root), "DAGSTER_DISABLE_TELEMETRY": "yes",
                        "DAGSTER_HOME": home, "INTEGRATIONS_DATABASE_URL": url,
@@ -286,8 +293,8 @@ def main() -> None:
         print(json.dumps(out))
         return
     rows = []
+    sizes = [int(s) for s in args.sizes.split(",")]
     try:
-        sizes = [int(s) for s in args.sizes.split(",")]
         for n in [] if args.only_peers else sizes:
             loops, fws = [], []
             for _ in range(args.repeat):  # alternating, so drift on a shared machine hits both alike
@@ -322,6 +329,10 @@ def main() -> None:
                          ">= 95%"], limiter(fresh_database(DB), 40, 2.0, 30000))
     finally:
         drop_database(DB)
+        if args.peers:
+            for n in sizes:
+                for k in range(args.repeat):
+                    drop_database(_peer_db(n, k))
 
 
 if __name__ == "__main__":
