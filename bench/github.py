@@ -256,6 +256,11 @@ def peers(n: int, repeat: int, dagster_storage: str = "sqlite") -> list[list[str
     root = Path(__file__).resolve().parents[1]
     kinds = ["cli full", "warm full", "dlt full", "loop full", "cli none", "warm none", "dlt none"]
     times: dict[str, list[float]] = {k: [] for k in kinds}
+
+    def note(key: str, seconds: float) -> None:  # as it happens, so an interrupted run still shows its figures
+        times[key].append(seconds)
+        print(f"peers {n} {key}: {seconds:.2f} s", file=sys.stderr, flush=True)
+
     with FakeServer(n) as fake:
         for k in range(repeat):
             # A database per repeat: ``Store.for_url`` keeps one migrated store per URL in this process, so
@@ -287,14 +292,14 @@ def peers(n: int, repeat: int, dagster_storage: str = "sqlite") -> list[list[str
                 dlt = [str(DLT_PY), str(Path(__file__).resolve().parent / "dlt_github.py"), fake.url, fake.owner,
                        fake.repo, TOKEN, url.replace("postgres@", "postgres:trust@", 1), pipes]  # dlt wants one
                 loop = [sys.executable, __file__, "--child", "loop-process", url, str(n), fake.url]
-                times["cli full"].append(_timed(cli, env))
-                times["dlt full"].append(_timed(dlt, env))
-                times["cli none"].append(_timed(cli, env))
-                times["dlt none"].append(_timed(dlt, env))
-                times["loop full"].append(_timed(loop, env))
+                note("cli full", _timed(cli, env))
+                note("dlt full", _timed(dlt, env))
+                note("cli none", _timed(cli, env))
+                note("dlt none", _timed(dlt, env))
+                note("loop full", _timed(loop, env))
                 with SyncServer(env):
-                    times["warm full"].append(_timed(via_server, env))
-                    times["warm none"].append(_timed(via_server, env))
+                    note("warm full", _timed(via_server, env))
+                    note("warm none", _timed(via_server, env))
                 with psycopg.connect(url) as conn:
                     counts = dict(conn.execute("SELECT integration_id, count(*) FROM github_issues "
                                                "GROUP BY integration_id").fetchall())
