@@ -66,10 +66,20 @@ class SyncSettings(BaseSettings):
     job_timeout: float = Field(
         default=1800, gt=0, description="Seconds after which an enumeration or a processing claim is presumed dead."
     )
-    executor: Literal["in_process", "multiprocess"] = Field(
-        default="in_process", description="Executor for sync jobs; in-process avoids ~0.6 s per step."
+    executor: Literal["in_process", "multiprocess", "celery"] = Field(
+        default="in_process",
+        description="Executor for sync jobs; in-process avoids ~0.6 s per step. celery: every step is a Celery task "
+        "run by warm dagster-celery workers (README 'Scaling out').",
     )
     max_concurrent_steps: int = Field(default=4, ge=1, description="multiprocess executor: steps at once.")
+    celery_broker: str = Field(
+        default="pyamqp://guest:guest@127.0.0.1:5672//", description="celery executor: the broker URL (RabbitMQ)."
+    )
+    celery_backend: str = Field(default="rpc://", description="celery executor: the result backend.")
+    celery_queue: str = Field(
+        default="dagster", min_length=1,
+        description="celery executor: the queue steps are sent to (workers listen with `-q QUEUE`).",
+    )
     sensor_interval_seconds: int = Field(
         default=30, ge=1, description="Minimum seconds between two ticks of each provider's sync sensor."
     )

@@ -261,9 +261,36 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
     return sync_job
 
 
+#: Celery settings for sync steps (both the executor's app and the workers': ``celery_worker_config``).
+#: Acknowledge a task when it ends, not when it starts, and requeue it when its worker dies: a chunk
+#: step whose worker is killed is delivered to another worker (its unfinished items are still pending,
+#: the advisory claim died with the worker's connection). One task at a time per worker process.
+CELERY_TASK_SETTINGS: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+}
+
+
+def celery_executor_config(settings: SyncSettings) -> dict[str, Any]:
+    """The ``celery_executor`` config for ``settings``; also the YAML for ``dagster-celery worker start -y``."""
+    return {
+        "broker": settings.celery_broker,
+        "backend": settings.celery_backend,
+        "config_source": {**CELERY_TASK_SETTINGS, "task_default_queue": settings.celery_queue},
+    }
+
+
 def _executor(settings: SyncSettings) -> ExecutorDefinition:
     if settings.executor == "multiprocess":
         return multiprocess_executor.configured({"max_concurrent": settings.max_concurrent_steps})
+    if settings.executor == "celery":
+        try:
+            from dagster_celery import celery_executor
+        except ImportError as exc:  # pragma: no cover - it is in the lock file
+            raise ImportError("SyncSettings(executor='celery') needs dagster-celery (pip install "
+                              "dagster-celery==0.29.27)") from exc
+        return celery_executor.configured(celery_executor_config(settings))
     return in_process_executor
 
 
