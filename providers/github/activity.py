@@ -3,7 +3,7 @@
 The cursor is ``{"notifications": <updated_at>, "events": <created_at>}``; the provider reduces
 checkpoints per stream (its own reducer), which is why a failure keeps the whole cursor where it
 was (structured cursors have no low-water mark). Metadata: optional ``username`` (default: the
-token's user from ``GET /user``), ``base_url``, ``since``. Credential: ``token``.
+token's user from ``GET /user``), ``base_url``, ``since``. Credential: ``token``, or a GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ class GitHubActivityProvider(Provider):
     default_sync_interval = 15
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
+
+    def http_auth(self, integration: Integration) -> Any:
+        """``credentials['token']``, or a GitHub App installation (``providers.github.app``)."""
+        from providers.github.app import github_auth
+
+        return github_auth(self, integration)
     http_headers = GITHUB_HEADERS
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
