@@ -175,9 +175,12 @@ class OAuth2Strategy:
 
     name = "oauth2"
 
-    def __init__(self, *, margin: timedelta = DEFAULT_MARGIN, timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, margin: timedelta = DEFAULT_MARGIN, timeout: float = 30.0, token_url: str | None = None
+    ) -> None:
         self.margin = margin
         self.timeout = timeout
+        self.token_url = token_url  # used when the credentials carry none (declared by the provider)
 
     def header(self, credentials: dict[str, Any]) -> str | None:
         token = credentials.get("access_token")
@@ -192,10 +195,11 @@ class OAuth2Strategy:
 
     def refresh(self, credentials: dict[str, Any], now: datetime) -> dict[str, Any]:
         token = OAuth2Token.from_dict(credentials)
-        url = credentials.get("token_url")
+        url = credentials.get("token_url") or self.token_url
         client_id = credentials.get("client_id")
         if not token.refresh_token or not url or not client_id:
-            missing = [k for k in ("refresh_token", "token_url", "client_id") if not credentials.get(k)]
+            missing = [k for k in ("refresh_token", "token_url", "client_id")
+                       if not (credentials.get(k) or (k == "token_url" and self.token_url))]
             raise RefreshRefused(
                 f"the access token expired or was refused and cannot be refreshed (credentials lack "
                 f"{', '.join(missing)}): connect the account again (`integrations connect`)"
