@@ -209,3 +209,35 @@ class OAuth2Strategy:
             client_secret=credentials.get("client_secret"), timeout=self.timeout, now=now,
         )
         return new.to_dict()
+
+
+def credentials_from_callback(
+    body: Any,
+    now: datetime,
+    *,
+    token_url: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+) -> dict[str, Any]:
+    """Pure: the credentials to store from an OAuth callback's token response (account setup).
+
+    A response with a refresh token (or an expiry) becomes refreshable OAuth2 credentials
+    (``access_token``, ``refresh_token``, ``expires_at``, ``token_url``, ``client_id``,
+    ``client_secret``); a long-lived token alone (GitHub OAuth apps) becomes ``{"token": ...}``."""
+    if not isinstance(body, dict):
+        raise CredentialsError("OAuth callback: expected a JSON object (the token endpoint's answer)")
+    if body.get("error"):
+        raise CredentialsError(
+            f"OAuth callback carries an error: {body.get('error')} {body.get('error_description') or ''}".strip()
+        )
+    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise CredentialsError("OAuth callback: field 'access_token' is missing or empty")
+    if not body.get("refresh_token") and body.get("expires_in") is None:
+        return {"token": body["access_token"]}
+    token = parse_token_response(body, now, OAuth2Token(access_token=body["access_token"]))
+    out = token.to_dict()
+    if token.refresh_token and not (token_url and client_id):
+        raise CredentialsError("OAuth callback has a refresh token: give the token URL and client id to refresh it")
+    out.update({k: v for k, v in (("token_url", token_url), ("client_id", client_id),
+                                  ("client_secret", client_secret)) if v})
+    return out

@@ -65,6 +65,12 @@ class GitHubActivityProvider(Provider):
         from providers.github.app import github_auth
 
         return github_auth(self, integration)
+
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup: the account's login (``GET /user``) becomes ``metadata['username']``."""
+        from providers.github.app import setup_integration
+
+        return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:

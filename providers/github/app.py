@@ -128,3 +128,62 @@ def github_auth(provider: Any, integration: Integration) -> Any:
         base = integration.metadata.get("base_url") or provider.base_url
         return StoredTokenAuth(GitHubAppStrategy(str(base)), creds, integration_id=integration.id)
     return Provider.http_auth(provider, integration)
+
+
+GITHUB_TOKEN_URL = "https://github.com/login/oauth/access_token"
+
+
+def setup_integration(provider: Any, callback: dict[str, Any], metadata: dict[str, Any], *,
+                      needs: tuple[str, ...]) -> Any:
+    """The GitHub providers' account setup (CORE's SETUP event).
+
+    ``callback``: the OAuth token response (``access_token``; with ``refresh_token`` and
+    ``expires_in`` for expiring user tokens, then ``metadata['client_id']`` and
+    ``callback['client_secret']`` or ``metadata['token_url']`` are kept to refresh it), or an app
+    installation (``installation_id`` + ``app_id`` + ``private_key``; exchanged once at once, so wrong ones store
+    nothing). Looks up the account with ``GET /user`` (an installation: the account is
+    ``metadata['owner']``) and names the integration ``login: owner/repo``.
+    """
+    from integrations_dagster import IntegrationsError
+    from integrations_dagster.http import ApiClient, ApiError
+    from integrations_dagster.operations.connect import IntegrationSetup
+    from integrations_dagster.security.oauth2 import credentials_from_callback
+
+    missing = [k for k in needs if not metadata.get(k)]
+    if missing:
+        raise IntegrationsError(f"connect {provider.key}: metadata is missing {', '.join(missing)}")
+    base = str(metadata.get("base_url") or provider.base_url)
+    meta = dict(metadata)
+    client_secret = callback.pop("client_secret", None)
+    if is_app_installation(callback):
+        creds = {k: callback[k] for k in ("app_id", "private_key", "installation_id") if k in callback}
+        check_app_credentials(creds)
+        from datetime import datetime, timezone
+
+        # exchange once now: wrong app credentials are refused before anything is stored
+        creds.update(GitHubAppStrategy(base).refresh(creds, datetime.now(timezone.utc)))
+        login = str(meta.get("owner") or f"installation {creds['installation_id']}")
+    else:
+        from datetime import datetime, timezone
+
+        creds = credentials_from_callback(
+            callback, datetime.now(timezone.utc), token_url=str(meta.pop("token_url", GITHUB_TOKEN_URL)),
+            client_id=meta.pop("client_id", None), client_secret=client_secret,
+        )
+        token = creds.get("token") or creds["access_token"]
+        try:
+            with ApiClient(base_url=base, headers={**GITHUB_HEADERS, "Authorization": f"Bearer {token}"},
+                           max_attempts=2, secrets=[token]) as api:
+                user = api.get_json("/user")
+        except ApiError as exc:
+            raise IntegrationsError(f"connect {provider.key}: GitHub refused the new token ({exc}); "
+                                    "nothing was stored, run the OAuth flow again") from None
+        login = str(user.get("login") or "")
+        if not login:
+            raise IntegrationsError(f"connect {provider.key}: GET /user answered without a login")
+        meta["login"] = login
+    if provider.key == "github_activity":
+        meta.setdefault("username", login)
+    repo = f"{meta['owner']}/{meta['repo']}" if meta.get("owner") and meta.get("repo") else None
+    name = f"{login}: {repo}" if repo else f"{login} ({provider.key})"
+    return IntegrationSetup(name=name, metadata=meta, credentials=creds)

@@ -65,6 +65,13 @@ class GitHubProvider(Provider):
         from providers.github.app import github_auth
 
         return github_auth(self, integration)
+
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup: an OAuth callback (or ``{"installation_id": ...}`` with app credentials)
+        becomes an integration named after the account (``GET /user``) and ``owner/repo``."""
+        from providers.github.app import setup_integration
+
+        return setup_integration(self, callback, metadata, needs=("owner", "repo"))
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
 
