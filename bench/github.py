@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/github.py                      # 10,000 and 100,000 issues (3 runs each) + rate limiter
     .venv/bin/python bench/github.py --sizes 10000 --no-limiter --repeat 1
+    .venv/bin/python bench/github.py --sizes 100000 --only-peers --no-peers --no-limiter --declarative  # coded vs configured
 
 Each scenario runs in its own process against a scratch PostgreSQL database (``bench_github``) and a
 fresh fake GitHub server with the same issues: the framework through the real Dagster ``github_sync``
@@ -37,13 +38,21 @@ DB = os.environ.get("INTEGRATIONS_BENCH_DB", "bench_github")  # scratch database
 TOKEN = "bench-token"
 
 
-def make_defs(database_url: str, chunk_size: int | None = None):  # type: ignore[no-untyped-def]
+def make_defs(database_url: str, chunk_size: int | None = None, declarative: bool = False):  # type: ignore[no-untyped-def]
     from integrations_dagster import SyncSettings, build_definitions
     from providers.github import GitHubProvider, upsert_github_issues
 
+    providers: list = [GitHubProvider()]
+    listeners: list = [upsert_github_issues]
+    if declarative:  # GitHub issues written as configuration (providers/github/issues.yaml)
+        from integrations_dagster.declarative import upsert_rest_items
+        from providers.github.rest import github_issues_rest
+
+        providers.append(github_issues_rest())
+        listeners.append(upsert_rest_items)
     return build_definitions(
-        providers=[GitHubProvider()],
-        listeners=[upsert_github_issues],
+        providers=providers,
+        listeners=listeners,
         settings=SyncSettings(database_url=database_url, max_items_per_batch=10**9,
                               **({"chunk_size": chunk_size} if chunk_size else {})),  # default: the provider's 5,000
         sensors=False,
@@ -83,25 +92,26 @@ class FakeServer:
         return httpx.get(f"{self.url}/_fake/requests").json()["times"]
 
 
-def child_framework(url: str, issues: int, rate_limit: str | None = None) -> dict:
+def child_framework(url: str, issues: int, rate_limit: str | None = None, provider_key: str = "github") -> dict:
     from dagster import DagsterInstance
 
     from integrations_dagster import DefinitionsRef, Store, execute_sync
 
     os.environ["INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS"] = "1"
     store = Store.for_url(url)
-    ref = DefinitionsRef("bench.github", "make_defs", {"database_url": url})
+    declarative = provider_key != "github"
+    ref = DefinitionsRef("bench.github", "make_defs", {"database_url": url, "declarative": declarative})
     ref.load()
     with FakeServer(issues) as fake, tempfile.TemporaryDirectory() as home:
         limit = json.loads(rate_limit) if rate_limit else None
         integ = store.create_integration(
-            provider_key="github", name="bench", credentials={"token": TOKEN}, rate_limit=limit,
+            provider_key=provider_key, name="bench", credentials={"token": TOKEN}, rate_limit=limit,
             metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url, "since": "2000-01-01T00:00:00Z"},
         )
         os.environ["DAGSTER_HOME"] = home
         with DagsterInstance.get() as instance:
             t0 = time.perf_counter()
-            run = execute_sync(ref, "github", integ.id, instance=instance, log_level="ERROR")
+            run = execute_sync(ref, provider_key, integ.id, instance=instance, log_level="ERROR")
             seconds = time.perf_counter() - t0
         times = list(getattr(fake, "request_times", []))
     sr = store.runs_for_integration(integ.id, limit=1)[0]
@@ -342,12 +352,16 @@ def main() -> None:
     parser.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="sqlite",
                         help="peers: the Dagster instance's storage (default SQLite under DAGSTER_HOME)")
     parser.add_argument("--only-peers", action="store_true", help="skip the in-process framework/loop table")
+    parser.add_argument("--declarative", action="store_true",
+                        help="also GitHub issues as configuration (providers/github/issues.yaml) beside the coded provider")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     if args.child:
         kind, url, issues, *rest = args.child
         if kind == "framework":
             out = child_framework(url, int(issues), rest[0] if rest else None)
+        elif kind == "declarative":
+            out = child_framework(url, int(issues), None, provider_key="github_issues_rest")
         elif kind == "floor":
             out = child_floor(url, int(issues))
         elif kind == "loop-process":  # the peers' whole-process loop, on the peers' fake server
@@ -373,6 +387,22 @@ def main() -> None:
                          f"{n / loop['seconds']:,.0f}", str(loop["requests"]), f"{loop['rss_mb']:.0f}", "1.00x"])
         if rows:
             print_table(["issues", "scenario", "wall s", "issues/s", "requests", "peak RSS MB", "vs loop"], rows)
+        if args.declarative:
+            print()
+            drows = []
+            for n in sizes:
+                coded, conf = [], []
+                for _ in range(args.repeat):  # alternating, same run, same machine state
+                    coded.append(run_child(__file__, "framework", fresh_database(DB), str(n)))
+                    conf.append(run_child(__file__, "declarative", fresh_database(DB), str(n)))
+                c, d = _median(coded), _median(conf)
+                spread = ", ".join(f"{x['seconds'] / y['seconds']:.2f}" for x, y in zip(conf, coded))
+                drows.append([f"{n:,}", "coded (providers/github/issues.py)", f"{c['seconds']:.2f}",
+                              f"{n / c['seconds']:,.0f}", str(c["requests"]), f"{c['rss_mb']:.0f}", "1.00x"])
+                drows.append([f"{n:,}", "configured (providers/github/issues.yaml)", f"{d['seconds']:.2f}",
+                              f"{n / d['seconds']:,.0f}", str(d["requests"]), f"{d['rss_mb']:.0f}",
+                              f"{d['seconds'] / c['seconds']:.2f}x (runs: {spread})"])
+            print_table(["issues", "provider", "wall s", "issues/s", "requests", "peak RSS MB", "vs coded"], drows)
         if args.floor:
             import statistics
 

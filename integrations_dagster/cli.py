@@ -301,6 +301,49 @@ def add_cmd(env: Env, provider: str, name: str, meta: tuple[str, ...], secret: t
         click.echo(integ.id)
 
 
+@cli.command("connect")
+@click.argument("provider")
+@click.option("--callback", "callback_path", required=True, metavar="FILE",
+              help="The OAuth callback's token response as JSON ('-': stdin), or an app installation "
+                   "(installation_id, app_id, private_key).")
+@click.option("--meta", multiple=True, metavar="K=V", help="Metadata (owner=..., repo=..., client_id=...). Repeatable.")
+@click.option("--name", default=None, help="Override the name the provider derives from the account.")
+@click.option("--interval", type=click.IntRange(min=1), default=None, metavar="MIN", help="Sync every MIN minutes.")
+@click.option("--cron", default=None, metavar="EXPR", help="Sync on a cron schedule ('*/15 * * * *', UTC).")
+@tenant_option
+@json_option
+@pass_env
+def connect_cmd(env: Env, provider: str, callback_path: str, meta: tuple[str, ...], name: str | None,
+                interval: int | None, cron: str | None, tenant: str | None, as_json: bool) -> None:
+    """Create an integration of PROVIDER from an OAuth callback (account setup); prints its id.
+
+    The provider looks up the account (GitHub: GET /user), names the integration and stores the
+    credentials encrypted. Example: integrations connect github --callback token.json
+    --meta owner=acme --meta repo=widgets --cron '*/5 * * * *'
+    """
+    from integrations_dagster.operations.connect import connect
+
+    if interval is not None and cron is not None:
+        raise click.UsageError("--interval and --cron are mutually exclusive")
+    try:
+        raw = sys.stdin.read() if callback_path == "-" else Path(callback_path).read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read --callback {callback_path}: {exc.strerror}") from None
+    try:
+        callback = json.loads(raw)
+    except ValueError:
+        raise UserError(f"--callback {callback_path} is not JSON (expected the token endpoint's answer)") from None
+    if not isinstance(callback, dict):
+        raise UserError(f"--callback {callback_path}: expected a JSON object")
+    integ = connect(env.store, engine=env.engine, provider_key=provider, callback=callback,
+                    metadata=_pairs(meta, "--meta", parse_json=True), name=name, interval_minutes=interval,
+                    cron=cron, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(ops.show_integration(env.store, integ.id))
+    else:
+        click.echo(integ.id)
+
+
 @cli.command("list")
 @tenant_option
 @json_option
