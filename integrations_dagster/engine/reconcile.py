@@ -15,13 +15,11 @@ from integrations_dagster.authoring.events import SyncCompleted, SyncItemFailed
 from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.engine.cursor import (
     PAGE,
-    STRICT,
     Counts,
     CursorPolicy,
     InvalidItem,
     ItemCheckpoint,
     Outcome,
-    checkpoint_key,
     run_status,
     settle,
 )
@@ -121,7 +119,7 @@ def settlement_changed(
 
 
 def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, status: str, auth: bool,
-                 now: datetime) -> None:
+                 now: datetime, trigger: str | None = None) -> None:
     """Write the health and next sync time ``engine.health.after_run`` derives for a run's end."""
     row = run_sql.integration_row(conn, integration_id)
     if row is None:
@@ -134,6 +132,7 @@ def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, stat
         now=now,
         default_interval=provider.default_sync_interval if provider else None,
         policy=engine.health,
+        keep_claim=trigger == "schedule" and engine.settings.schedule_from == "due",
     )
     if values:
         values["updated_at"] = now
@@ -174,7 +173,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         if integ is None:
             raise LookupError(f"integration {run.integration_id} of sync run {run_id} not found")
         provider = engine.provider(integ.provider_key)
-        counts = store.item_counts(conn, run_id)
+        counts = with_pruned(store.item_counts(conn, run_id), run.pruned_counts)
         unfinished = counts[ItemStatus.PENDING] + counts[ItemStatus.PROCESSING]
         if not unfinished and reconcilable(run):
             # Failed items (of this run or older ones) whose later version has succeeded are moot:
@@ -207,7 +206,9 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             return ReconcileResult(final=False, changed=False, status=RunStatus.PROCESSING,
                                    cursor_after=None, **base)
         status = run_status(Counts.of(counts))
-        if already_settled(run, status, counts):
+        # (A run settled before migration 0015_run_summary has no kept checkpoints: settled once
+        # more, it records them, so that prune may delete its rows.)
+        if already_settled(run, status, counts) and (run.kept_checkpoints is not None or status == RunStatus.SUCCESS):
             # Nothing moved since this run was settled (items only leave a settled state by
             # changing the counts: failed -> success/skipped/pending): same answer, no writes,
             # no events, and no re-reading of every checkpoint.
@@ -216,7 +217,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                                    .total_seconds(), **base)
         # The cursor rule is a pure function (cursor.settle); it never raises on data: items whose
         # checkpoint cannot be ordered fail here, a reducer that raises fails the run.
-        outcome = settle_run(engine, conn, provider, run_id, counts, integ.cursor)
+        outcome = settle_run(engine, conn, provider, run_id, counts, integ.cursor, kept=run.kept_checkpoints)
         status, cursor_after = outcome.status, outcome.cursor
         if outcome.invalid:
             fail_invalid_checkpoints(conn, run_id, outcome.invalid, now, log)
@@ -242,13 +243,16 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                 cursor_after=cursor_after,
                 finished_at=finished_at,
                 error=run_error,
+                kept_checkpoints=outcome.kept,
             )
             if cursor_after != integ.cursor:
                 run_sql.update_integration_row(conn, integ.id, {"cursor": cursor_after, "updated_at": now})
             if counts_health:
-                apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now)
+                apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now, run.trigger)
             if counts["failed"]:
                 to_notify = item_sql.take_unnotified_failures(store, conn, run_id)
+        elif run.kept_checkpoints is None and outcome.kept is not None:
+            run_sql.record_kept_checkpoints(conn, run_id, outcome.kept)  # nothing else changed: no events
     result = ReconcileResult(final=True, changed=changed, status=status, cursor_after=cursor_after,
                              duration_seconds=duration, **base)
     if changed and run.request_count:
@@ -273,6 +277,16 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     return result
 
 
+def with_pruned(counts: dict[str, int], pruned: Mapping[str, int] | None) -> dict[str, int]:
+    """A run's item counts: its rows by status plus the rows ``integrations prune`` deleted."""
+    if not pruned:
+        return counts
+    out = dict(counts)
+    for status, n in pruned.items():
+        out[status] = out.get(status, 0) + int(n)
+    return out
+
+
 def cursor_policy(engine: SyncEngine, provider: Provider) -> CursorPolicy:
     default = type(provider).reduce_checkpoints is Provider.reduce_checkpoints
     return CursorPolicy(rule=engine.settings.cursor_rule, ordered=provider.has_ordered_checkpoints(),
@@ -280,7 +294,8 @@ def cursor_policy(engine: SyncEngine, provider: Provider) -> CursorPolicy:
 
 
 def settle_run(
-    engine: SyncEngine, conn: Connection, provider: Provider, run_id: int, counts: dict[str, int], old: Any
+    engine: SyncEngine, conn: Connection, provider: Provider, run_id: int, counts: dict[str, int], old: Any,
+    *, kept: list[Any] | None = None,
 ) -> Outcome:
     """Read what the cursor rule needs and apply it (``cursor.settle``); never raises on data.
 
@@ -288,6 +303,10 @@ def settle_run(
     default reducer on PostgreSQL, when every checkpoint is a JSON string whose text order is its
     order (plain strings, or ISO-8601 timestamps all in one ``...Z`` shape), the database computes
     the maximum itself (``store.items.max_string_checkpoint``) and only that value reaches ``settle``.
+
+    ``kept``: the run's ``kept_checkpoints`` from its last settlement (what pruned rows told),
+    handed to ``settle`` as completed items before the rows (as ``skipped``: never failed again).
+    A run with failures reads every completed checkpoint, to keep what a later reconcile needs.
     """
     policy = cursor_policy(engine, provider)
     c = Counts.of(counts)
@@ -296,21 +315,21 @@ def settle_run(
     held: list[ItemCheckpoint] = []
     if c.failed:
         held = [ItemCheckpoint(i, st, cp, ext) for i, st, cp, ext in item_sql.held_checkpoints(conn, run_id)]
+    summary = [ItemCheckpoint(0, ItemStatus.SKIPPED, cp) for cp in (kept or ()) if cp is not None]
     if (
         conn.dialect.name == "postgresql"
         and policy.reduce is None
+        and not held
         and (old is None or isinstance(old, str))
-        and all(isinstance(h.checkpoint, str) or h.checkpoint is None for h in held)
+        and all(isinstance(k.checkpoint, str) for k in summary)
     ):
-        below = None
-        if policy.ordered and policy.rule != STRICT and held and all(h.checkpoint is not None for h in held):
-            below = min((h.checkpoint for h in held), key=checkpoint_key)
-        found, top = item_sql.max_string_checkpoint(conn, run_id, below)
+        found, top = item_sql.max_string_checkpoint(conn, run_id, None)
         if found:
             top_items = [ItemCheckpoint(0, ItemStatus.SUCCESS, top)] if top is not None else []
-            return settle(c, held, top_items, old_cursor=old, policy=policy)
+            return settle(c, held, summary + top_items, old_cursor=old, policy=policy)
 
     def completed() -> Iterator[ItemCheckpoint]:
+        yield from summary
         for i, st, cp in item_sql.completed_checkpoints(conn, run_id, PAGE):
             yield ItemCheckpoint(i, st, cp)
 

@@ -134,6 +134,23 @@ def completed_checkpoints(conn: Connection, run_id: int, page: int) -> Iterator[
             yield int(i), st, cp
 
 
+def completed_versions(store: Store, integration_id: int, external_ids: Sequence[str], *,
+                       exclude_run: int | None) -> set[tuple[str, str]]:
+    """(external id, checkpoint as canonical JSON) of the integration's completed items among
+    ``external_ids``, in any run but ``exclude_run`` (what an overlap window may skip)."""
+    import json
+
+    out: set[tuple[str, str]] = set()
+    with store.engine.connect() as conn:
+        for ids in chunked(list(dict.fromkeys(external_ids)), 1000):
+            stmt = select(_t.c.external_id, _t.c.checkpoint).where(
+                _t.c.integration_id == integration_id, _t.c.external_id.in_(ids), _t.c.status.in_(COMPLETED))
+            if exclude_run is not None:
+                stmt = stmt.where(_t.c.run_id != exclude_run)
+            out.update((ext, json.dumps(cp, sort_keys=True)) for ext, cp in conn.execute(stmt))
+    return out
+
+
 def fail_items(conn: Connection, failures: Sequence[tuple[int, str]], now: datetime) -> None:
     """Fail succeeded items (id, message): their checkpoint cannot be ordered, so they hold the cursor."""
     conn.execute(

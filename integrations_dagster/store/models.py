@@ -86,6 +86,10 @@ sync_runs = Table(
     # host a pid that is gone means the run is dead (``_owner.owner_alive``). Migration 0004_runs.
     Column("owner_host", String(255), nullable=True),
     Column("owner_pid", Integer, nullable=True),
+    # What pruning the run's item rows would lose (migration 0015_run_summary): the counts of pruned
+    # rows by status, and the checkpoints a later reconcile needs (engine.cursor, "kept checkpoints").
+    Column("pruned_counts", JSON(none_as_null=True), nullable=True),
+    Column("kept_checkpoints", JSON(none_as_null=True), nullable=True),
     Index("ix_sync_runs_integration", "integration_id", "id"),
     Index("ix_sync_runs_dagster", "dagster_run_id"),
     Index("ix_sync_runs_status", "status"),

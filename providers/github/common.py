@@ -18,6 +18,14 @@ def hours_ago(hours: float) -> str:
     return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def shift_iso(stamp: str, seconds: float) -> str:
+    """An ISO-8601 timestamp moved by ``seconds``, in the ``...Z`` form (whole seconds, rounded down)."""
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at.astimezone(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def require(integration: Integration, *keys: str) -> dict[str, Any]:
     meta = integration.metadata
     missing = [k for k in keys if not meta.get(k)]

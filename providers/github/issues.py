@@ -1,7 +1,7 @@
-"""GitHub issues, incrementally: ``GET /repos/{owner}/{repo}/issues?since=<cursor>``, Link-header paging.
+"""GitHub issues, incrementally: ``GET /repos/{owner}/{repo}/issues?since=<cursor>``, keyset paging on ``since``.
 
 Metadata: ``owner``, ``repo``, optional ``base_url`` (GitHub Enterprise, the fake API) and
-``since`` (first-run start; default 24 hours back). Credential: ``token``. Checkpoint: the issue's
+``since`` (first-run start; default 24 hours back). Credential: ``token``, or a GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
 ``updated_at``; external id: its ``id``. An issue that does not validate is recorded as a failed
 item with its raw payload (``dispatch_invalid``): the run goes red, the cursor holds before it, and
 an operator sees it in ``list-failed-items`` and can skip it.
@@ -18,7 +18,7 @@ from integrations_dagster import (
     Integration, Provider, RateLimit, StagedBatch, SyncItemEvent, SyncSession, listener,
 )
 from providers.github.tables import github_issues
-from integrations_dagster.http import LinkHeaderPaginator
+from integrations_dagster.http import SinceKeysetPaginator
 
 from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, require, upsert
 
@@ -59,16 +59,32 @@ class GitHubProvider(Provider):
     default_sync_interval = 5
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
+
+    def http_auth(self, integration: Integration) -> Any:
+        """``credentials['token']``, or a GitHub App installation (``providers.github.app``)."""
+        from providers.github.app import github_auth
+
+        return github_auth(self, integration)
+
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup: an OAuth callback (or ``{"installation_id": ...}`` with app credentials)
+        becomes an integration named after the account (``GET /user``) and ``owner/repo``."""
+        from providers.github.app import setup_integration
+
+        return setup_integration(self, callback, metadata, needs=("owner", "repo"))
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = require(integration, "owner", "repo")
         since = checkpoint = session.cursor or meta.get("since") or hours_ago(24)
-        params = {"since": since, "state": "all", "sort": "updated", "direction": "asc", "per_page": 100}
+        # Keyset paging (since = the last updated_at seen), not page numbers: an issue edited while
+        # the run pages moves to the end, and page numbers would skip the issue that slides onto a
+        # page already read (issue 9 point 3; SinceKeysetPaginator, docs/RELIABILITY.md).
+        params = {"since": since, "state": "all", "sort": "updated", "direction": "asc"}
         for raw, issue, error in session.http.iter_items(
             f"/repos/{meta['owner']}/{meta['repo']}/issues", params=params,
-            paginator=LinkHeaderPaginator(), item_model=GitHubIssue,
+            paginator=SinceKeysetPaginator(key="updated_at", id_key="id", per_page=100), item_model=GitHubIssue,
         ):
             if issue is None:
                 session.dispatch_invalid(raw, error or "invalid", checkpoint_value=checkpoint, external_id=raw.get("id"))
