@@ -24,7 +24,8 @@ from integrations_dagster.engine.cursor import (
     settle,
 )
 from integrations_dagster.engine.events import fire
-from integrations_dagster.engine.health import after_run
+from integrations_dagster.engine.health import after_run, counts_toward_health
+from integrations_dagster.engine.supersede import supersede_failed
 from integrations_dagster.engine.results import ReconcileResult, display
 from integrations_dagster.status import UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
@@ -62,6 +63,8 @@ class RunRow(Protocol):
     @property
     def skipped_count(self) -> int: ...
     @property
+    def superseded_count(self) -> int: ...
+    @property
     def cursor_after(self) -> Any: ...
     @property
     def error(self) -> str | None: ...
@@ -85,8 +88,8 @@ def already_settled(run: RunRow, status: str, counts: Mapping[str, int]) -> bool
     return (
         run.finished_at is not None
         and run.status == status
-        and (run.success_count, run.failed_count, run.skipped_count)
-        == (counts["success"], counts["failed"], counts["skipped"])
+        and (run.success_count, run.failed_count, run.skipped_count, run.superseded_count)
+        == (counts["success"], counts["failed"], counts["skipped"], counts.get("superseded", 0))
         and not is_cursor_error(run.error)  # a run that failed to compute its cursor tries again
     )
 
@@ -108,6 +111,7 @@ def settlement_changed(
         and run.success_count == counts["success"]
         and run.failed_count == counts["failed"]
         and run.skipped_count == counts["skipped"]
+        and run.superseded_count == counts.get("superseded", 0)
         and run.cursor_after == cursor_after
         and run.finished_at is not None
         and run.error == error
@@ -159,6 +163,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     """
     now = engine.clock()
     to_notify: list[dict[str, Any]] = []
+    others: list[int] = []  # other runs whose failed items this run's successes superseded
     with store.begin() as conn:
         run = run_sql.lock_run(store, conn, run_id)
         if run is None:
@@ -169,6 +174,13 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         provider = engine.provider(integ.provider_key)
         counts = with_pruned(store.item_counts(conn, run_id), run.pruned_counts)
         unfinished = counts[ItemStatus.PENDING] + counts[ItemStatus.PROCESSING]
+        if not unfinished and reconcilable(run):
+            # Failed items (of this run or older ones) whose later version has succeeded are moot:
+            # superseded, they hold no cursor and are never retried (engine.supersede).
+            changed_runs = supersede_failed(conn, integ.id, now)
+            if changed_runs:
+                counts = store.item_counts(conn, run_id)
+                others = [r for r in changed_runs if r != run_id]
         total = sum(counts.values())
         base: dict[str, Any] = dict(
             run_id=run_id,
@@ -179,6 +191,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             success_count=counts["success"],
             failed_count=counts["failed"],
             skipped_count=counts["skipped"],
+            superseded_count=counts.get("superseded", 0),
             pending_count=unfinished,
             request_count=run.request_count,
         )
@@ -213,6 +226,9 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         changed = settlement_changed(run, status, counts, cursor_after, run_error)
         finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
         duration = (finished_at - as_utc(run.started_at)).total_seconds()
+        counts_health = (run.status != status or run.finished_at is None) and counts_toward_health(
+            counted=bool(run.health_counted), status=status,
+            newer_run=bool(run.health_counted) and run_sql.has_newer_run(conn, integ.id, run_id))
         if changed:
             store.transition_run(
                 conn, run_id, run.status, "be settled",
@@ -221,6 +237,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                 success_count=counts["success"],
                 failed_count=counts["failed"],
                 skipped_count=counts["skipped"],
+                superseded_count=counts.get("superseded", 0),
+                health_counted=run.health_counted or counts_health,
                 cursor_after=cursor_after,
                 finished_at=finished_at,
                 error=run_error,
@@ -228,7 +246,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             )
             if cursor_after != integ.cursor:
                 run_sql.update_integration_row(conn, integ.id, {"cursor": cursor_after, "updated_at": now})
-            if run.status != status or run.finished_at is None:
+            if counts_health:
                 apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now)
             if counts["failed"]:
                 to_notify = item_sql.take_unnotified_failures(store, conn, run_id)
@@ -241,7 +259,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     if changed:
         log.info(
             f"sync run {run_id}: {status}; {counts['success']} succeeded, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped; cursor {display(integ.cursor)} -> {display(cursor_after)}"
+            f"{counts['skipped']} skipped, {counts.get('superseded', 0)} superseded; cursor {display(integ.cursor)} -> {display(cursor_after)}"
         )
         for item in to_notify:
             fire(engine.listeners,
@@ -253,6 +271,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                  SyncCompleted(integration_id=integ.id, provider_key=integ.provider_key, sync_run_id=run_id,
                                cursor_before=run.cursor_before, cursor_after=cursor_after, items_total=total,
                                success_count=counts["success"], skipped_count=counts["skipped"]), log, store)
+    for other in others:  # their failed items were superseded: settle them again (counts, status)
+        reconcile(engine, store, other, log=log)
     return result
 
 

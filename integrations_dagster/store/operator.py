@@ -44,8 +44,9 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
             _t.c.integration_id.label("iid"),
             func.sum(case((_t.c.status.in_(UNFINISHED), 1), else_=0)).label("pending"),
             func.sum(case((_t.c.status == ItemStatus.FAILED, 1), else_=0)).label("failed"),
+            func.sum(case((_t.c.status == ItemStatus.SUPERSEDED, 1), else_=0)).label("superseded"),
         )
-        .where(_t.c.status.in_((*UNFINISHED, ItemStatus.FAILED)))
+        .where(_t.c.status.in_((*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED)))
         .group_by(_t.c.integration_id)
         .subquery("item_counts")
     )
@@ -61,6 +62,7 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
             last.c.dagster_run_id.label("last_dagster_run_id"),
             func.coalesce(items.c.pending, 0).label("pending"),
             func.coalesce(items.c.failed, 0).label("failed"),
+            func.coalesce(items.c.superseded, 0).label("superseded"),
         )
         .select_from(
             _i.outerjoin(items, items.c.iid == _i.c.id)
@@ -180,7 +182,7 @@ def _delete_in_batches(store: Store, table: Any, where: list[Any], size: int, re
 
 def prune_items(store: Store, cutoff: datetime, *, tenant: str | None, batch_size: int,
                 report: Callable[[int], None]) -> int:
-    """Delete success/skipped item rows finished before ``cutoff`` (failed rows stay), and add them
+    """Delete success/skipped/superseded item rows finished before ``cutoff`` (failed rows stay), and add them
     to their run's ``pruned_counts``, in the same transaction: a run's counts survive pruning.
 
     Only rows a later reconcile can do without: of runs settled (success, partial, failed) whose
@@ -195,7 +197,7 @@ def prune_items(store: Store, cutoff: datetime, *, tenant: str | None, batch_siz
         or_(_r.c.kept_checkpoints.is_not(None), _r.c.status == RunStatus.SUCCESS),
         func.coalesce(_t.c.finished_at, _t.c.created_at) <= _r.c.finished_at,
     ).exists()
-    where = [_t.c.status.in_((ItemStatus.SUCCESS, ItemStatus.SKIPPED)),
+    where = [_t.c.status.in_((ItemStatus.SUCCESS, ItemStatus.SKIPPED, ItemStatus.SUPERSEDED)),
              func.coalesce(_t.c.finished_at, _t.c.created_at) < cutoff, settled]
     if tenant is not None:
         where.append(_t.c.integration_id.in_(_tenant_ids(tenant)))

@@ -102,18 +102,23 @@ def issue_row(event: GitHubIssueSynced) -> dict[str, Any]:
 def upsert_github_issues(batch: StagedBatch) -> None:
     """Upsert a batch of issues into ``github_issues`` keyed by (integration id, issue id): idempotent.
 
-    On PostgreSQL one ``INSERT ... SELECT`` straight from the staged events (the payloads never
-    come back through Python); elsewhere the same rows built in Python (``issue_row``).
+    A stored issue is never replaced by an older version (a smaller ``updated_at``: GitHub writes it
+    as ``YYYY-MM-DDTHH:MM:SSZ``, so text order is time order), whatever order versions arrive in (a
+    retry of an old failed item, a re-execution, two chunks). On PostgreSQL one ``INSERT ... SELECT``
+    straight from the staged events (the payloads never come back through Python); elsewhere the
+    same rows built in Python (``issue_row``).
     """
     if batch.dialect == "postgresql":
         batch.execute(_PG_UPSERT_FROM_STAGED)
     else:
-        upsert(batch.connection, github_issues, [issue_row(e) for e in batch.events()], ["integration_id", "issue_id"])
+        upsert(batch.connection, github_issues, [issue_row(e) for e in batch.events()], ["integration_id", "issue_id"],
+               version="updated_at")
 
 
-# Same columns as issue_row. DISTINCT ON keeps the latest dispatch of an issue that changed while
-# the run paged (one statement cannot update a row twice); OFFSET 0 makes PostgreSQL parse each
-# staged payload once instead of once per column.
+# Same columns as issue_row. DISTINCT ON keeps the newest version (then the latest dispatch) of an
+# issue that changed while the run paged (one statement cannot update a row twice); the WHERE of
+# the update never replaces a newer stored version; OFFSET 0 makes PostgreSQL parse each staged
+# payload once instead of once per column.
 _PG_UPSERT_FROM_STAGED = """
 INSERT INTO github_issues (integration_id, issue_id, number, title, state, user_login, labels,
                            created_at, updated_at, html_url, raw)
@@ -123,9 +128,10 @@ SELECT DISTINCT ON (1, 2)
        COALESCE(jsonb_path_query_array(s.i->'labels', '$[*].name'), '[]')::json,
        s.i->>'created_at', s.i->>'updated_at', s.i->>'html_url', s.i::json
 FROM (SELECT st.item_id, st.event, st.event->'issue' AS i FROM {staged} AS st OFFSET 0) AS s
-ORDER BY 1, 2, s.item_id DESC
+ORDER BY 1, 2, s.i->>'updated_at' DESC, s.item_id DESC
 ON CONFLICT (integration_id, issue_id) DO UPDATE SET
     number = EXCLUDED.number, title = EXCLUDED.title, state = EXCLUDED.state,
     user_login = EXCLUDED.user_login, labels = EXCLUDED.labels, created_at = EXCLUDED.created_at,
     updated_at = EXCLUDED.updated_at, html_url = EXCLUDED.html_url, raw = EXCLUDED.raw
+WHERE github_issues.updated_at <= EXCLUDED.updated_at
 """

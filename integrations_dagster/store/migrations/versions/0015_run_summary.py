@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015_run_summary"
-down_revision = "0007_outbox"
+down_revision = "0011_superseded"
 branch_labels = None
 depends_on = None
 
