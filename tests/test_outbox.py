@@ -87,15 +87,13 @@ def test_push_cycle_applied_rejected_conflict_and_error_retry(store: Store, teth
     box.record_now(integ.id, entity="task", key=2, operation="create", payload={"title": ""})
     box.record_now(integ.id, entity="task", key=3, operation="update", payload={"title": "mine", "base_version": 0})
     box.record_now(integ.id, entity="task", key=4, operation="create", payload={"title": "flaky", "flaky": True})
-    resolved: list[Any] = []
-    res = push_pending(
-        box, integ, lambda i, b: client.push(url, b), push_batch_size=2, max_retry_attempts=3,
-        on_conflict=lambda m, s: resolved.append((m.key, s["title"])),
-    )
+    res = push_pending(box, integ, lambda i, b: client.push(url, b), push_batch_size=2, max_retry_attempts=3)
     assert (res.pushed, res.failed, res.conflicts) == (1, 1, 1)
     assert [r.key for r in res.by_reason("validation_failed")] == ["2"]
     assert res.validation_errors() == [{"title": ["required"]}]
-    assert resolved == [("3", "server's title")]
+    conflict = box.undelivered_conflicts(integ.id)  # the engine dispatches these as tracked items
+    assert [(m.key, m.server_state["title"]) for m in conflict] == [("3", "server's title")]
+    assert res.retried == 1
     counts = box.counts(integ.id)
     assert (counts["synced"], counts["failed"], counts["conflict"], counts["pending"]) == (1, 1, 1, 1)
     # the "error" rejection went back to pending; the next push applies it

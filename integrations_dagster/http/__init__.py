@@ -32,6 +32,8 @@ from integrations_dagster.http.paginators import (
     PageNumberPaginator,
     PageRequest,
     Paginator,
+    PullPage,
+    SyncCursorPaginator,
     get_path,
 )
 from integrations_dagster.security.redact import redact_headers, redact_text, redact_url
@@ -53,10 +55,12 @@ __all__ = [
     "PaginationError",
     "Paginator",
     "PayloadValidationError",
+    "PullPage",
     "RateBudget",
     "RateLimitedError",
     "RequestLogEntry",
     "RequestRecorder",
+    "SyncCursorPaginator",
     "backoff_delay",
     "get_path",
     "parse_retry_after",

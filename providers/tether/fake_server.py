@@ -67,7 +67,10 @@ class TetherState:
 
     def pull(self, cursor: int | None) -> dict[str, Any]:
         since = cursor or 0
-        newer = [(c, ek) for c, ek in self.changes if c > since]
+        latest: dict[tuple[str, str], int] = {}
+        for c, ek in self.changes:  # each record once, at its latest change
+            latest[ek] = c
+        newer = sorted((c, ek) for ek, c in latest.items() if c > since)
         page = newer[: self.page_size]
         snapshots = [self.records[ek] for _, ek in page]
         new_cursor = page[-1][0] if page else since

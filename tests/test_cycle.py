@@ -1,0 +1,109 @@
+"""Issue 13: Tether's push -> pull cycle through the real Dagster job, on SQLite and PostgreSQL,
+against the fake Tether server (providers/tether/fake_server.py) over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterRunStatus
+from sqlalchemy import delete
+
+from integrations_dagster import DefinitionsRef, Store, execute_sync
+from integrations_dagster.engine.push import run_sync_result
+from integrations_dagster.store.outbox import Outbox
+from providers.tether import local
+from providers.tether.fake_server import TetherState, serve
+
+
+@pytest.fixture
+def tether() -> Iterator[tuple[TetherState, str]]:
+    state = TetherState()
+    srv = serve(state)
+    yield state, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def tstore(store: Store) -> Store:
+    local.ensure_tables(store)
+    with store.begin() as conn:  # the app's table is not emptied by the framework's fixtures
+        conn.execute(delete(local.tether_records))
+    return store
+
+
+def ref(db_url: str, **settings: Any) -> DefinitionsRef:
+    return DefinitionsRef("tests.support.tether_app", "make_defs", {"database_url": db_url, "settings": settings})
+
+
+def make(store: Store, url: str) -> Any:
+    return store.create_integration(provider_key="tether", name="t", metadata={"base_url": url})
+
+
+def latest(store: Store, integration_id: int) -> dict[str, Any]:
+    return store.runs_for_integration(integration_id, limit=1)[0]
+
+
+def result(store: Store, run: dict[str, Any]) -> Any:
+    return run_sync_result(run, Outbox(store).run_rejections(run["id"]))
+
+
+def test_cycle_pushes_then_pulls_with_rejection_and_conflict(tstore, db_url, dagster_instance, tether) -> None:
+    state, url = tether
+    store = tstore
+    state.put("task", "3", {"title": "server's title"})  # version 1 on the server
+    integ = make(store, url)
+    local.edit(store, integ.id, "task", "1", {"title": "buy milk"}, operation="create")
+    local.edit(store, integ.id, "task", "2", {"title": ""}, operation="create")  # rejected: validation
+    local.edit(store, integ.id, "task", "3", {"title": "mine"}, base_version=0)  # conflict
+    run = execute_sync(ref(db_url, push_batch_size=2), "tether", integ.id, instance=dagster_instance)
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert run.tags.get("integrations/direction") is None  # default: the full cycle
+    sr = latest(store, integ.id)
+    assert sr["direction"] == "sync"
+    res = result(store, sr)
+    assert (res.pushed, res.conflicts, res.failed, res.skipped) == (1, 1, 1, False)
+    assert [r.key for r in res.by_reason("validation_failed")] == ["2"]
+    assert res.validation_errors() == [{"title": ["required"]}]
+    rows = local.read(store, integ.id)
+    # the conflict was resolved by the server's state, applied as a tracked item
+    assert rows[("task", "3")]["data"]["title"] == "server's title" and rows[("task", "3")]["version"] == 1
+    # pulled snapshots: task 1 (applied by the push) and task 3, with the server's versions
+    assert rows[("task", "1")]["source"] == "pull" and rows[("task", "1")]["version"] == 1
+    items = store.items_for_run(sr["id"])
+    assert {i["external_id"] for i in items} >= {"task:1", "task:3"}
+    assert all(i["status"] in ("success", "superseded") for i in items)
+    assert res.pulled == sr["success_count"] and res.pull_errors == 0
+    assert store.get_integration(integ.id).cursor == state.clock
+    counts = Outbox(store).counts(integ.id)
+    assert (counts["synced"], counts["failed"], counts["conflict"], counts["pending"]) == (1, 1, 1, 0)
+    # the timeline records the push counts
+    mats = dagster_instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(["integrations", "tether"]), asset_partitions=[str(integ.id)]), limit=5
+    ).records
+    meta = mats[0].asset_materialization.metadata
+    assert meta["pushed"].value == 1 and meta["push_conflicts"].value == 1 and meta["push_rejected"].value == 1
+    assert meta["direction"].value == "sync"
+
+
+def test_push_only_and_pull_only_runs(tstore, db_url, dagster_instance, tether) -> None:
+    state, url = tether
+    store = tstore
+    integ = make(store, url)
+    state.put("task", "9", {"title": "from the server"})
+    local.edit(store, integ.id, "task", "1", {"title": "a"}, operation="create")
+    execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="push")
+    sr = latest(store, integ.id)
+    assert sr["direction"] == "push" and result(store, sr).pushed == 1
+    assert state.records[("task", "1")]["title"] == "a"
+    assert ("task", "9") not in local.read(store, integ.id)  # nothing pulled
+    assert store.get_integration(integ.id).cursor is None
+    local.edit(store, integ.id, "task", "2", {"title": "b"}, operation="create")
+    execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="pull")
+    sr = latest(store, integ.id)
+    assert sr["direction"] == "pull" and sr["push_summary"] is None
+    assert Outbox(store).counts(integ.id)["pending"] == 1  # not pushed by a pull-only run
+    assert local.read(store, integ.id)[("task", "9")]["data"]["title"] == "from the server"
+    assert store.get_integration(integ.id).cursor == state.clock
