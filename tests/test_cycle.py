@@ -107,3 +107,117 @@ def test_push_only_and_pull_only_runs(tstore, db_url, dagster_instance, tether) 
     assert Outbox(store).counts(integ.id)["pending"] == 1  # not pushed by a pull-only run
     assert local.read(store, integ.id)[("task", "9")]["data"]["title"] == "from the server"
     assert store.get_integration(integ.id).cursor == state.clock
+
+
+def test_conflict_state_is_a_tracked_item_failed_then_retried(tstore, db_url, dagster_instance, tether) -> None:
+    """A conflict's server state that cannot be applied fails like any item: retried, failed, listed,
+    and an operator's retry applies it."""
+    from integrations_dagster import engine_of
+    from integrations_dagster.operations import actions as ops
+    from tests.support import tether_app
+
+    state, url = tether
+    store = tstore
+    state.put("task", "3", {"title": "server"})
+    integ = make(store, url)
+    local.edit(store, integ.id, "task", "3", {"title": "mine"}, base_version=0)
+    tether_app.REFUSE.add("task:3")
+    try:
+        run = execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="push")
+    finally:
+        tether_app.REFUSE.clear()
+    assert run.status == DagsterRunStatus.FAILURE
+    sr = latest(store, integ.id)
+    assert sr["status"] == "failed" and result(store, sr).conflicts == 1
+    failed = store.failed_items(integration_id=integ.id)
+    assert [(f["external_id"], f["attempts"]) for f in failed] == [("task:3", 2)]
+    assert local.read(store, integ.id)[("task", "3")]["source"] == "local"
+    # not delivered twice: the next run does not dispatch the same conflict again
+    execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="push")
+    assert latest(store, integ.id)["items_total"] == 0
+    ops.retry_item(store, engine_of(tether_app.make_defs(db_url)), failed[0]["id"])
+    row = local.read(store, integ.id)[("task", "3")]
+    assert (row["data"]["title"], row["version"], row["source"]) == ("server", 1, "conflict")
+
+
+def test_pull_failure_after_push_keeps_push_outcomes_and_delivers_conflict_next_run(
+    tstore, db_url, dagster_instance, tether
+) -> None:
+    state, url = tether
+    store = tstore
+    state.put("task", "3", {"title": "server"})
+    integ = make(store, url)
+    local.edit(store, integ.id, "task", "1", {"title": "ok"}, operation="create")
+    local.edit(store, integ.id, "task", "3", {"title": "mine"}, base_version=0)
+    state.fail_path["/pull"] = 10  # every attempt of the pull answers 503
+    run = execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance)
+    assert run.status == DagsterRunStatus.FAILURE
+    sr = latest(store, integ.id)
+    assert sr["status"] == "failed" and sr["items_total"] == 0 and "enumeration failed" in sr["error"]
+    assert result(store, sr).pushed == 1 and result(store, sr).conflicts == 1  # kept on the run
+    assert store.get_integration(integ.id).cursor is None
+    box = Outbox(store)
+    assert box.counts(integ.id)["synced"] == 1 and len(box.undelivered_conflicts(integ.id)) == 1
+    state.fail_path.clear()
+    run = execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance)
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert box.undelivered_conflicts(integ.id) == []
+    assert local.read(store, integ.id)[("task", "3")]["data"]["title"] == "server"
+    assert state.applied_count == 1  # the synced mutation was not pushed again
+
+
+def test_push_transport_error_fails_the_run_and_loses_nothing(tstore, db_url, dagster_instance, tether) -> None:
+    state, url = tether
+    store = tstore
+    integ = make(store, url)
+    for k in range(3):
+        local.edit(store, integ.id, "task", str(k), {"title": f"t{k}"}, operation="create")
+    state.fail_path["/push"] = 10
+    run = execute_sync(ref(db_url, push_batch_size=2), "tether", integ.id, instance=dagster_instance)
+    assert run.status == DagsterRunStatus.FAILURE
+    assert Outbox(store).counts(integ.id)["pending"] == 3 and store.get_integration(integ.id).cursor is None
+    state.fail_path.clear()
+    execute_sync(ref(db_url, push_batch_size=2), "tether", integ.id, instance=dagster_instance)
+    assert Outbox(store).counts(integ.id)["synced"] == 3 and state.applied_count == 3
+
+
+def test_pull_pages_and_low_water_cursor(tstore, db_url, dagster_instance, tether) -> None:
+    """has_more paging; a snapshot that fails holds the cursor at the page before it."""
+    from tests.support import tether_app
+
+    state, url = tether
+    store = tstore
+    state.page_size = 2
+    for k in range(5):
+        state.put("task", str(k), {"title": f"s{k}"})  # clocks 1..5: pages end at 2, 4, 5
+    integ = make(store, url)
+    tether_app.REFUSE.add("task:2")  # on page 2
+    try:
+        execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="pull")
+    finally:
+        tether_app.REFUSE.clear()
+    sr = latest(store, integ.id)
+    assert (sr["items_total"], sr["success_count"], sr["failed_count"]) == (5, 4, 1)
+    assert store.get_integration(integ.id).cursor == 2  # the end of page 1: page 2 comes again
+    execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="pull")
+    assert latest(store, integ.id)["items_total"] == 3  # pages 2 and 3 again
+    assert store.get_integration(integ.id).cursor == 5
+    assert len(local.read(store, integ.id)) == 5
+
+
+def test_a_push_while_a_cycle_is_in_flight_is_skipped(tstore, db_url, dagster_instance, tether) -> None:
+    from integrations_dagster import engine_of
+    from integrations_dagster.engine.owner import current_owner
+    from tests.support import tether_app
+
+    state, url = tether
+    store = tstore
+    integ = make(store, url)
+    local.edit(store, integ.id, "task", "1", {"title": "a"}, operation="create")
+    engine = engine_of(tether_app.make_defs(db_url))
+    held = engine.start_run(store, integ.id, dagster_run_id=None, owner=current_owner(), direction="sync")
+    assert held.run_id is not None
+    execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="push")
+    sr = latest(store, integ.id)
+    assert sr["status"] == "skipped" and sr["direction"] == "push" and result(store, sr).skipped
+    assert Outbox(store).counts(integ.id)["pending"] == 1 and state.push_requests == 0

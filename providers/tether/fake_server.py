@@ -7,7 +7,8 @@ Rules (deterministic, for tests and the demo):
   the server's current record;
 - mutations are de-duplicated by ``mutation_id`` (a resent applied mutation is answered applied again
   and not applied twice: ``applied_count`` counts distinct applications);
-- ``fail_next`` > 0 makes the next requests answer 503 (a transport failure).
+- ``fail_next`` > 0 makes the next requests answer 503 (a transport failure); ``fail_path["/pull"]``
+  (or ``"/push"``) only that endpoint's;
 Run alone: ``python -m providers.tether.fake_server`` (prints its URL).
 """
 
@@ -28,6 +29,8 @@ class TetherState:
         self.error_times = error_times
         self.page_size = page_size
         self.fail_next = 0
+        self.fail_path: dict[str, int] = {}  # "/push" or "/pull" -> how many next requests answer 503
+        self.push_requests = 0
         self.applied_count = 0
         self.clock = 0  # microsecond-ish cursor: increments per change
         self.changes: list[tuple[int, tuple[str, str]]] = []
@@ -85,8 +88,13 @@ def serve(state: TetherState, host: str = "127.0.0.1", port: int = 0) -> Threadi
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             with state.lock:
-                if state.fail_next > 0:
-                    state.fail_next -= 1
+                if self.path == "/push":
+                    state.push_requests += 1
+                if state.fail_next > 0 or state.fail_path.get(self.path, 0) > 0:
+                    if state.fail_next > 0:
+                        state.fail_next -= 1
+                    else:
+                        state.fail_path[self.path] -= 1
                     self.send_response(503)
                     self.end_headers()
                     return

@@ -74,8 +74,6 @@ def apply_tether_snapshot(event: TetherSnapshot) -> None:
     assert store is not None
     ensure_tables(store)
     record = dict(event.record)
-    if record.get("poison"):
-        raise ValueError(f"snapshot {event.entity}:{event.key} cannot be applied (failure injection)")
     version = record.pop("version", None)
     data = {k: v for k, v in record.items() if k not in ("entity", "key")}
     with store.begin() as conn:
