@@ -218,6 +218,7 @@ outbox = Table(
     # run's enumeration failed after the push: the next run dispatches it).
     Column("sync_run_id", Integer, nullable=True),
     Column("delivered_run_id", Integer, nullable=True),
+    Column("skip_reason", Text, nullable=True),  # why an operator skipped it
     Index("ix_outbox_integration_status", "integration_id", "status", "id"),
     Index("ix_outbox_key", "integration_id", "entity", "entity_key", "id"),
     Index("ix_outbox_undelivered", "integration_id", "status", "delivered_run_id"),

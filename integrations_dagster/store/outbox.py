@@ -171,14 +171,27 @@ class Outbox:
         """Failed or conflicting mutations back to pending (attempts reset); returns how many."""
         return self._move(ids, ("failed", "conflict"), MutationStatus.PENDING, reset=True)
 
-    def skip(self, ids: Iterable[int]) -> int:
+    def skip(self, ids: Iterable[int], *, reason: str | None = None) -> int:
         """Give up on failed or conflicting mutations: finished, they no longer block their key."""
-        return self._move(ids, ("failed", "conflict"), MutationStatus.SKIPPED, reset=False)
+        return self._move(ids, ("failed", "conflict"), MutationStatus.SKIPPED, reset=False,
+                          extra={"skip_reason": reason})
 
-    def _move(self, ids: Iterable[int], from_: tuple[str, ...], to: MutationStatus, *, reset: bool) -> int:
-        values: dict[str, Any] = {"status": to.value}
+    def counts_by_integration(self, ids: Iterable[int] | None = None) -> dict[int, dict[str, int]]:
+        """Per integration, mutations per status (one grouped query)."""
+        stmt = select(t.c.integration_id, t.c.status, func.count()).group_by(t.c.integration_id, t.c.status)
+        if ids is not None:
+            stmt = stmt.where(t.c.integration_id.in_(list(ids)))
+        out: dict[int, dict[str, int]] = {}
+        with self.store.engine.connect() as conn:
+            for iid, status, n in conn.execute(stmt):
+                out.setdefault(int(iid), {s.value: 0 for s in MutationStatus})[status] = int(n)
+        return out
+
+    def _move(self, ids: Iterable[int], from_: tuple[str, ...], to: MutationStatus, *, reset: bool,
+              extra: dict[str, Any] | None = None) -> int:
+        values: dict[str, Any] = {"status": to.value, **(extra or {})}
         if reset:
-            values.update(attempts=0, finished_at=None, reason=None, details=None)
+            values.update(attempts=0, finished_at=None, reason=None, details=None, skip_reason=None)
         with self.store.begin() as conn:
             res = conn.execute(update(t).where(t.c.id.in_(list(ids)), t.c.status.in_(from_)).values(**values))
             return res.rowcount or 0

@@ -20,12 +20,14 @@ def upgrade() -> None:
     with op.batch_alter_table("outbox_mutations") as b:
         b.add_column(sa.Column("sync_run_id", sa.Integer(), nullable=True))
         b.add_column(sa.Column("delivered_run_id", sa.Integer(), nullable=True))
+        b.add_column(sa.Column("skip_reason", sa.Text(), nullable=True))
     op.create_index("ix_outbox_undelivered", "outbox_mutations", ["integration_id", "status", "delivered_run_id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_outbox_undelivered", table_name="outbox_mutations")
     with op.batch_alter_table("outbox_mutations") as b:
+        b.drop_column("skip_reason")
         b.drop_column("delivered_run_id")
         b.drop_column("sync_run_id")
     with op.batch_alter_table("sync_runs") as b:
