@@ -221,3 +221,34 @@ def test_a_push_while_a_cycle_is_in_flight_is_skipped(tstore, db_url, dagster_in
     sr = latest(store, integ.id)
     assert sr["status"] == "skipped" and sr["direction"] == "push" and result(store, sr).skipped
     assert Outbox(store).counts(integ.id)["pending"] == 1 and state.push_requests == 0
+
+
+def test_mutation_operator_jobs_from_the_launchpad(tstore, db_url, dagster_instance, tether) -> None:
+    """The Launchpad jobs retry and skip failed/conflicting mutations, like the failed-item jobs."""
+    from tests.support import tether_app
+
+    state, url = tether
+    store = tstore
+    integ = make(store, url)
+    local.edit(store, integ.id, "task", "1", {"title": ""}, operation="create")
+    local.edit(store, integ.id, "task", "2", {"title": "", "flaky": True}, operation="create")
+    execute_sync(ref(db_url, max_retry_attempts=1), "tether", integ.id, instance=dagster_instance, direction="push")
+    box = Outbox(store)
+    assert box.counts(integ.id)["failed"] == 2
+    first, second = box.list(integ.id)
+    defs = tether_app.make_defs(db_url)
+    for name in ("integrations_retry_mutations", "integrations_skip_mutation"):
+        (node,) = defs.resolve_job_def(name).graph.node_defs
+        assert all(f.description for f in node.config_schema.config_type.fields.values())
+    out = defs.resolve_job_def("integrations_skip_mutation").execute_in_process(
+        run_config={"ops": {"skip_mutation": {"config": {"mutation_id": first["id"], "reason": "typo"}}}},
+        instance=dagster_instance)
+    assert out.success and box.get(first["id"])["skip_reason"] == "typo"
+    out = defs.resolve_job_def("integrations_retry_mutations").execute_in_process(
+        run_config={"ops": {"retry_mutations": {"config": {"integration_id": integ.id}}}}, instance=dagster_instance)
+    assert out.success and box.counts(integ.id)["pending"] == 1
+    bad = defs.resolve_job_def("integrations_retry_mutations").execute_in_process(
+        run_config={"ops": {"retry_mutations": {"config": {"mutation_ids": [first["id"]]}}}},
+        instance=dagster_instance, raise_on_error=False)
+    assert not bad.success  # skipped, not failed: a clear failure, nothing changed
+    assert box.get(second["id"])["status"] == "pending"
