@@ -308,6 +308,9 @@ def build_definitions(
             pass
         else:
             all_sensors.extend(build_sync_sensors(engine=engine, settings=settings))
+        from integrations_dagster.orchestration.push_sensor import build_push_sensors
+
+        all_sensors.extend(build_push_sensors(engine=engine, settings=settings))
         from integrations_dagster.orchestration.checks import build_health_sensor
 
         all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))

@@ -117,6 +117,21 @@ class Outbox:
         with self.store.engine.connect() as conn:
             return {int(i): at for i, at in conn.execute(stmt)}
 
+    def pending_for_provider(self, provider_key: str) -> dict[int, Any]:
+        """Enabled integrations of ``provider_key`` with pending mutations -> their oldest one's time
+        (the push sensor's one query)."""
+        from integrations_dagster.store.models import integrations as i
+
+        stmt = (
+            select(t.c.integration_id, func.min(t.c.created_at))
+            .join(i, i.c.id == t.c.integration_id)
+            .where(t.c.status == MutationStatus.PENDING.value, i.c.provider_key == provider_key, i.c.enabled.is_(True))
+            .group_by(t.c.integration_id)
+            .order_by(t.c.integration_id)
+        )
+        with self.store.engine.connect() as conn:
+            return {int(iid): at for iid, at in conn.execute(stmt)}
+
     def get(self, mutation_pk: int) -> dict[str, Any]:
         with self.store.engine.connect() as conn:
             row = conn.execute(select(t).where(t.c.id == mutation_pk)).mappings().first()
