@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,6 +32,13 @@ class TetherState:
         self.fail_next = 0
         self.fail_path: dict[str, int] = {}  # "/push" or "/pull" -> how many next requests answer 503
         self.push_requests = 0
+        self.received: dict[str, int] = {}  # mutation_id -> how many times it was sent
+        # Kill tests: after applying push request number ``hold_after_push``, the answer waits until
+        # ``release`` is set (``held`` tells the test the batch is applied and unanswered).
+        self.hold_after_push: int | None = None
+        self.push_delay = 0.0  # seconds every push answer waits (after applying), for random kills
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.applied_count = 0
         self.clock = 0  # microsecond-ish cursor: increments per change
         self.changes: list[tuple[int, tuple[str, str]]] = []
@@ -47,6 +55,7 @@ class TetherState:
         conflicts: list[dict[str, Any]] = []
         for m in mutations:
             mid = m["mutation_id"]
+            self.received[mid] = self.received.get(mid, 0) + 1
             if mid in self.seen:  # de-duplicated by mutation id
                 applied.append(mid)
                 continue
@@ -98,14 +107,21 @@ def serve(state: TetherState, host: str = "127.0.0.1", port: int = 0) -> Threadi
                     self.send_response(503)
                     self.end_headers()
                     return
+                hold = False
                 if self.path == "/push":
                     out = state.push(body.get("mutations", []))
+                    hold = state.hold_after_push == state.push_requests
                 elif self.path == "/pull":
                     out = state.pull(body.get("cursor"))
                 else:
                     self.send_response(404)
                     self.end_headers()
                     return
+            if self.path == "/push" and state.push_delay:
+                time.sleep(state.push_delay)
+            if hold:  # applied; the client has not heard back (outside the lock: other requests go on)
+                state.held.set()
+                state.release.wait(timeout=60)
             data = json.dumps(out).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
