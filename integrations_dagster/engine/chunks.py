@@ -55,6 +55,44 @@ def process_chunk(
             return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration))
 
 
+def finish_leftover_chunks(
+    engine: SyncEngine,
+    store: Store,
+    run_id: int,
+    *,
+    dagster_run_id: str | None = None,
+    log: Any = log_default,
+) -> list[ChunkResult]:
+    """Process, here and now, every chunk of the run that still has unfinished items.
+
+    Called by the reconcile step, after every chunk step of the Dagster run has ended: an
+    unfinished item then belongs to a chunk whose step did not run in this Dagster run. That
+    happens when a run whose worker was killed mid-chunk is re-executed from failure (by the UI,
+    ``run_retries`` or ``integrations retry``): Dagster re-runs the interrupted chunk step and the
+    reconcile, but not the mapped steps that had not started when the worker died
+    (``dagster/_core/execution/plan/state.py``, ``_derive_state_of_past_run``: a never-started
+    instance of a dynamic step that has started siblings is not selected). Without this, the
+    re-execution would end with those items unfinished. Each chunk takes its claim as a chunk
+    step does, so a chunk another process is still working on is left to it. Retry waits are slept
+    here (the reconcile step has nowhere to hand them back to).
+    """
+    results: list[ChunkResult] = []
+    for chunk in item_sql.unfinished_chunks(store, run_id):
+        log.info(f"sync run {run_id} chunk {chunk}: no chunk step ran it in this Dagster run; processing it "
+                 "in the reconcile step")
+        total = ChunkResult(run_id=run_id, chunk=chunk)
+        while True:
+            res = process_chunk(engine, store, run_id, chunk, dagster_run_id=dagster_run_id, log=log)
+            total.succeeded += res.succeeded
+            total.failed += res.failed
+            total.failed_items.extend(res.failed_items)
+            if not res.waiting:
+                break
+            engine.sleep(res.wait_seconds)
+        results.append(total)
+    return results
+
+
 def claim(
     engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None
 ) -> list[dict[str, Any]]:

@@ -150,6 +150,11 @@ class SyncEngine:
         return chunks.process_chunk(self, store, run_id, chunk, reopen_failed=reopen_failed,
                                     dagster_run_id=dagster_run_id, log=log)
 
+    def finish_leftover_chunks(
+        self, store: Store, run_id: int, *, dagster_run_id: str | None = None, log: Any = log_default
+    ) -> list[ChunkResult]:
+        return chunks.finish_leftover_chunks(self, store, run_id, dagster_run_id=dagster_run_id, log=log)
+
     def run_listeners_once(self, store: Store, items: list[dict[str, Any]]) -> dict[int, Problem]:
         return chunks.run_listeners_once(self, store, items)
 

@@ -234,10 +234,23 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             return {}
         store = integrations.get_store()
         run_id = chunks[0]["run_id"]
+        # Chunks no step of this Dagster run processed (a re-execution of a killed run): finish them here.
+        leftovers = engine.finish_leftover_chunks(store, run_id, dagster_run_id=context.run_id, log=context.log)
         result = engine.reconcile(store, run_id, log=context.log)
         _record(context, result, store, engine)
         if not result.final:
             raise Failure(description=f"sync run {run_id} still has {result.pending_count} unfinished items")
+        failed = [res for res in leftovers if res.failed]
+        if failed:
+            from integrations_dagster.orchestration.failure_text import ChunkFailure
+
+            text = ChunkFailure(
+                integration_id=context.partition_key, sync_run_id=run_id, chunk=failed[0].chunk,
+                failed_items=[it for res in failed for it in res.failed_items],
+                failed=sum(res.failed for res in failed), succeeded=sum(res.succeeded for res in leftovers),
+                tries=engine.settings.item_tries,
+            )
+            raise Failure(description=text.description(), metadata=text.metadata(), allow_retries=False)
         return result.as_metadata()
 
     # Every run of a partition carries the integration tag, however it was launched (sensor, CLI,

@@ -99,6 +99,14 @@ def has_unfinished(store: Store, run_id: int, *, after_chunk: int | None = None)
     return busy is not None
 
 
+def unfinished_chunks(store: Store, run_id: int) -> list[int]:
+    """Chunks of the run that still have pending or processing items, in order."""
+    with store.engine.connect() as conn:
+        return [int(c) for (c,) in conn.execute(
+            select(_t.c.chunk).where(_t.c.run_id == run_id, _t.c.status.in_(UNFINISHED)).distinct()
+            .order_by(_t.c.chunk))]
+
+
 def status_counts(conn: Connection, run_id: int) -> dict[str, int]:
     """Items of the run counted by status (only statuses that occur)."""
     return {str(st): int(n) for st, n in conn.execute(
