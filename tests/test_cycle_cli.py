@@ -98,3 +98,24 @@ def test_cycle_verbs_status_and_mutation_operator_verbs(env, db_url, tether) -> 
     assert js(env, "status", str(iid))[0]["outbox_pending"] == 1
     text = run(env, "sync", str(iid), "--wait", code=0)
     assert "sync: pushed 0, pulled" in text and "rejected task:4 (validation_failed)" in text
+
+
+def test_demo_shows_the_tether_cycle(tmp_path: Path) -> None:
+    """The README's second demo command: local edits pushed, one rejected for validation, one conflict
+    resolved by the server's state, then pulled snapshots."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DAGSTER_DISABLE_TELEMETRY": "yes",
+           "PYTHONPATH": str(root)}
+    env.pop("INTEGRATIONS_DATABASE_URL", None)
+    out = subprocess.run([sys.executable, "-m", "integrations_app.demo", "tether"], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "pushed 1, conflicts 1, failed 1, pulled 4, pull errors 0, skipped False" in text
+    assert 'rejected task:2 (validation_failed): {"title": ["required"]}' in text
+    assert "conflict task:42: the server's state \"renamed on the server\" was applied locally" in text
+    assert "'created on another device'" in text and "cursor null -> 3" in text

@@ -14,8 +14,7 @@ from sqlalchemy import JSON, Column, Connection, Integer, MetaData, String, Tabl
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from integrations_dagster import Store, current_sync, listener
-from integrations_dagster.store.outbox import Outbox
+from integrations_dagster import Outbox, Store, current_sync, listener
 from providers.tether.provider import TetherSnapshot
 
 local_metadata = MetaData()

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations_dagster import Integration, Provider, SyncItemEvent, SyncSession
-from integrations_dagster.engine.push import Applied, Conflict, Mutation, PushOutcome, Rejected
+from integrations_dagster import Applied, Conflict, Integration, Mutation, Provider, Rejected, SyncItemEvent, SyncSession
+from integrations_dagster.engine.push import PushOutcome
 from integrations_dagster.http import SyncCursorPaginator
 
 
