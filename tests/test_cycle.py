@@ -252,3 +252,17 @@ def test_mutation_operator_jobs_from_the_launchpad(tstore, db_url, dagster_insta
         instance=dagster_instance, raise_on_error=False)
     assert not bad.success  # skipped, not failed: a clear failure, nothing changed
     assert box.get(second["id"])["status"] == "pending"
+
+
+def test_bad_direction_tag_fails_clearly_and_pushes_nothing(tstore, db_url, dagster_instance, tether) -> None:
+    state, url = tether
+    store = tstore
+    integ = make(store, url)
+    local.edit(store, integ.id, "task", "1", {"title": "a"}, operation="create")
+    run = execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="sideways")
+    assert run.status == DagsterRunStatus.FAILURE
+    text = " ".join(str(getattr(e.dagster_event.event_specific_data, "error", "")) for e in
+                    dagster_instance.all_logs(run.run_id) if e.dagster_event)
+    assert "direction must be one of sync, push, pull; got 'sideways'" in text
+    assert Outbox(store).counts(integ.id)["pending"] == 1 and state.push_requests == 0
+    assert store.runs_for_integration(integ.id) == []  # refused before any sync run was started
