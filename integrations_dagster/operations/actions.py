@@ -155,9 +155,6 @@ def status_rows(
     rows = op_sql.status_rows(store, integration_id=integration_id, tenant=tenant)
     if integration_id is not None and not rows:
         raise IntegrationNotFound(integration_id)
-    from integrations_dagster.store.outbox import Outbox
-
-    outbox = Outbox(store).counts_by_integration([row.id for row in rows]) if rows else {}
     return [
         {
             "id": row.id,
@@ -175,9 +172,9 @@ def status_rows(
             "pending_items": int(row.pending),
             "failed_items": int(row.failed),
             # issue 13: the outbox (mutations waiting to be pushed, rejected, conflicting)
-            "outbox_pending": outbox.get(row.id, {}).get("pending", 0),
-            "outbox_failed": outbox.get(row.id, {}).get("failed", 0),
-            "outbox_conflict": outbox.get(row.id, {}).get("conflict", 0),
+            "outbox_pending": int(row.outbox_pending),
+            "outbox_failed": int(row.outbox_failed),
+            "outbox_conflict": int(row.outbox_conflict),
         }
         for row in rows
     ]
