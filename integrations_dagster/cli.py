@@ -607,10 +607,10 @@ def status_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json
         return
     _table(
         ["ID", "PROVIDER", "NAME", "HEALTH", "CURSOR", "LAST SYNCED", "NEXT SYNC", "LAST RUN", "PENDING", "FAILED",
-         "OUTBOX P/F/C"],
+         "SUPERSEDED", "OUTBOX P/F/C"],
         [[r["id"], r["provider"], r["name"], r["health"] if r["enabled"] else "disabled",
           _cursor_text(r["cursor"]), _short_time(r["last_synced_at"]), _short_time(r["next_sync_at"]),
-          r["last_run_status"], r["pending_items"], r["failed_items"],
+          r["last_run_status"], r["pending_items"], r["failed_items"], r["superseded_items"],
           f"{r['outbox_pending']}/{r['outbox_failed']}/{r['outbox_conflict']}"] for r in rows],
         widths={2: 30, 4: 30},
     )
@@ -656,10 +656,13 @@ def retry_item_cmd(ctx: click.Context, item_id: int, tenant: str | None, as_json
         _emit_json(res.as_dict())
     elif res.item_status == "success":
         _print_item_result(res, "succeeded")
+    elif res.item_status == "superseded":  # a later version succeeded: running this one would overwrite it
+        _print_item_result(res, "not retried (superseded)")
+        click.echo(res.skip_reason or "")
     else:
         _print_item_result(res, "failed again")
         click.echo(f"error: {res.last_error}")
-    ctx.exit(0 if res.item_status == "success" else 1)
+    ctx.exit(0 if res.item_status in ("success", "superseded") else 1)
 
 
 @cli.command("skip-sync-item")
@@ -808,8 +811,8 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
     for r in runs:
         click.echo(f"sync run {r['id']}  {r['status']}  {_short_time(r['started_at'])} -> "
                    f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
-        click.echo(f"  items {r['items']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped; "
-                   f"cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
+        click.echo(f"  items {r['items']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
+                   f"{r['superseded']} superseded; cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
         if r["error"]:
             click.echo(f"  error: {_cell(r['error'], 200)}")
         for q in r["request_log"]:

@@ -47,7 +47,10 @@ UNFINISHED: tuple[ItemStatus, ...] = (ItemStatus.PENDING, ItemStatus.PROCESSING)
 #: Items that let the cursor pass.
 COMPLETED: tuple[ItemStatus, ...] = (ItemStatus.SUCCESS, ItemStatus.SKIPPED, ItemStatus.SUPERSEDED)
 #: Items that will not run again by themselves.
-TERMINAL: tuple[ItemStatus, ...] = (ItemStatus.SUCCESS, ItemStatus.FAILED, ItemStatus.SKIPPED)
+TERMINAL: tuple[ItemStatus, ...] = (ItemStatus.SUCCESS, ItemStatus.FAILED, ItemStatus.SKIPPED,
+                                     ItemStatus.SUPERSEDED)
+#: Items a later completed version of the same external id may supersede (they have not completed).
+SUPERSEDABLE: tuple[ItemStatus, ...] = (ItemStatus.PENDING, ItemStatus.PROCESSING, ItemStatus.FAILED)
 
 #: The run summary's keys, the same in Dagster metadata, events, the CLI's JSON and the docs.
 SUMMARY_KEYS: tuple[str, ...] = ("items_total", "success", "failed", "skipped", "superseded")

@@ -163,3 +163,16 @@ def enable_values(now: datetime) -> dict[str, Any]:
         "consecutive_auth_failures": 0,
         "next_sync_at": now,
     }
+
+
+def counts_toward_health(*, counted: bool, status: str, newer_run: bool) -> bool:
+    """Whether settling a run with ``status`` updates the integration's health (issue 9 point 11).
+
+    A run counts once, when it is first settled. Settling it again (a re-execution, a retry or a
+    skip reopened it) does not count it as one more unsuccessful run; only a run that is now a
+    ``success`` and that no newer run has followed returns the integration to healthy (an operator
+    fixed the latest run). Skipped runs never count (``after_run`` ignores them).
+    """
+    if not counted:
+        return True
+    return status == RunStatus.SUCCESS and not newer_run

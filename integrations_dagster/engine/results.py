@@ -60,6 +60,7 @@ class ReconcileResult:
     failed_count: int
     skipped_count: int
     pending_count: int
+    superseded_count: int = 0
     request_count: int = 0
     duration_seconds: float | None = None
     request_ids: list[int] = field(default_factory=list)
@@ -84,6 +85,7 @@ class ReconcileResult:
             "success": self.success_count,
             "failed": self.failed_count,
             "skipped": self.skipped_count,
+            "superseded": self.superseded_count,
             "requests": self.request_count,
             "request_ids": display(self.request_ids),
             "duration_seconds": round(self.duration_seconds or 0.0, 3),

@@ -33,6 +33,7 @@ from integrations_dagster.http.paginators import (
     PageRequest,
     Paginator,
     PullPage,
+    SinceKeysetPaginator,
     SyncCursorPaginator,
     get_path,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "PageRequest",
     "PaginationError",
     "Paginator",
+    "SinceKeysetPaginator",
     "PayloadValidationError",
     "PullPage",
     "RateBudget",

@@ -26,6 +26,11 @@ def lock_run(store: Store, conn: Connection, run_id: int) -> Any:
     return conn.execute(store.for_update(select(m.sync_runs).where(m.sync_runs.c.id == run_id))).first()
 
 
+def record_kept_checkpoints(conn: Connection, run_id: int, kept: list[Any]) -> None:
+    """Record a settled run's kept checkpoints (a run settled before migration 0015_run_summary)."""
+    conn.execute(m.sync_runs.update().where(m.sync_runs.c.id == run_id).values(kept_checkpoints=kept))
+
+
 def in_flight(conn: Connection, integration_id: int) -> list[Any]:
     return list(conn.execute(
         select(m.sync_runs)
@@ -83,9 +88,10 @@ def update_integration_row(conn: Connection, integration_id: int, values: dict[s
 
 
 def claimable_run(store: Store, conn: Connection, run_id: int) -> Any:
-    """(status, enumerated_at) of the run, locked: a chunk step checks it before claiming items."""
+    """(status, enumerated_at, integration_id) of the run, locked: a chunk step checks it before claiming items."""
     return conn.execute(store.for_update(
-        select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at).where(m.sync_runs.c.id == run_id))).first()
+        select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at, m.sync_runs.c.integration_id)
+        .where(m.sync_runs.c.id == run_id))).first()
 
 
 def request_ids(store: Store, run_id: int, limit: int = 200) -> list[int]:
@@ -105,3 +111,13 @@ def settleable_runs(store: Store, integration_id: int, statuses: Sequence[str]) 
             .where(m.sync_runs.c.enumerated_at.is_not(None))
             .order_by(m.sync_runs.c.id)
         ).scalars()]
+
+
+def has_newer_run(conn: Connection, integration_id: int, run_id: int) -> bool:
+    """Whether the integration has a run after ``run_id`` that ran (not ``skipped``)."""
+    return conn.execute(
+        select(m.sync_runs.c.id)
+        .where(m.sync_runs.c.integration_id == integration_id, m.sync_runs.c.id > run_id,
+               m.sync_runs.c.status != RunStatus.SKIPPED)
+        .limit(1)
+    ).first() is not None

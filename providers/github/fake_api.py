@@ -11,7 +11,9 @@ new ``(state, sort=created, since)`` combination, whose result is cached.
 
 Faults: ``fail_next`` (429 / 403 secondary limit / 5xx), ``slow``, ``malformed_issue_ids``,
 a configurable primary rate limit (``rate_limit`` per ``rate_limit_window`` seconds), plus
-``bump`` / ``add_issues`` to create work for the next incremental sync.
+``bump`` / ``add_issues`` to create work for the next incremental sync, and ``edit_while_listing``
+to edit issues in the middle of a listing (they move to its end, the issues after them move up one
+place: what page-number paging over ``sort=updated`` loses).
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class FakeGitHub:
         self._requests: list[tuple[str, str]] = []
         self._request_times: list[float] = []  # epoch seconds of receipt, for rate-limit accuracy checks
         self._faults: list[_Fault] = []
+        self._listing_edits: list[list[Any]] = []  # [issue pages still to serve, issue ids] (edit_while_listing)
+        self.listing_edits_done: list[list[int]] = []  # ids edited so far by edit_while_listing, in order
         self._issues: list[_Issue] = []
         self._views: dict[tuple[str, str, str | None], tuple[list[int], list[str]]] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -271,6 +275,48 @@ class FakeGitHub:
         out.sort(key=lambda e: (e["created_at"], e["id"]), reverse=True)
         return out
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The user's events as served, newest arrival first (copies)."""
+        with self._lock:
+            return [dict(e) for e in self._events]
+
+    @property
+    def notifications(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(n) for n in self._notifications]
+
+    def add_events(self, created_at: Iterable[str]) -> list[str]:
+        """Events that arrive now, with the given ``created_at`` (possibly long past: GitHub lists
+        events 30 s to hours after they happen). They go to the top of the listing, as GitHub
+        orders by arrival; returns their ids."""
+        with self._lock:
+            next_id = max((int(e["id"]) for e in self._events), default=50_000_000) + 1
+            added = [{"id": str(next_id + k), "type": "IssuesEvent", "actor": {"login": self.login},
+                      "created_at": at, "repo": {"name": f"{self.owner}/{self.repo}"},
+                      "payload": {"action": "opened"}, "public": True} for k, at in enumerate(created_at)]
+            self._events[:0] = added[::-1]
+            return [e["id"] for e in added]
+
+    def add_notifications(self, updated_at: Iterable[str]) -> list[str]:
+        """Notification threads updated at the given times (the listing stays newest first); ids."""
+        with self._lock:
+            next_id = max((int(n["id"]) for n in self._notifications), default=9000) + 1
+            added = [{"id": str(next_id + k), "unread": True, "reason": "mention", "updated_at": at,
+                      "subject": {"title": f"Late notification {next_id + k}", "type": "Issue",
+                                  "url": f"https://api.github.com/repos/{self.owner}/{self.repo}/issues/1"},
+                      "repository": {"full_name": f"{self.owner}/{self.repo}"}} for k, at in enumerate(updated_at)]
+            self._notifications = sorted(self._notifications + added, key=lambda n: (n["updated_at"], n["id"]),
+                                         reverse=True)
+            return [n["id"] for n in added]
+
+    def update_notification(self, thread_id: str, updated_at: str) -> None:
+        """A new ``updated_at`` for one notification thread (a new comment, say)."""
+        with self._lock:
+            thread = next(n for n in self._notifications if n["id"] == thread_id)
+            thread["updated_at"] = updated_at
+            self._notifications.sort(key=lambda n: (n["updated_at"], n["id"]), reverse=True)
+
     def issue(self, number: int) -> dict[str, Any]:
         """The issue as currently served (a fresh dict)."""
         with self._lock:
@@ -317,6 +363,27 @@ class FakeGitHub:
                 self._serialize(issue)
             self._views.clear()
             return [i.id for i in added]
+
+    def edit_while_listing(self, ids_or_count: int | Iterable[int], *, after_pages: int = 1) -> None:
+        """Edit (``bump``) issues once ``after_pages`` more pages of an issues listing have been
+        served: the edited issues move to the end of a ``sort=updated`` listing, and each issue
+        after them moves up one place, so the first issue of the next page lands on a page the
+        client has already read. ``listing_edits_done`` records the ids edited, in order."""
+        if after_pages < 1:
+            raise ValueError("after_pages must be >= 1")
+        with self._lock:
+            self._listing_edits.append([after_pages, ids_or_count])
+
+    def _after_listing_page(self) -> None:
+        """Apply the edits that are due (called under the lock after each issues page is served)."""
+        due = []
+        for edit in self._listing_edits:
+            edit[0] -= 1
+            if edit[0] <= 0:
+                due.append(edit)
+        for edit in due:
+            self._listing_edits.remove(edit)
+            self.listing_edits_done.append(self.bump(edit[1]))
 
     def _view(self, state: str, sort: str, since: str | None) -> tuple[list[int], int]:
         """Indexes of issues in (state, sort) order, ascending by (sort key, number), and the
@@ -573,6 +640,8 @@ class FakeGitHub:
                 lo, hi = max(0, total - stop), max(0, total - start)
                 chosen = idx[first + lo:first + hi][::-1]
             body = "[" + ",".join(self._issue_json(self._issues[i]) for i in chosen) + "]"
+            if self._listing_edits:
+                self._after_listing_page()
         return 200, self._link(base, path, query, page, per_page, total), body.encode()
 
 

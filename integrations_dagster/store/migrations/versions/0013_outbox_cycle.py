@@ -2,13 +2,13 @@
 the run that delivered a conflict's server state as a tracked item
 
 Revision ID: 0013_outbox_cycle
-Revises: 0007_outbox
+Revises: 0015_run_summary (assigned after 0007_outbox; re-chained onto main's head at merge)
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_outbox_cycle"
-down_revision = "0007_outbox"
+down_revision = "0015_run_summary"  # assigned: after 0007_outbox; re-chained onto main's head
 branch_labels = None
 depends_on = None
 
