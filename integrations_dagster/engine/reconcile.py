@@ -195,6 +195,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             superseded_count=counts.get("superseded", 0),
             pending_count=unfinished,
             request_count=run.request_count,
+            direction=getattr(run, "direction", None),
+            push_summary=getattr(run, "push_summary", None),
         )
         if not reconcilable(run):
             return ReconcileResult(final=run.status != RunStatus.ENUMERATING, changed=False, status=run.status,
