@@ -50,6 +50,15 @@ _EXPORTS: dict[str, str] = {
     "reduce_by_max": ".authoring.provider",
     "reexecute_from_failure": ".orchestration.in_process",  # (dagster)
     "request_sync": ".orchestration.request",  # (dagster)
+    # push direction (issue 13)
+    "Applied": ".engine.push",
+    "Conflict": ".engine.push",
+    "Direction": ".engine.push",
+    "Mutation": ".engine.push",
+    "Outbox": ".store.outbox",
+    "PushRejection": ".engine.push",
+    "Rejected": ".engine.push",
+    "SyncResult": ".engine.push",
 }
 
 __all__ = [
@@ -88,6 +97,15 @@ __all__ = [
     "reduce_by_max",
     "reexecute_from_failure",
     "request_sync",
+    # push direction (issue 13)
+    "Applied",
+    "Conflict",
+    "Direction",
+    "Mutation",
+    "Outbox",
+    "PushRejection",
+    "Rejected",
+    "SyncResult",
 ]
 
 
@@ -132,3 +150,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .authoring.staged import StagedBatch
     from .store import Store
     from .orchestration.request import SyncRequest, request_sync
+    from .engine.push import Applied, Conflict, Direction, Mutation, PushRejection, Rejected, SyncResult
+    from .store.outbox import Outbox

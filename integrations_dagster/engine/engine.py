@@ -116,9 +116,10 @@ class SyncEngine:
         trigger: str = "manual",
         is_run_alive: RunAliveCheck | None = None,
         owner: Any = None,
+        direction: str | None = None,
     ) -> StartResult:
         return runs.start_run(self, store, integration_id, dagster_run_id=dagster_run_id, trigger=trigger,
-                              is_run_alive=is_run_alive, owner=owner)
+                              is_run_alive=is_run_alive, owner=owner, direction=direction)
 
     def enumerate(
         self,
@@ -128,8 +129,10 @@ class SyncEngine:
         *,
         log: Any = log_default,
         http_factory: Callable[[SyncSession], Any] | None = None,
+        direction: str | None = None,
     ) -> EnumerationResult:
-        return enumeration.enumerate_run(self, store, integration, run_id, log=log, http_factory=http_factory)
+        return enumeration.enumerate_run(self, store, integration, run_id, log=log, http_factory=http_factory,
+                                         direction=direction)
 
     def fail_enumeration(self, store: Store, integration: Integration, run_id: int, exc: BaseException) -> None:
         enumeration.fail_enumeration(self, store, integration, run_id, exc)
@@ -176,6 +179,9 @@ class SyncEngine:
 
     def next_cursor(self, conn: Connection, provider: Provider, run_id: int, *, has_failures: bool) -> Any:
         return _reconcile.next_cursor(self, conn, provider, run_id, has_failures=has_failures)
+
+    def resumable_run(self, store: Store, integration_id: int, dagster_run_id: str) -> Any:
+        return runs.resumable_run(store, integration_id, dagster_run_id)
 
     def unfinished_runs(self, store: Store, integration_id: int) -> list[int]:
         return runs.unfinished_runs(store, integration_id)

@@ -45,6 +45,9 @@ from integrations_dagster.settings import SyncSettings
 PROVIDER_TAG = "integrations/provider"
 INTEGRATION_TAG = "integrations/integration_id"
 TRIGGER_TAG = "integrations/trigger"
+#: Issue 13: ``sync`` (push then pull; the default), ``push`` or ``pull``, for a provider that pushes.
+#: Set by ``integrations push|pull|sync`` and the push sensor; settable in the Launchpad's tags.
+DIRECTION_TAG = "integrations/direction"
 ALIVE_STATUSES = {
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -138,7 +141,15 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 allow_retries=False,
             )
         from integrations_dagster.engine.owner import owner_from_tags
+        from integrations_dagster.engine.push import parse_direction
 
+        try:
+            direction = parse_direction(context.run.tags.get(DIRECTION_TAG)).value if provider.supports_push() else None
+        except ValueError as exc:
+            raise Failure(description=f"tag {DIRECTION_TAG}: {exc}", allow_retries=False) from None
+        if direction is None and context.run.tags.get(DIRECTION_TAG) == "push":
+            raise Failure(description=f"provider {key!r} does not push; a push run is not possible",
+                          allow_retries=False)
         start = engine.start_run(
             store,
             integration_id,
@@ -146,6 +157,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             trigger=context.run.tags.get(TRIGGER_TAG, "manual"),
             is_run_alive=run_alive_check(context.instance),
             owner=owner_from_tags(context.run.tags, context.run_id),
+            direction=direction,
         )
         if start.skipped:
             context.log.warning(start.skipped_reason or "skipped")
@@ -162,6 +174,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             result = engine.enumerate(
                 store, integration, start.run_id, log=context.log,
                 http_factory=http_factory_for(engine, store, provider, integration, start.run_id),
+                direction=direction,
             )
         except Exception as exc:
             from integrations_dagster.security.redaction import safe_error
@@ -261,9 +274,36 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
     return sync_job
 
 
+#: Celery settings for sync steps (both the executor's app and the workers': ``celery_worker_config``).
+#: Acknowledge a task when it ends, not when it starts, and requeue it when its worker dies: a chunk
+#: step whose worker is killed is delivered to another worker (its unfinished items are still pending,
+#: the advisory claim died with the worker's connection). One task at a time per worker process.
+CELERY_TASK_SETTINGS: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+}
+
+
+def celery_executor_config(settings: SyncSettings) -> dict[str, Any]:
+    """The ``celery_executor`` config for ``settings``; also the YAML for ``dagster-celery worker start -y``."""
+    return {
+        "broker": settings.celery_broker,
+        "backend": settings.celery_backend,
+        "config_source": {**CELERY_TASK_SETTINGS, "task_default_queue": settings.celery_queue},
+    }
+
+
 def _executor(settings: SyncSettings) -> ExecutorDefinition:
     if settings.executor == "multiprocess":
         return multiprocess_executor.configured({"max_concurrent": settings.max_concurrent_steps})
+    if settings.executor == "celery":
+        try:
+            from dagster_celery import celery_executor
+        except ImportError as exc:  # pragma: no cover - it is in the lock file
+            raise ImportError("SyncSettings(executor='celery') needs dagster-celery (pip install "
+                              "dagster-celery==0.29.27)") from exc
+        return celery_executor.configured(celery_executor_config(settings))
     return in_process_executor
 
 
@@ -287,6 +327,12 @@ def build_definitions(
     engine = make_engine(providers=providers, listeners=listeners, settings=settings, health=health)
     executor = _executor(settings)
     jobs = [build_sync_job(p, engine, executor) for p in engine.providers.values()]
+    from integrations_dagster.orchestration.batch import BATCH_IO_KEY, build_batch_job, id_from_mapping_key
+
+    # Batch runs always use the in-process executor: a subprocess per integration would cost more than the
+    # run worker the batch saves (DAGSTER-NOTES: ~0.6 s per multiprocess step).
+    jobs += [build_batch_job(p, engine, in_process_executor) for p in engine.providers.values()]
+    jobs_by_name = {j.name: j for j in jobs}
     assets = [
         AssetSpec(
             asset_key(p.key),
@@ -307,7 +353,10 @@ def build_definitions(
         except ImportError:
             pass
         else:
-            all_sensors.extend(build_sync_sensors(engine=engine, settings=settings))
+            all_sensors.extend(build_sync_sensors(engine=engine, settings=settings, jobs=jobs_by_name))
+        from integrations_dagster.orchestration.push_sensor import build_push_sensors
+
+        all_sensors.extend(build_push_sensors(engine=engine, settings=settings))
         from integrations_dagster.orchestration.checks import build_health_sensor
 
         all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
@@ -320,7 +369,8 @@ def build_definitions(
             op_jobs, op_schedules = build_operator_definitions(engine=engine)
             jobs.extend(op_jobs)
             schedules.extend(op_schedules)
-    res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=database_url_config(settings.database_url))}
+    res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=database_url_config(settings.database_url)),
+                           BATCH_IO_KEY: id_from_mapping_key}
     res.update(resources or {})
     defs = Definitions(
         jobs=jobs, assets=assets, asset_checks=checks, sensors=all_sensors, schedules=schedules, resources=res,

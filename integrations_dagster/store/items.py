@@ -248,8 +248,8 @@ def mark_superseded(conn: Connection, superseded: dict[int, int], reasons: dict[
         return []
     conn.execute(
         update(_t)
-        # OR of equalities, not IN: an expanding IN parameter cannot run as an executemany (more than one item)
-        .where(_t.c.id == bindparam("b_id"), or_(*(_t.c.status == s for s in SUPERSEDABLE)))
+        # or_ of equalities, not IN: an executemany cannot expand an IN list
+        .where(_t.c.id == bindparam("b_id"), or_(*(_t.c.status == st for st in SUPERSEDABLE)))
         .values(status=ItemStatus.SUPERSEDED, finished_at=now, next_attempt_at=None,
                 skip_reason=bindparam("b_reason")),
         [{"b_id": i, "b_reason": reasons[i]} for i in superseded],

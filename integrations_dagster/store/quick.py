@@ -90,7 +90,8 @@ def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tu
     sql = (
         "SELECT i.id, i.tenant, i.provider_key, i.name, i.enabled, i.health, i.cursor, i.last_synced_at, "
         "i.next_sync_at, last_run.id, last_run.status, last_run.dagster_run_id, "
-        "coalesce(item_counts.pending, 0), coalesce(item_counts.failed, 0), coalesce(item_counts.superseded, 0) "
+        "coalesce(item_counts.pending, 0), coalesce(item_counts.failed, 0), coalesce(item_counts.superseded, 0), "
+        "coalesce(outbox_counts.pending, 0), coalesce(outbox_counts.failed, 0), coalesce(outbox_counts.conflict, 0) "
         "FROM integrations AS i "
         "LEFT OUTER JOIN (SELECT integration_id AS iid, "
         f"sum(CASE WHEN status IN ({unfinished}) THEN 1 ELSE 0 END) AS pending, "
@@ -98,6 +99,12 @@ def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tu
         f"sum(CASE WHEN status = {mark} THEN 1 ELSE 0 END) AS superseded "
         f"FROM sync_items WHERE status IN ({counted}) GROUP BY integration_id) AS item_counts "
         "ON item_counts.iid = i.id "
+        "LEFT OUTER JOIN (SELECT integration_id AS iid, "
+        "sum(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending, "
+        "sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, "
+        "sum(CASE WHEN status = 'conflict' THEN 1 ELSE 0 END) AS conflict "
+        "FROM outbox WHERE status IN ('pending', 'failed', 'conflict') GROUP BY integration_id) AS outbox_counts "
+        "ON outbox_counts.iid = i.id "
         "LEFT OUTER JOIN (SELECT integration_id AS iid, max(id) AS run_id FROM sync_runs GROUP BY integration_id) "
         "AS latest_run ON latest_run.iid = i.id "
         "LEFT OUTER JOIN sync_runs AS last_run ON last_run.id = latest_run.run_id"
@@ -143,6 +150,7 @@ def status_rows(url: str, *, integration_id: int | None = None, tenant: str | No
             "cursor": _json(r[6], sqlite), "last_synced_at": _iso(r[7]), "next_sync_at": _iso(r[8]),
             "last_run_id": r[9], "last_run_status": r[10], "last_dagster_run_id": r[11],
             "pending_items": int(r[12]), "failed_items": int(r[13]), "superseded_items": int(r[14]),
+            "outbox_pending": int(r[15]), "outbox_failed": int(r[16]), "outbox_conflict": int(r[17]),
         }
         for r in rows
     ]

@@ -5,7 +5,8 @@ checkpoints per stream (its own reducer), which is why a failure keeps the whole
 was (structured cursors have no low-water mark). Metadata: optional ``username`` (default: the
 token's user from ``GET /user``), ``base_url``, ``since``, ``overlap_seconds`` (default 6 hours: each
 run re-reads that much before the cursor, for late and same-second events, and dispatches only the
-ones no earlier run delivered, by id and timestamp). Credential: ``token``.
+ones no earlier run delivered, by id and timestamp). Credential: ``token``, or a GitHub App
+installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from providers.github.tables import activities
 from integrations_dagster.http import LinkHeaderPaginator
 
 from providers.github.common import (
-    GITHUB_API, GITHUB_HEADERS, GitHubActivityMetadata, GitHubCredentials, hours_ago, shift_iso, upsert,
+    GITHUB_API, GITHUB_HEADERS, GitHubActivityMetadata, GitHubCredentials, credentials_model_for, hours_ago, shift_iso, upsert,
 )
 
 STREAMS = ("notifications", "events")
@@ -72,9 +73,24 @@ class GitHubActivityProvider(Provider):
     default_sync_interval = 15
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
+
+    def http_auth(self, integration: Integration) -> Any:
+        """``credentials['token']``, or a GitHub App installation (``providers.github.app``)."""
+        from providers.github.app import github_auth
+
+        return github_auth(self, integration)
+
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup: the account's login (``GET /user``) becomes ``metadata['username']``."""
+        from providers.github.app import setup_integration
+
+        return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
     metadata_model = GitHubActivityMetadata
     credentials_model = GitHubCredentials
+
+    def credentials_model_for(self, credentials: Any) -> Any:
+        return credentials_model_for(credentials)  # a token or a GitHub App installation
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = integration.metadata

@@ -56,6 +56,22 @@ class GitHubCredentials(BaseModel):
     token: Annotated[SecretStr, AfterValidator(_not_empty)]
 
 
+class GitHubAppCredentials(BaseModel):
+    """A GitHub App installation (``providers.github.app`` mints its installation tokens)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    app_id: Name
+    private_key: Annotated[SecretStr, AfterValidator(_not_empty)]
+    installation_id: Name
+
+
+def credentials_model_for(credentials: Any) -> type[BaseModel]:
+    """A token, or a GitHub App installation when any of its fields is given."""
+    if isinstance(credentials, dict) and any(k in credentials for k in ("app_id", "private_key", "installation_id")):
+        return GitHubAppCredentials
+    return GitHubCredentials
+
+
 class GitHubIssuesMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     owner: Name

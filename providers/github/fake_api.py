@@ -475,6 +475,62 @@ class FakeGitHub:
         self._thread.start()
         return self
 
+    # -- GitHub App installations (POST /app/installations/{id}/access_tokens) ---------------------
+
+    def enable_app(self, *, app_id: int = 4242, installation_id: int = 777, token_ttl: float = 3600.0) -> str:
+        """Act as GitHub for one installed app; returns the app's private key (PEM) for its credentials.
+
+        The exchange endpoint verifies the JWT as GitHub does (RS256 with the app's public key,
+        ``iss`` = app id, not expired, at most 10 minutes long) and issues installation tokens valid
+        for ``token_ttl`` seconds that the rest of the API accepts like ``token``."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.app_id = app_id
+        self.installation_id = installation_id
+        self.installation_token_ttl = token_ttl
+        self._app_public_key = key.public_key()
+        self.installation_tokens: dict[str, float] = {}  # token -> expiry (epoch)
+        self.app_jwt_rejections = 0
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    def expire_installation_tokens(self) -> None:
+        with self._lock:
+            self.installation_tokens.clear()
+
+    def _installation_token_ok(self, token: str) -> bool:
+        tokens = getattr(self, "installation_tokens", None)
+        return bool(tokens) and tokens.get(token, 0.0) > time.time()
+
+    def _app_access_token(self, target: str, scheme: str, credential: str) -> tuple[int, dict[str, str], bytes]:
+        import jwt
+
+        segments = urlsplit(target).path.strip("/").split("/")
+        if getattr(self, "_app_public_key", None) is None or len(segments) != 4 or segments[3] != "access_tokens":
+            return 404, {}, _json_bytes({"message": "Not Found"})
+        try:
+            claims = jwt.decode(
+                credential, self._app_public_key, algorithms=["RS256"], issuer=str(self.app_id),
+                options={"require": ["iat", "exp", "iss"]}, leeway=60,
+            )
+            if int(claims["exp"]) - int(claims["iat"]) > 600:
+                raise jwt.InvalidTokenError("expiration too far in the future")
+        except jwt.PyJWTError:
+            self.app_jwt_rejections += 1
+            return 401, {}, _json_bytes({"message": "A JSON web token could not be decoded"})
+        if scheme.lower() != "bearer":
+            return 401, {}, _json_bytes({"message": "A JSON web token must be sent as a Bearer token"})
+        if segments[2] != str(self.installation_id):
+            return 404, {}, _json_bytes({"message": "Not Found"})
+        expires = time.time() + self.installation_token_ttl
+        token = f"ghs_{len(self.installation_tokens) + 1}_{int(expires * 1000)}"
+        self.installation_tokens[token] = expires
+        stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return 201, {}, _json_bytes({"token": token, "expires_at": stamp, "permissions": {"issues": "read"}})
+
     def stop(self) -> None:
         if self._server is None:
             return
@@ -517,7 +573,11 @@ class FakeGitHub:
                 self._rl_reset = int(math.ceil(now + self.rate_limit_window))
             auth = headers.get("Authorization") or ""
             scheme, _sep, credential = auth.partition(" ")
-            if scheme.lower() not in ("bearer", "token") or credential.strip() != self.token:
+            if method == "POST" and target.startswith("/app/installations/"):
+                return self._app_access_token(target, scheme, credential.strip())
+            if scheme.lower() not in ("bearer", "token") or (
+                credential.strip() != self.token and not self._installation_token_ok(credential.strip())
+            ):
                 return 401, self._rate_headers(), _json_bytes(
                     {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
                 )

@@ -1,8 +1,7 @@
 """GitHub issues, incrementally: ``GET /repos/{owner}/{repo}/issues?since=<cursor>``, keyset paging on ``since``.
 
 Metadata: ``owner``, ``repo``, optional ``base_url`` (GitHub Enterprise, the fake API) and
-``since`` (first-run start; default 24 hours back), ``per_page`` (1-100, default 100). Credential: ``token``.
-Checkpoint: the issue's
+``since`` (first-run start; default 24 hours back), ``per_page`` (1-100, default 100). Credential: ``token``, or a GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
 ``updated_at``; external id: its ``id``. An issue that does not validate is recorded as a failed
 item with its raw payload (``dispatch_invalid``): the run goes red, the cursor holds before it, and
 an operator sees it in ``list-failed-items`` and can skip it.
@@ -22,7 +21,7 @@ from providers.github.tables import github_issues
 from integrations_dagster.http import SinceKeysetPaginator
 
 from providers.github.common import (
-    GITHUB_API, GITHUB_HEADERS, GitHubCredentials, GitHubIssuesMetadata, hours_ago, require, upsert,
+    GITHUB_API, GITHUB_HEADERS, GitHubCredentials, credentials_model_for, GitHubIssuesMetadata, hours_ago, require, upsert,
 )
 
 
@@ -68,10 +67,26 @@ class GitHubProvider(Provider):
     default_sync_interval = 5
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
+
+    def http_auth(self, integration: Integration) -> Any:
+        """``credentials['token']``, or a GitHub App installation (``providers.github.app``)."""
+        from providers.github.app import github_auth
+
+        return github_auth(self, integration)
+
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup: an OAuth callback (or ``{"installation_id": ...}`` with app credentials)
+        becomes an integration named after the account (``GET /user``) and ``owner/repo``."""
+        from providers.github.app import setup_integration
+
+        return setup_integration(self, callback, metadata, needs=("owner", "repo"))
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
     metadata_model = GitHubIssuesMetadata
     credentials_model = GitHubCredentials
+
+    def credentials_model_for(self, credentials: Any) -> Any:
+        return credentials_model_for(credentials)  # a token or a GitHub App installation
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = require(integration, "owner", "repo")

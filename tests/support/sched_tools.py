@@ -44,7 +44,25 @@ class Tick:
 
     @property
     def requested(self) -> list[int]:
-        return [int(r.partition_key) for r in self.run_requests]
+        """Integrations requested: own runs (their partition) and batch runs' members, in request order."""
+        out: list[int] = []
+        for r in self.run_requests:
+            out.extend([int(r.partition_key)] if r.partition_key is not None else self.members(r))
+        return out
+
+    @property
+    def own_runs(self) -> list[int]:
+        return [int(r.partition_key) for r in self.run_requests if r.partition_key is not None]
+
+    @property
+    def batches(self) -> list[list[int]]:
+        return [self.members(r) for r in self.run_requests if r.partition_key is None]
+
+    @staticmethod
+    def members(request: Any) -> list[int]:
+        from integrations_dagster.orchestration.batch import batch_members
+
+        return batch_members(request.tags["integrations/provider"], request.run_config)
 
     @property
     def cursor(self) -> str | None:
@@ -58,7 +76,8 @@ def tick(defs: Any, instance: DagsterInstance, provider_key: str = "synthetic", 
          apply: bool = True) -> Tick:
     """Evaluate the provider's sync sensor once, as the daemon would, and (optionally) apply its
     dynamic-partition requests to the instance the way the daemon does after a tick."""
-    sensor = defs.resolve_sensor_def(f"{provider_key}_sync_sensor")
+    name = provider_key if provider_key.endswith("_push") else f"{provider_key}_sync"
+    sensor = defs.resolve_sensor_def(f"{name}_sensor")
     context = build_sensor_context(instance_ref=instance.get_ref(), definitions=defs, cursor=cursor,
                                    resources=defs.resources)
     capture = _Capture()
