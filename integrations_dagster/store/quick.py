@@ -103,7 +103,7 @@ def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tu
         "sum(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending, "
         "sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, "
         "sum(CASE WHEN status = 'conflict' THEN 1 ELSE 0 END) AS conflict "
-        "FROM outbox WHERE status IN ('pending', 'failed', 'conflict') GROUP BY integration_id) AS outbox_counts "
+        "FROM outbox_mutations WHERE status IN ('pending', 'failed', 'conflict') GROUP BY integration_id) AS outbox_counts "
         "ON outbox_counts.iid = i.id "
         "LEFT OUTER JOIN (SELECT integration_id AS iid, max(id) AS run_id FROM sync_runs GROUP BY integration_id) "
         "AS latest_run ON latest_run.iid = i.id "
