@@ -9,6 +9,7 @@ from integrations_dagster.authoring.rate_limit import RateLimit
 if TYPE_CHECKING:
     from integrations_dagster.authoring.integration import Integration
     from integrations_dagster.authoring.session import SyncSession
+    from integrations_dagster.authoring.tables import ProviderTables
 
 
 def reduce_by_max(checkpoints: list[Any]) -> Any:
@@ -48,6 +49,9 @@ class Provider:
     #: Items per mapped step for this provider; None: ``SyncSettings.chunk_size``. Providers whose
     #: listeners are cheap per item (batch upserts) want bigger chunks: fewer Dagster steps.
     chunk_size: ClassVar[int | None] = None
+    #: The provider's own destination tables, created and upgraded by the engine before it runs the
+    #: provider (``authoring.tables``); None: the provider writes only to tables it manages itself.
+    tables: ClassVar[ProviderTables | None] = None
 
     def sync(self, integration: Integration, session: SyncSession) -> None:
         raise NotImplementedError(f"provider {type(self).__name__} must implement sync()")

@@ -177,11 +177,11 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             integration_id=integ.id,
             provider_key=integ.provider_key,
             cursor_before=run.cursor_before,
-            items_total=total,
-            success_count=counts["success"],
-            failed_count=counts["failed"],
-            skipped_count=counts["skipped"],
-            pending_count=unfinished,
+            total=total,
+            succeeded=counts["success"],
+            failed=counts["failed"],
+            skipped=counts["skipped"],
+            pending=unfinished,
             request_count=run.request_count,
         )
         if not reconcilable(run):
@@ -208,7 +208,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         if outcome.invalid:
             fail_invalid_checkpoints(conn, run_id, outcome.invalid, now, log)
             counts = {**counts, "success": outcome.counts.success, "failed": outcome.counts.failed}
-            base.update(success_count=counts["success"], failed_count=counts["failed"])
+            base.update(succeeded=counts["success"], failed=counts["failed"])
         run_error = run_error_after(run.error, outcome.error)
         changed = settlement_changed(run, status, counts, cursor_after, run_error)
         finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
@@ -248,8 +248,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         if status == RunStatus.SUCCESS:
             fire(engine.listeners,
                  SyncCompleted(integration_id=integ.id, provider_key=integ.provider_key, sync_run_id=run_id,
-                               cursor_before=run.cursor_before, cursor_after=cursor_after, items_total=total,
-                               success_count=counts["success"], skipped_count=counts["skipped"]), log, store)
+                               cursor_before=run.cursor_before, cursor_after=cursor_after, total=total,
+                               succeeded=counts["success"], skipped=counts["skipped"]), log, store)
     return result
 
 

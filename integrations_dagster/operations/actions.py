@@ -25,7 +25,7 @@ from integrations_dagster.errors import CredentialsError, IntegrationNotFound, I
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.security.secrets import CredentialCipher
 from integrations_dagster.store import Store, as_utc, utcnow
-from integrations_dagster.status import UNFINISHED, ItemStatus
+from integrations_dagster.status import UNFINISHED, ItemStatus, run_summary
 from integrations_dagster.store import operator as op_sql
 from integrations_dagster.store.store import chunked
 
@@ -501,10 +501,7 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "trigger": run["trigger"],
         "started_at": iso(run["started_at"]),
         "finished_at": iso(run["finished_at"]),
-        "items": run["items_total"],
-        "succeeded": run["success_count"],
-        "failed": run["failed_count"],
-        "skipped": run["skipped_count"],
+        **run_summary(run),
         "requests": run["request_count"],
         "cursor_before": run["cursor_before"],
         "cursor_after": run["cursor_after"],

@@ -47,7 +47,7 @@ class EngineOnly:
 def make_engine(
     *,
     providers: Sequence[Provider],
-    listeners: ListenersArg = None,
+    listeners: ListenersArg,
     settings: SyncSettings | None = None,
     health: HealthPolicy | None = None,
 ) -> SyncEngine:
@@ -61,7 +61,7 @@ def make_engine(
 def build_definitions(
     *,
     providers: Sequence[Provider],
-    listeners: ListenersArg = None,
+    listeners: ListenersArg,
     settings: SyncSettings | None = None,
     health: HealthPolicy | None = None,
     **options: Any,

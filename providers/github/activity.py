@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from integrations_dagster import (
     Integration, Provider, RateLimit, SyncItemEvent, SyncSession, current_sync, listener,
 )
-from providers.github.tables import activities
+from providers.github.tables import GITHUB_TABLES, activities
 from integrations_dagster.http import LinkHeaderPaginator
 
 from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, upsert
@@ -60,6 +60,7 @@ class GitHubActivityProvider(Provider):
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
     http_headers = GITHUB_HEADERS
+    tables = GITHUB_TABLES
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         start = integration.metadata.get("since") or hours_ago(24)

@@ -2,7 +2,7 @@
 
 Why a real server rather than ``httpx.MockTransport``: the sync engine, Dagster runs and the
 benchmarks must exercise real sockets, keep-alive, timeouts and concurrency. Only the stdlib is
-used, so it can run anywhere the package runs (``integrations fake-github``).
+used, so it can run anywhere the package runs (``python -m providers.github.fake_api``).
 
 Speed: issues are generated once and kept as pre-serialized JSON strings; each ordering
 (state x sort) is a cached index list with a parallel key list, so ``since`` is a bisect and a
@@ -619,8 +619,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a fake GitHub until interrupted (wired to ``integrations fake-github``)."""
-    parser = argparse.ArgumentParser(prog="fake-github", description=__doc__.split("\n")[0])
+    """Serve a fake GitHub until interrupted (``python -m providers.github.fake_api``)."""
+    parser = argparse.ArgumentParser(prog="python -m providers.github.fake_api", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--issues", type=int, default=1000)

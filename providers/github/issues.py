@@ -17,7 +17,7 @@ from typing_extensions import TypedDict
 from integrations_dagster import (
     Integration, Provider, RateLimit, StagedBatch, SyncItemEvent, SyncSession, listener,
 )
-from providers.github.tables import github_issues
+from providers.github.tables import GITHUB_TABLES, github_issues
 from integrations_dagster.http import LinkHeaderPaginator
 
 from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, require, upsert
@@ -61,6 +61,7 @@ class GitHubProvider(Provider):
     base_url = GITHUB_API
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
+    tables = GITHUB_TABLES  # github_issues, activities: created by the engine, not the framework migrations
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = require(integration, "owner", "repo")
