@@ -302,6 +302,49 @@ def add_cmd(env: Env, provider: str, name: str, meta: tuple[str, ...], secret: t
         click.echo(integ.id)
 
 
+@cli.command("connect")
+@click.argument("provider")
+@click.option("--callback", "callback_path", required=True, metavar="FILE",
+              help="The OAuth callback's token response as JSON ('-': stdin), or an app installation "
+                   "(installation_id, app_id, private_key).")
+@click.option("--meta", multiple=True, metavar="K=V", help="Metadata (owner=..., repo=..., client_id=...). Repeatable.")
+@click.option("--name", default=None, help="Override the name the provider derives from the account.")
+@click.option("--interval", type=click.IntRange(min=1), default=None, metavar="MIN", help="Sync every MIN minutes.")
+@click.option("--cron", default=None, metavar="EXPR", help="Sync on a cron schedule ('*/15 * * * *', UTC).")
+@tenant_option
+@json_option
+@pass_env
+def connect_cmd(env: Env, provider: str, callback_path: str, meta: tuple[str, ...], name: str | None,
+                interval: int | None, cron: str | None, tenant: str | None, as_json: bool) -> None:
+    """Create an integration of PROVIDER from an OAuth callback (account setup); prints its id.
+
+    The provider looks up the account (GitHub: GET /user), names the integration and stores the
+    credentials encrypted. Example: integrations connect github --callback token.json
+    --meta owner=acme --meta repo=widgets --cron '*/5 * * * *'
+    """
+    from integrations_dagster.operations.connect import connect
+
+    if interval is not None and cron is not None:
+        raise click.UsageError("--interval and --cron are mutually exclusive")
+    try:
+        raw = sys.stdin.read() if callback_path == "-" else Path(callback_path).read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read --callback {callback_path}: {exc.strerror}") from None
+    try:
+        callback = json.loads(raw)
+    except ValueError:
+        raise UserError(f"--callback {callback_path} is not JSON (expected the token endpoint's answer)") from None
+    if not isinstance(callback, dict):
+        raise UserError(f"--callback {callback_path}: expected a JSON object")
+    integ = connect(env.store, engine=env.engine, provider_key=provider, callback=callback,
+                    metadata=_pairs(meta, "--meta", parse_json=True), name=name, interval_minutes=interval,
+                    cron=cron, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(ops.show_integration(env.store, integ.id))
+    else:
+        click.echo(integ.id)
+
+
 @cli.command("list")
 @tenant_option
 @json_option
@@ -468,6 +511,11 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     the exit code is 0 only when the sync succeeded.
     """
     env: Env = ctx.obj
+    code = _via_sync_server(env, ["sync", str(integration_id), *(["--wait"] if wait else []),
+                                  *(["--tenant", tenant] if tenant is not None else []),
+                                  *(["--json"] if as_json else [])])
+    if code is not None:  # a warm `integrations serve` ran exactly this command
+        ctx.exit(code)
     env.runs_jobs = True  # the engine comes from the real Definitions the run uses
     integ = env.store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
     if not integ.enabled:
@@ -491,6 +539,37 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     else:
         _print_summary(data)
     ctx.exit(0 if data["status"] == "success" else 1)
+
+
+def _via_sync_server(env: Env, verb_args: list[str]) -> int | None:
+    """The exit code of ``verb_args`` run by a warm ``integrations serve`` with this identity, else None."""
+    from integrations_dagster.operations.warm_client import identity, run_via_server
+
+    root: list[str] = []
+    if env._database_url:
+        root += ["--database-url", env._database_url]
+    root += ["--defs", env.defs_spec]
+    if env.tenant is not None:
+        root += ["--tenant", env.tenant]
+    if env.verbose:
+        root.append("--verbose")
+    return run_via_server([*root, *verb_args], identity(env._database_url, env.defs_spec))
+
+
+@cli.command("serve")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="Unix socket to listen on. Default: $INTEGRATIONS_SYNC_SERVER, else $DAGSTER_HOME/integrations-sync.sock.")
+@click.pass_context
+def serve_cmd(ctx: click.Context, socket_path: str | None) -> None:
+    """Keep Dagster warm for `integrations sync`: imports Dagster and the definitions once, then runs
+    each `sync` sent to its socket in a fork of itself (the same run, output and exit code; no
+    Python start or `import dagster` per sync). Runs until SIGTERM or Ctrl-C."""
+    env: Env = ctx.obj
+    if not os.environ.get("DAGSTER_HOME"):
+        raise UserError("DAGSTER_HOME is not set: point it at the Dagster instance's home folder")
+    from integrations_dagster.orchestration.sync_server import serve
+
+    serve(database_url=env._database_url, defs_spec=env.defs_spec, path=socket_path)
 
 
 @cli.command("retry")
@@ -553,10 +632,11 @@ def status_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json
         _emit_json(rows)
         return
     _table(
-        ["ID", "PROVIDER", "NAME", "HEALTH", "CURSOR", "LAST SYNCED", "NEXT SYNC", "LAST RUN", "PENDING", "FAILED"],
+        ["ID", "PROVIDER", "NAME", "HEALTH", "CURSOR", "LAST SYNCED", "NEXT SYNC", "LAST RUN", "PENDING", "FAILED",
+         "SUPERSEDED"],
         [[r["id"], r["provider"], r["name"], r["health"] if r["enabled"] else "disabled",
           _cursor_text(r["cursor"]), _short_time(r["last_synced_at"]), _short_time(r["next_sync_at"]),
-          r["last_run_status"], r["pending_items"], r["failed_items"]] for r in rows],
+          r["last_run_status"], r["pending_items"], r["failed_items"], r["superseded_items"]] for r in rows],
         widths={2: 30, 4: 30},
     )
 
@@ -601,10 +681,13 @@ def retry_item_cmd(ctx: click.Context, item_id: int, tenant: str | None, as_json
         _emit_json(res.as_dict())
     elif res.item_status == "success":
         _print_item_result(res, "succeeded")
+    elif res.item_status == "superseded":  # a later version succeeded: running this one would overwrite it
+        _print_item_result(res, "not retried (superseded)")
+        click.echo(res.skip_reason or "")
     else:
         _print_item_result(res, "failed again")
         click.echo(f"error: {res.last_error}")
-    ctx.exit(0 if res.item_status == "success" else 1)
+    ctx.exit(0 if res.item_status in ("success", "superseded") else 1)
 
 
 @cli.command("skip-sync-item")
@@ -689,8 +772,8 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
     for r in runs:
         click.echo(f"sync run {r['id']}  {r['status']}  {_short_time(r['started_at'])} -> "
                    f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
-        click.echo(f"  items {r['total']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped; "
-                   f"cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
+        click.echo(f"  items {r['total']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
+                   f"{r['superseded']} superseded; cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
         if r["error"]:
             click.echo(f"  error: {_cell(r['error'], 200)}")
         for q in r["request_log"]:

@@ -49,13 +49,16 @@ UNFINISHED: tuple[ItemStatus, ...] = (ItemStatus.PENDING, ItemStatus.PROCESSING)
 #: Items that let the cursor pass.
 COMPLETED: tuple[ItemStatus, ...] = (ItemStatus.SUCCESS, ItemStatus.SKIPPED, ItemStatus.SUPERSEDED)
 #: Items that will not run again by themselves.
-TERMINAL: tuple[ItemStatus, ...] = (ItemStatus.SUCCESS, ItemStatus.FAILED, ItemStatus.SKIPPED)
+TERMINAL: tuple[ItemStatus, ...] = (ItemStatus.SUCCESS, ItemStatus.FAILED, ItemStatus.SKIPPED,
+                                     ItemStatus.SUPERSEDED)
+#: Items a later completed version of the same external id may supersede (they have not completed).
+SUPERSEDABLE: tuple[ItemStatus, ...] = (ItemStatus.PENDING, ItemStatus.PROCESSING, ItemStatus.FAILED)
 
 #: The run summary's keys, the same in Dagster metadata (the sync timeline), ``SyncCompleted``,
 #: ``ReconcileResult``, the CLI's text and ``--json`` output, the operator jobs and the docs.
 #: (The ``sync_runs`` columns keep their historical names ``items_total``/``success_count``/...;
 #: ``run_summary`` below is the one place that maps them.)
-SUMMARY_KEYS: tuple[str, ...] = ("total", "succeeded", "failed", "skipped")
+SUMMARY_KEYS: tuple[str, ...] = ("total", "succeeded", "failed", "skipped", "superseded")
 
 #: Older spellings of the summary keys, still accepted when reading: the ``sync_runs`` columns,
 #: Dagster metadata written before the names were unified (``items_total``/``success``) and the
@@ -65,6 +68,7 @@ _SUMMARY_ALIASES: dict[str, tuple[str, ...]] = {
     "succeeded": ("succeeded", "success_count", "success"),
     "failed": ("failed", "failed_count"),
     "skipped": ("skipped", "skipped_count"),
+    "superseded": ("superseded", "superseded_count"),
 }
 
 

@@ -26,6 +26,7 @@ class Run:
     success_count: int = 3
     failed_count: int = 0
     skipped_count: int = 1
+    superseded_count: int = 0
     cursor_after: Any = "c9"
     error: str | None = None
 

@@ -15,16 +15,16 @@ def _result() -> ReconcileResult:
 
 def test_timeline_metadata_uses_the_summary_keys() -> None:
     md = _result().as_metadata()
-    assert {k: md[k] for k in SUMMARY_KEYS} == {"total": 5, "succeeded": 3, "failed": 1, "skipped": 1}
+    assert {k: md[k] for k in SUMMARY_KEYS} == {"total": 5, "succeeded": 3, "failed": 1, "skipped": 1, "superseded": 0}
     assert not {"items_total", "success", "items", "success_count"} & set(md)
-    assert run_summary(md) == {"total": 5, "succeeded": 3, "failed": 1, "skipped": 1}
+    assert run_summary(md) == {"total": 5, "succeeded": 3, "failed": 1, "skipped": 1, "superseded": 0}
 
 
 def test_old_spellings_still_read() -> None:
     row = {"items_total": 7, "success_count": 6, "failed_count": 1, "skipped_count": 0}  # a sync_runs row
     old_metadata = {"items_total": 7, "success": 6, "failed": 1, "skipped": 0}          # timeline before
     old_cli = {"items": 7, "succeeded": 6, "failed": 1, "skipped": 0}                    # CLI --json before
-    expected = {"total": 7, "succeeded": 6, "failed": 1, "skipped": 0}
+    expected = {"total": 7, "succeeded": 6, "failed": 1, "skipped": 0, "superseded": 0}
     assert run_summary(row) == run_summary(old_metadata) == run_summary(old_cli) == expected
     assert run_summary({"items_total": None}) == dict.fromkeys(SUMMARY_KEYS, 0)
 

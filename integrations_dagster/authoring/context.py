@@ -29,6 +29,7 @@ from integrations_dagster.security.redaction import secret_values
 from integrations_dagster.store import Store, utcnow
 from integrations_dagster.store import models as m
 from integrations_dagster.http import ApiClient, RequestLogEntry
+from integrations_dagster.http.token_auth import StoredTokenAuth
 from integrations_dagster.http.retry_after import parse_retry_after
 
 
@@ -252,9 +253,12 @@ def build_client(
         )
     limit = RateLimit.from_json(integration.rate_limit) or getattr(provider, "default_rate_limit", None)
     recorder = DbRequestRecorder(store, integration.id, sync_run_id)
+    auth = provider.http_auth(integration)
+    if isinstance(auth, StoredTokenAuth) and auth.store is None:
+        auth.bind(store, integration.id)  # refreshes are shared by every run through the store
     client = _ClosingClient(
         base_url=str(base_url),
-        auth=provider.http_auth(integration),
+        auth=auth,
         headers=dict(getattr(provider, "http_headers", None) or {}),
         transport=transport,
         recorder=recorder,
@@ -264,6 +268,8 @@ def build_client(
         **client_kwargs,
     )
     client.recorder_ref = recorder
+    if isinstance(auth, StoredTokenAuth):
+        auth.on_token = client._note_auth_value  # a refreshed token is scrubbed like the first one
     return client
 
 

@@ -74,10 +74,19 @@ class Provider:
         return type(self).reduce_checkpoints is Provider.reduce_checkpoints
 
     def http_auth(self, integration: Integration) -> Any:
-        """httpx auth for ``session.http``; default: bearer ``credentials['token']`` when present."""
-        token = integration.credentials.get("token")
+        """httpx auth for ``session.http``. Default: bearer ``credentials['token']`` when present;
+        else OAuth2 when ``credentials['access_token']`` is (refreshed before ``expires_at`` and
+        once on a 401 with ``refresh_token`` at ``token_url``, shared by every run: see
+        ``integrations_dagster.http.token_auth``); else none."""
+        creds = integration.credentials
+        token = creds.get("token")
         if token:
             return _BearerAuth(str(token))
+        if creds.get("access_token"):
+            from integrations_dagster.http.token_auth import StoredTokenAuth
+            from integrations_dagster.security.oauth2 import OAuth2Strategy
+
+            return StoredTokenAuth(OAuth2Strategy(), creds, integration_id=integration.id)
         return None
 
 

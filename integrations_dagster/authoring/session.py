@@ -174,6 +174,22 @@ class SyncSession:
             self._http = self._http_factory()
         return self._http
 
+    def already_delivered(self, versions: dict[str, Any]) -> set[str]:
+        """Of ``versions`` (external id -> checkpoint), the ids an earlier run of this integration
+        has already completed with that same checkpoint (success, skipped or superseded).
+
+        For an overlap window: a provider that re-reads the last hours of a stream (late and
+        same-second events) dispatches only what is new, or changed (a new checkpoint), and not
+        again what was delivered. Failed items are not delivered: they come back. One query per
+        thousand ids; items pruned (``integrations prune``, 30 days by default) are forgotten.
+        """
+        if not versions:
+            return set()
+        from integrations_dagster.store import items as item_sql
+
+        done = item_sql.completed_versions(self._store, self.integration.id, list(versions), exclude_run=self.run_id)
+        return {ext for ext, cp in versions.items() if (ext, _dumps(cp, sort_keys=True)) in done}
+
     def dispatch(self, event: SyncItemEvent, *, checkpoint_value: Any, external_id: str | int | None = None) -> None:
         """Record one item (its listeners run later, in a mapped step, with retries).
 

@@ -12,12 +12,13 @@ from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.engine.dispatch import Problem, run_listeners
 from integrations_dagster.engine.results import ChunkResult
 from integrations_dagster.engine.retry import after_failure
+from integrations_dagster.engine.supersede import Version, supersede
 from integrations_dagster.security.redaction import scrub, secret_values
 from integrations_dagster.status import RUN_CLAIMABLE, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
 from integrations_dagster.store import items as item_sql
 from integrations_dagster.store import runs as run_sql
-from integrations_dagster.store.locks import chunk_lock
+from integrations_dagster.store.locks import ChunkClaim, chunk_lock
 
 if TYPE_CHECKING:
     from integrations_dagster.engine.engine import SyncEngine
@@ -54,7 +55,8 @@ def process_chunk(
             store.ensure_provider_tables(provider.tables)
         factory = http_factory_for(engine, store, provider, integration, run_id, for_items=True) if provider else None
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
-            return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration))
+            return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration),
+                                  claimed)
 
 
 def finish_leftover_chunks(
@@ -107,10 +109,30 @@ def claim(
         run = run_sql.claimable_run(store, conn, run_id)
         if run is None or run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
             return []  # discarded (or never enumerated): nothing of it may run
-        if reopen_failed and item_sql.reopen_failed(conn, run_id, chunk):
-            store.transition_run(conn, run_id, RUN_CLAIMABLE, "reopen its failed items",
-                                 status=RunStatus.PROCESSING, finished_at=None, dagster_run_id=dagster_run_id)
-        return item_sql.claim_unfinished(store, conn, run_id, chunk, now)
+        if reopen_failed:
+            # A failed item whose later version succeeded is not reopened: it is superseded.
+            failed = item_sql.failed_of_chunk(conn, run_id, chunk)
+            supersede(conn, int(run.integration_id), [Version(*f) for f in failed], now)
+            if item_sql.reopen_failed(conn, run_id, chunk):
+                store.transition_run(conn, run_id, RUN_CLAIMABLE, "reopen its failed items",
+                                     status=RunStatus.PROCESSING, finished_at=None, dagster_run_id=dagster_run_id)
+        rows = item_sql.claim_unfinished(store, conn, run_id, chunk, now)
+        # Never run an older version over a newer one that already succeeded (engine.supersede).
+        gone, _ = supersede(conn, int(run.integration_id),
+                            [Version(r["id"], r["external_id"], r["status"]) for r in rows], now)
+        return [r for r in rows if r["id"] not in gone] if gone else rows
+
+
+def drop_superseded(engine: SyncEngine, store: Store, run_id: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Before a retry round inside the step: items whose later version succeeded meanwhile (another
+    chunk, another run) are marked superseded and not run again."""
+    if not any(it["external_id"] is not None for it in items):
+        return items
+    with store.begin() as conn:
+        integration_id = int(run_sql.claimable_run(store, conn, run_id).integration_id)
+        gone, _ = supersede(conn, integration_id,
+                            [Version(it["id"], it["external_id"], ItemStatus.PENDING) for it in items], engine.clock())
+    return [it for it in items if it["id"] not in gone] if gone else items
 
 
 def run_listeners_once(
@@ -147,13 +169,20 @@ def _process_items(
     result: ChunkResult,
     log: Any,
     secrets: list[str],
+    claim: ChunkClaim | None = None,
 ) -> ChunkResult:
     settings = engine.settings
     # PostgreSQL: each batch's status write runs in the background while the next batch's
     # listeners run; drained before the step decides anything (see BackgroundWriter).
     writer = None if store.is_sqlite else BackgroundWriter("outcome-writer")
     try:
+        first = True
         while items:
+            if not first:
+                items = drop_superseded(engine, store, run_id, items)
+                if not items:
+                    break
+            first = False
             now = engine.clock()
             ready, waiting = [], []
             for it in items:
@@ -162,6 +191,8 @@ def _process_items(
             size = settings.listener_batch_size
             for start in range(0, len(ready), size):
                 part = ready[start:start + size]
+                if claim is not None:
+                    claim.check()  # the chunk is still ours (PostgreSQL: the advisory lock's session lives)
                 successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets)
                 if writer is not None:
                     writer.submit(item_sql.write_outcomes, store, successes, changes, now)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -109,6 +110,9 @@ class Outcome:
     #: A run-level problem (the cursor could not be computed); the run is ``failed``.
     error: str | None = None
     held: bool = field(default=False)
+    #: What a later reconcile needs of the completed checkpoints (``kept_checkpoints``), so their
+    #: rows may be pruned; None when unknown (a run-level error): then nothing may be pruned.
+    kept: list[Any] | None = None
 
 
 # --- the order -------------------------------------------------------------------------------
@@ -230,6 +234,65 @@ def run_status(counts: Counts) -> str:
     return RunStatus.PARTIAL.value if counts.completed else RunStatus.FAILED.value
 
 
+# --- what a later reconcile needs ---------------------------------------------------------------
+class _Gaps:
+    """Completed checkpoints folded per gap between the run's held checkpoints.
+
+    A later reconcile of the run (after its held items are skipped or retried) asks only for the
+    completed checkpoints strictly below the smallest checkpoint still held, and every such limit is
+    one of today's held checkpoints: so the maximum (or the provider's reduction) of each gap
+    between consecutive held checkpoints is all it needs, however many rows are pruned. Gaps are
+    per kind of checkpoint (numbers and strings have separate orders); checkpoints the default order
+    cannot place (a structured cursor's dicts) share one gap.
+    """
+
+    def __init__(self, held: Iterable[ItemCheckpoint], reduce: Callable[[list[Any]], Any] | None) -> None:
+        bounds: dict[str, set[tuple[Any, ...]]] = {}
+        for it in held:
+            kind = checkpoint_kind(it.checkpoint) if it.checkpoint is not None else None
+            if kind is not None:
+                bounds.setdefault(kind, set()).add(checkpoint_key(it.checkpoint))
+        self._bounds = {k: sorted(v) for k, v in bounds.items()}
+        self._reduce = reduce
+        self._best: dict[tuple[str, int], tuple[tuple[Any, ...], Any]] = {}
+        self._pages: dict[tuple[str, int], list[Any]] = {}
+        self._reduced: dict[tuple[str, int], Any] = {}
+        self.broken = False
+
+    def add(self, cp: Any) -> None:
+        kind = checkpoint_kind(cp)
+        key = checkpoint_key(cp) if kind is not None else None
+        gap = (kind or "", bisect_right(self._bounds.get(kind or "", ()), key) if key is not None else 0)
+        if self._reduce is None:
+            best = self._best.get(gap)
+            if key is not None and (best is None or key > best[0]):
+                self._best[gap] = (key, cp)
+            return
+        page = self._pages.setdefault(gap, [])
+        page.append(cp)
+        if len(page) >= PAGE:
+            self._fold(gap)
+
+    def _fold(self, gap: tuple[str, int]) -> None:
+        page = self._pages.pop(gap, None)
+        if page and self._reduce is not None and not self.broken:
+            try:
+                part = self._reduce(page)
+                prev = self._reduced.get(gap)
+                self._reduced[gap] = part if prev is None else self._reduce([prev, part])
+            except Exception:  # the reducer refused a gap's data: nothing is kept (so nothing pruned)
+                self.broken = True
+
+    def result(self) -> list[Any] | None:
+        if self._reduce is None:
+            return [self._best[g][1] for g in sorted(self._best)]
+        for gap in list(self._pages):
+            self._fold(gap)
+        if self.broken:
+            return None
+        return [self._reduced[g] for g in sorted(self._reduced) if self._reduced[g] is not None]
+
+
 # --- the rule ----------------------------------------------------------------------------------
 def settle(
     counts: Mapping[str, int] | Counts,
@@ -280,6 +343,7 @@ def _settle_default(
     best: Any = None
     example: Any = old if old_kind else None
     invalid: list[InvalidItem] = []
+    gaps = _Gaps(held, None) if held else None  # without held items, ``best`` is all a later run needs
     for it in completed:
         cp = it.checkpoint
         if cp is None:
@@ -294,6 +358,8 @@ def _settle_default(
             continue
         if example is None:
             example = cp
+        if gaps is not None:
+            gaps.add(cp)
         key = checkpoint_key(cp)
         limit = below.get(kind)
         if limit is not None and not key < limit:
@@ -315,8 +381,9 @@ def _settle_default(
             hold = True  # a failure whose place in the order is unknown: nothing may pass it
     candidate = None if hold else best
     cursor = _monotonic_default(old, candidate)
+    kept = gaps.result() if gaps is not None else ([] if best is None else [best])
     return Outcome(final=True, status=run_status(counts), counts=counts, cursor=cursor, candidate=candidate,
-                   invalid=tuple(invalid), held=hold)
+                   invalid=tuple(invalid), held=hold, kept=kept)
 
 
 def _invalid_message(value: Any, example: Any, cursor: Any) -> str:
@@ -352,22 +419,32 @@ def _settle_custom(
     assert reduce is not None
     status = run_status(c)
     limit: tuple[Any, ...] | None = None
+    hold = False
     if c.failed:
         if policy.rule == STRICT or not policy.ordered:
-            return Outcome(final=True, status=status, counts=c, cursor=old, held=True)
-        try:
-            keys = [checkpoint_key(it.checkpoint) for it in held]
-        except UnorderableCheckpoint:
-            keys = []
-        if not keys or any(it.checkpoint is None for it in held):
-            return Outcome(final=True, status=status, counts=c, cursor=old, held=True)
-        limit = min(keys)
+            hold = True
+        else:
+            try:
+                keys = [checkpoint_key(it.checkpoint) for it in held]
+            except UnorderableCheckpoint:
+                keys = []
+            if not keys or any(it.checkpoint is None for it in held):
+                hold = True
+            else:
+                limit = min(keys)
+    # With held items every completed checkpoint is read anyway, for what a later reconcile needs
+    # (``_Gaps``); without, the reduction of all of them is that.
+    gaps = _Gaps(held, reduce) if c.failed else None
     reduced: Any = None
     page: list[Any] = []
     try:
         for it in completed:
             cp = it.checkpoint
             if cp is None:
+                continue
+            if gaps is not None:
+                gaps.add(cp)
+            if hold:
                 continue
             if limit is not None:
                 try:
@@ -383,9 +460,12 @@ def _settle_custom(
         if page:
             part = reduce(page)
             reduced = part if reduced is None else reduce([reduced, part])
+        kept = gaps.result() if gaps is not None else ([] if reduced is None else [reduced])
+        if hold:
+            return Outcome(final=True, status=status, counts=c, cursor=old, held=True, kept=kept)
         cursor = reduced if old is None else (old if reduced is None else reduce([old, reduced]))
     except Exception as exc:  # the provider's reducer refused the data: the run fails, the cursor stays
         return _failed_run(c, old, f"the cursor cannot be computed: reduce_checkpoints raised "
                                    f"{type(exc).__name__}: {exc}; the cursor is unchanged. Fix the provider's "
                                    "reducer, then run `integrations advance-cursor ID`")
-    return Outcome(final=True, status=status, counts=c, cursor=cursor, candidate=reduced)
+    return Outcome(final=True, status=status, counts=c, cursor=cursor, candidate=reduced, kept=kept)

@@ -15,18 +15,17 @@ from integrations_dagster.authoring.events import SyncCompleted, SyncItemFailed
 from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.engine.cursor import (
     PAGE,
-    STRICT,
     Counts,
     CursorPolicy,
     InvalidItem,
     ItemCheckpoint,
     Outcome,
-    checkpoint_key,
     run_status,
     settle,
 )
 from integrations_dagster.engine.events import fire
-from integrations_dagster.engine.health import after_run
+from integrations_dagster.engine.health import after_run, counts_toward_health
+from integrations_dagster.engine.supersede import supersede_failed
 from integrations_dagster.engine.results import ReconcileResult, display
 from integrations_dagster.status import UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
@@ -64,6 +63,8 @@ class RunRow(Protocol):
     @property
     def skipped_count(self) -> int: ...
     @property
+    def superseded_count(self) -> int: ...
+    @property
     def cursor_after(self) -> Any: ...
     @property
     def error(self) -> str | None: ...
@@ -87,8 +88,8 @@ def already_settled(run: RunRow, status: str, counts: Mapping[str, int]) -> bool
     return (
         run.finished_at is not None
         and run.status == status
-        and (run.success_count, run.failed_count, run.skipped_count)
-        == (counts["success"], counts["failed"], counts["skipped"])
+        and (run.success_count, run.failed_count, run.skipped_count, run.superseded_count)
+        == (counts["success"], counts["failed"], counts["skipped"], counts.get("superseded", 0))
         and not is_cursor_error(run.error)  # a run that failed to compute its cursor tries again
     )
 
@@ -110,6 +111,7 @@ def settlement_changed(
         and run.success_count == counts["success"]
         and run.failed_count == counts["failed"]
         and run.skipped_count == counts["skipped"]
+        and run.superseded_count == counts.get("superseded", 0)
         and run.cursor_after == cursor_after
         and run.finished_at is not None
         and run.error == error
@@ -117,7 +119,7 @@ def settlement_changed(
 
 
 def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, status: str, auth: bool,
-                 now: datetime) -> None:
+                 now: datetime, trigger: str | None = None) -> None:
     """Write the health and next sync time ``engine.health.after_run`` derives for a run's end."""
     row = run_sql.integration_row(conn, integration_id)
     if row is None:
@@ -130,6 +132,7 @@ def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, stat
         now=now,
         default_interval=provider.default_sync_interval if provider else None,
         policy=engine.health,
+        keep_claim=trigger == "schedule" and engine.settings.schedule_from == "due",
     )
     if values:
         values["updated_at"] = now
@@ -161,6 +164,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     """
     now = engine.clock()
     to_notify: list[dict[str, Any]] = []
+    others: list[int] = []  # other runs whose failed items this run's successes superseded
     with store.begin() as conn:
         run = run_sql.lock_run(store, conn, run_id)
         if run is None:
@@ -169,8 +173,15 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         if integ is None:
             raise LookupError(f"integration {run.integration_id} of sync run {run_id} not found")
         provider = engine.provider(integ.provider_key)
-        counts = store.item_counts(conn, run_id)
+        counts = with_pruned(store.item_counts(conn, run_id), run.pruned_counts)
         unfinished = counts[ItemStatus.PENDING] + counts[ItemStatus.PROCESSING]
+        if not unfinished and reconcilable(run):
+            # Failed items (of this run or older ones) whose later version has succeeded are moot:
+            # superseded, they hold no cursor and are never retried (engine.supersede).
+            changed_runs = supersede_failed(conn, integ.id, now)
+            if changed_runs:
+                counts = store.item_counts(conn, run_id)
+                others = [r for r in changed_runs if r != run_id]
         total = sum(counts.values())
         base: dict[str, Any] = dict(
             run_id=run_id,
@@ -181,6 +192,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             succeeded=counts["success"],
             failed=counts["failed"],
             skipped=counts["skipped"],
+            superseded=counts.get("superseded", 0),
             pending=unfinished,
             request_count=run.request_count,
         )
@@ -194,7 +206,9 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             return ReconcileResult(final=False, changed=False, status=RunStatus.PROCESSING,
                                    cursor_after=None, **base)
         status = run_status(Counts.of(counts))
-        if already_settled(run, status, counts):
+        # (A run settled before migration 0015_run_summary has no kept checkpoints: settled once
+        # more, it records them, so that prune may delete its rows.)
+        if already_settled(run, status, counts) and (run.kept_checkpoints is not None or status == RunStatus.SUCCESS):
             # Nothing moved since this run was settled (items only leave a settled state by
             # changing the counts: failed -> success/skipped/pending): same answer, no writes,
             # no events, and no re-reading of every checkpoint.
@@ -203,7 +217,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                                    .total_seconds(), **base)
         # The cursor rule is a pure function (cursor.settle); it never raises on data: items whose
         # checkpoint cannot be ordered fail here, a reducer that raises fails the run.
-        outcome = settle_run(engine, conn, provider, run_id, counts, integ.cursor)
+        outcome = settle_run(engine, conn, provider, run_id, counts, integ.cursor, kept=run.kept_checkpoints)
         status, cursor_after = outcome.status, outcome.cursor
         if outcome.invalid:
             fail_invalid_checkpoints(conn, run_id, outcome.invalid, now, log)
@@ -213,6 +227,9 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         changed = settlement_changed(run, status, counts, cursor_after, run_error)
         finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
         duration = (finished_at - as_utc(run.started_at)).total_seconds()
+        counts_health = (run.status != status or run.finished_at is None) and counts_toward_health(
+            counted=bool(run.health_counted), status=status,
+            newer_run=bool(run.health_counted) and run_sql.has_newer_run(conn, integ.id, run_id))
         if changed:
             store.transition_run(
                 conn, run_id, run.status, "be settled",
@@ -221,16 +238,21 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                 success_count=counts["success"],
                 failed_count=counts["failed"],
                 skipped_count=counts["skipped"],
+                superseded_count=counts.get("superseded", 0),
+                health_counted=run.health_counted or counts_health,
                 cursor_after=cursor_after,
                 finished_at=finished_at,
                 error=run_error,
+                kept_checkpoints=outcome.kept,
             )
             if cursor_after != integ.cursor:
                 run_sql.update_integration_row(conn, integ.id, {"cursor": cursor_after, "updated_at": now})
-            if run.status != status or run.finished_at is None:
-                apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now)
+            if counts_health:
+                apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now, run.trigger)
             if counts["failed"]:
                 to_notify = item_sql.take_unnotified_failures(store, conn, run_id)
+        elif run.kept_checkpoints is None and outcome.kept is not None:
+            run_sql.record_kept_checkpoints(conn, run_id, outcome.kept)  # nothing else changed: no events
     result = ReconcileResult(final=True, changed=changed, status=status, cursor_after=cursor_after,
                              duration_seconds=duration, **base)
     if changed and run.request_count:
@@ -238,7 +260,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     if changed:
         log.info(
             f"sync run {run_id}: {status}; {counts['success']} succeeded, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped; cursor {display(integ.cursor)} -> {display(cursor_after)}"
+            f"{counts['skipped']} skipped, {counts.get('superseded', 0)} superseded; cursor {display(integ.cursor)} -> {display(cursor_after)}"
         )
         for item in to_notify:
             fire(engine.listeners,
@@ -250,7 +272,19 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                  SyncCompleted(integration_id=integ.id, provider_key=integ.provider_key, sync_run_id=run_id,
                                cursor_before=run.cursor_before, cursor_after=cursor_after, total=total,
                                succeeded=counts["success"], skipped=counts["skipped"]), log, store)
+    for other in others:  # their failed items were superseded: settle them again (counts, status)
+        reconcile(engine, store, other, log=log)
     return result
+
+
+def with_pruned(counts: dict[str, int], pruned: Mapping[str, int] | None) -> dict[str, int]:
+    """A run's item counts: its rows by status plus the rows ``integrations prune`` deleted."""
+    if not pruned:
+        return counts
+    out = dict(counts)
+    for status, n in pruned.items():
+        out[status] = out.get(status, 0) + int(n)
+    return out
 
 
 def cursor_policy(engine: SyncEngine, provider: Provider) -> CursorPolicy:
@@ -260,7 +294,8 @@ def cursor_policy(engine: SyncEngine, provider: Provider) -> CursorPolicy:
 
 
 def settle_run(
-    engine: SyncEngine, conn: Connection, provider: Provider, run_id: int, counts: dict[str, int], old: Any
+    engine: SyncEngine, conn: Connection, provider: Provider, run_id: int, counts: dict[str, int], old: Any,
+    *, kept: list[Any] | None = None,
 ) -> Outcome:
     """Read what the cursor rule needs and apply it (``cursor.settle``); never raises on data.
 
@@ -268,6 +303,10 @@ def settle_run(
     default reducer on PostgreSQL, when every checkpoint is a JSON string whose text order is its
     order (plain strings, or ISO-8601 timestamps all in one ``...Z`` shape), the database computes
     the maximum itself (``store.items.max_string_checkpoint``) and only that value reaches ``settle``.
+
+    ``kept``: the run's ``kept_checkpoints`` from its last settlement (what pruned rows told),
+    handed to ``settle`` as completed items before the rows (as ``skipped``: never failed again).
+    A run with failures reads every completed checkpoint, to keep what a later reconcile needs.
     """
     policy = cursor_policy(engine, provider)
     c = Counts.of(counts)
@@ -276,21 +315,21 @@ def settle_run(
     held: list[ItemCheckpoint] = []
     if c.failed:
         held = [ItemCheckpoint(i, st, cp, ext) for i, st, cp, ext in item_sql.held_checkpoints(conn, run_id)]
+    summary = [ItemCheckpoint(0, ItemStatus.SKIPPED, cp) for cp in (kept or ()) if cp is not None]
     if (
         conn.dialect.name == "postgresql"
         and policy.reduce is None
+        and not held
         and (old is None or isinstance(old, str))
-        and all(isinstance(h.checkpoint, str) or h.checkpoint is None for h in held)
+        and all(isinstance(k.checkpoint, str) for k in summary)
     ):
-        below = None
-        if policy.ordered and policy.rule != STRICT and held and all(h.checkpoint is not None for h in held):
-            below = min((h.checkpoint for h in held), key=checkpoint_key)
-        found, top = item_sql.max_string_checkpoint(conn, run_id, below)
+        found, top = item_sql.max_string_checkpoint(conn, run_id, None)
         if found:
             top_items = [ItemCheckpoint(0, ItemStatus.SUCCESS, top)] if top is not None else []
-            return settle(c, held, top_items, old_cursor=old, policy=policy)
+            return settle(c, held, summary + top_items, old_cursor=old, policy=policy)
 
     def completed() -> Iterator[ItemCheckpoint]:
+        yield from summary
         for i, st, cp in item_sql.completed_checkpoints(conn, run_id, PAGE):
             yield ItemCheckpoint(i, st, cp)
 

@@ -60,6 +60,7 @@ class ReconcileResult:
     failed: int
     skipped: int
     pending: int
+    superseded: int = 0
     request_count: int = 0
     duration_seconds: float | None = None
     request_ids: list[int] = field(default_factory=list)
@@ -74,6 +75,7 @@ class ReconcileResult:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "skipped": self.skipped,
+            "superseded": self.superseded,
             "requests": self.request_count,
             "request_ids": display(self.request_ids),
             "duration_seconds": round(self.duration_seconds or 0.0, 3),
@@ -99,3 +101,7 @@ class ReconcileResult:
     @property
     def pending_count(self) -> int:
         return self.pending
+
+    @property
+    def superseded_count(self) -> int:
+        return self.superseded

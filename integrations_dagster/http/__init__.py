@@ -32,6 +32,7 @@ from integrations_dagster.http.paginators import (
     PageNumberPaginator,
     PageRequest,
     Paginator,
+    SinceKeysetPaginator,
     get_path,
 )
 from integrations_dagster.security.redact import redact_headers, redact_text, redact_url
@@ -52,6 +53,7 @@ __all__ = [
     "PageRequest",
     "PaginationError",
     "Paginator",
+    "SinceKeysetPaginator",
     "PayloadValidationError",
     "RateBudget",
     "RateLimitedError",

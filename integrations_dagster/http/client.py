@@ -550,6 +550,8 @@ class ApiClient:
     ) -> Iterator[tuple[str, list[Any]]]:
         url = path
         current = paginator.first_request(dict(params or {}))
+        skip: frozenset[Any] = frozenset()
+        identity = getattr(paginator, "identity", None)
         while True:
             # httpx replaces a URL's query string when given params, even empty ones, so a
             # next-URL that carries its own query is merged explicitly, never overwritten.
@@ -561,12 +563,15 @@ class ApiClient:
             items = self._extract_items(self._parse_body(response), items_path, endpoint)
             nxt = paginator.next_request(response, items, current)
             del response
+            if skip and identity is not None:  # the overlap with the page before (already yielded)
+                items = [i for i in items if identity(i) not in skip]
             yield endpoint, items
             if nxt is None:
                 return
             if nxt.url is not None:
                 url = nxt.url
             current = dict(nxt.params)
+            skip = nxt.skip
 
     def _prefetched(self, pages: Iterator[Any], depth: int) -> Iterator[Any]:
         """Yield from ``pages`` while a worker thread fetches up to ``depth`` pages ahead.

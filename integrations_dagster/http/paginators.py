@@ -35,6 +35,9 @@ class PageRequest:
 
     params: dict[str, Any] = field(default_factory=dict)
     url: str | None = None
+    #: Items of the next page already yielded (the page overlaps this one), by the paginator's
+    #: ``identity(item)``: dropped before they reach the caller (``SinceKeysetPaginator``).
+    skip: frozenset[Any] = frozenset()
 
 
 @runtime_checkable
@@ -147,6 +150,67 @@ class PageNumberPaginator:
         out = dict(params)
         out[self.page_param] = page + 1
         return PageRequest(params=out)
+
+
+class SinceKeysetPaginator:
+    """Page a list sorted ascending by a timestamp the API also filters on (``since``), by
+    re-asking from the last key seen instead of by page number (GitHub ``/issues?sort=updated``).
+
+    Why: page numbers over a list sorted by ``updated`` lose items when the list changes while it is
+    read. An item edited during the listing moves to the end, every item after it moves up one
+    place, and the first item of the next page slides onto the page already read: it is never
+    seen, and the cursor passes it. Asking ``since=<last key of the page>`` instead cannot skip
+    anything: every item with a key below the last one was on the page, and an item edited later
+    gets a newer key and comes back in a later page. The pages overlap by the items that share
+    the last key (``since`` is inclusive); those are dropped from the next page by
+    ``identity`` = (id, key), so an item edited meanwhile (same id, newer key) is yielded again.
+
+    A full page whose items all share the ``since`` key (more than ``per_page`` items updated in
+    the same second) is followed by page number within that key, and the next key again after it.
+    Stops on a short page. ``since`` must be inclusive (GitHub's is; ``FakeGitHub``'s is).
+    """
+
+    def __init__(
+        self,
+        key: str = "updated_at",
+        id_key: str = "id",
+        since_param: str = "since",
+        page_param: str = "page",
+        per_page_param: str = "per_page",
+        per_page: int = 100,
+    ) -> None:
+        if per_page < 1:
+            raise ValueError("per_page must be >= 1")
+        self.key, self.id_key, self.since_param = key, id_key, since_param
+        self.page_param, self.per_page_param, self.per_page = page_param, per_page_param, per_page
+
+    def identity(self, item: Any) -> Any:
+        if not isinstance(item, Mapping):
+            return None
+        return (item.get(self.id_key), item.get(self.key))
+
+    def first_request(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, self.page_param: 1, self.per_page_param: self.per_page}
+
+    def next_request(
+        self, response: httpx.Response, items: list[Any], params: dict[str, Any]
+    ) -> PageRequest | None:
+        if len(items) < self.per_page:
+            return None
+        keys = [i.get(self.key) if isinstance(i, Mapping) else None for i in items]
+        last = next((k for k in reversed(keys) if isinstance(k, str) and k), None)
+        # The tail the next page repeats: every item from the last one with a smaller key on.
+        tail: list[Any] = []
+        for item, k in zip(reversed(items), reversed(keys)):
+            if isinstance(k, str) and k and k != last:
+                break
+            tail.append(self.identity(item))
+        out = dict(params)
+        if last is None or last == str(params.get(self.since_param)):
+            out[self.page_param] = int(params.get(self.page_param, 1)) + 1  # a whole page on one key
+        else:
+            out[self.since_param], out[self.page_param] = last, 1
+        return PageRequest(params=out, skip=frozenset(tail))
 
 
 class CursorPaginator:

@@ -21,6 +21,7 @@ from typing import Any
 from integrations_dagster.engine.cron import validate_cron
 from integrations_dagster.engine.engine import ReconcileResult, RunAliveCheck, SyncEngine
 from integrations_dagster.engine.runs import run_alive
+from integrations_dagster.engine.supersede import Version, supersede
 from integrations_dagster.errors import CredentialsError, IntegrationNotFound, IntegrationsError
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.security.secrets import CredentialCipher
@@ -171,6 +172,7 @@ def status_rows(
             "last_dagster_run_id": row.last_dagster_run_id,
             "pending_items": int(row.pending),
             "failed_items": int(row.failed),
+            "superseded_items": int(row.superseded),
         }
         for row in rows
     ]
@@ -263,8 +265,14 @@ def skip_item(
 def _retry_now(
     store: Store, engine: SyncEngine, items: list[dict[str, Any]], log: Any
 ) -> tuple[dict[int, dict[str, Any]], list[ReconcileResult]]:
-    """Claim failed ``items`` (attempts reset), run their listeners once now, write, reconcile."""
+    """Claim failed ``items`` (attempts reset), run their listeners once now, write, reconcile.
+
+    An item whose later version has succeeded is not run (it would overwrite newer data): it
+    becomes ``superseded`` instead (``engine.supersede``).
+    """
     now = engine.clock()
+    superseded = _supersede(store, items, now)
+    items = [it for it in items if it["id"] not in superseded]
     taken = op_sql.claim_failed(store, [it["id"] for it in items], now)  # one statement: those still failed
     claimed = [it for it in items if it["id"] in taken]
     outcomes: dict[int, tuple[BaseException, str]] = {}
@@ -275,12 +283,32 @@ def _retry_now(
         _write_retry_outcomes(store, engine, claimed, outcomes)
         raise
     written = _write_retry_outcomes(store, engine, claimed, outcomes)
-    results = [engine.reconcile(store, run_id, log=log) for run_id in sorted({it["run_id"] for it in claimed})]
+    written.update(superseded)
+    runs = {it["run_id"] for it in claimed} | {w["run_id"] for w in superseded.values()}
+    results = [engine.reconcile(store, run_id, log=log) for run_id in sorted(runs)]
     _settled_states(store, written)
     for item_id, state in written.items():
         if state["status"] == ItemStatus.FAILED:
             log.warning(f"sync item {item_id} failed again: {state['last_error']}")
     return written, results
+
+
+def _supersede(store: Store, items: list[dict[str, Any]], now: Any) -> dict[int, dict[str, Any]]:
+    """Mark the superseded ones of ``items``; what ``_retry_now`` reports for them, by item id."""
+    by_integration: dict[int, list[dict[str, Any]]] = {}
+    for it in items:
+        if it["external_id"] is not None:
+            by_integration.setdefault(int(it["integration_id"]), []).append(it)
+    if not by_integration:
+        return {}
+    gone: set[int] = set()
+    with store.begin() as conn:
+        for integration_id, group in by_integration.items():
+            ids, _ = supersede(conn, integration_id, [Version(it["id"], it["external_id"], it["status"])
+                                                      for it in group], now)
+            gone |= ids
+    return {it["id"]: {"status": ItemStatus.SUPERSEDED, "last_error": it["last_error"], "attempts": it["attempts"],
+                       "run_id": it["run_id"]} for it in items if it["id"] in gone}
 
 
 def _settled_states(store: Store, written: dict[int, dict[str, Any]]) -> None:
@@ -317,7 +345,8 @@ def retry_item(
 ) -> ItemActionResult:
     """Reset one failed item and run its listeners once, now, in this process; then reconcile its run.
 
-    If the listener still fails the item stays failed with the new error (attempts 1).
+    If the listener still fails the item stays failed with the new error (attempts 1). An item whose
+    later version has succeeded is not run: it becomes ``superseded`` (``item_status``).
     """
     item = store.get_item(item_id, tenant=tenant)
     if item["status"] != ItemStatus.FAILED:
@@ -329,8 +358,11 @@ def retry_item(
     if item_id not in written:
         raise IntegrationsError(f"sync item {item_id} changed while retrying it (retried or skipped elsewhere)")
     state = written[item_id]
+    if state["status"] == ItemStatus.SUPERSEDED:
+        log.info(f"sync item {item_id} ({item['external_id']}) not retried: a later version succeeded (superseded)")
+    reason = store.get_item(item_id)["skip_reason"] if state["status"] == ItemStatus.SUPERSEDED else None
     return ItemActionResult(item_id, item["integration_id"], item["run_id"], state["status"], state["attempts"],
-                            state["last_error"], None, results[0].status, before,
+                            state["last_error"], reason, results[0].status, before,
                             _cursor(store, item["integration_id"]))
 
 
@@ -343,6 +375,8 @@ class RetryFailedResult:
     runs: list[dict[str, Any]]
     cursor_before: Any
     cursor_after: Any
+    #: Failed items not retried because a later version had succeeded (now ``superseded``).
+    superseded: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -362,10 +396,12 @@ def retry_failed_items(
         written.update(w)
         results.extend(r)
     ok = sum(1 for s in written.values() if s["status"] == ItemStatus.SUCCESS)
+    moot = sum(1 for s in written.values() if s["status"] == ItemStatus.SUPERSEDED)
     return RetryFailedResult(
-        integration_id=integration_id, retried=len(written), succeeded=ok, still_failed=len(written) - ok,
+        integration_id=integration_id, retried=len(written) - moot, succeeded=ok,
+        still_failed=len(written) - ok - moot,
         runs=[{"sync_run_id": r.run_id, "status": r.status} for r in results],
-        cursor_before=before, cursor_after=_cursor(store, integration_id),
+        cursor_before=before, cursor_after=_cursor(store, integration_id), superseded=moot,
     )
 
 

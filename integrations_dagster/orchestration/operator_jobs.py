@@ -132,7 +132,8 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
         except (IntegrationsError, LookupError) as exc:
             raise _fail(exc) from None
         context.add_output_metadata({"retried": res.retried, "succeeded": res.succeeded,
-                                     "still_failed": res.still_failed, "cursor_before": _md(res.cursor_before),
+                                     "still_failed": res.still_failed, "superseded": res.superseded,
+                                     "cursor_before": _md(res.cursor_before),
                                      "cursor_after": _md(res.cursor_after)})
         _record(context, store, res.integration_id, "retry failed items", res.cursor_before, res.cursor_after)
         log_health_checks(context, store, engine, res.integration_id)

@@ -32,6 +32,7 @@ without a workspace process, nor one that executes an existing run in this proce
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,15 +111,16 @@ def execute_run_with_origin(
     from dagster._core.execution.api import execute_run
 
     recon, job_def, load_data = _loaded(ref, job_name)
+    run_id = str(uuid.uuid4())
     run = instance.create_run_for_job(
         job_def=job_def,
+        run_id=run_id,
         run_config=dict(run_config or {}),
-        tags={**job_def.run_tags, **tags},
+        tags={**job_def.run_tags, **tags, **owner_tags(run_id)},
         remote_job_origin=job_origin(ref, job_name, workspace),
         job_code_origin=recon.get_python_origin(),
         repository_load_data=load_data,
     )
-    run = _mark_owner(instance, run)
     with execute_run(recon, run, instance, raise_on_error=False) as result:
         return result.dagster_run
 
@@ -149,29 +151,32 @@ def reexecute_run_from_failure(
     tags.update({PARENT_RUN_ID_TAG: parent.run_id, ROOT_RUN_ID_TAG: root, RESUME_RETRY_TAG: "true"})
     plan = create_execution_plan(recon, config, step_keys_to_execute=step_keys, known_state=known_state,
                                  tags=parent.tags)
+    run_id = str(uuid.uuid4())
     run = instance.create_run_for_job(
         job_def=job_def,
         execution_plan=plan,
+        run_id=run_id,
         run_config=config,
-        tags={**job_def.run_tags, **tags},
+        tags={**job_def.run_tags, **tags, **owner_tags(run_id)},
         root_run_id=root,
         parent_run_id=parent.run_id,
         remote_job_origin=job_origin(ref, parent.job_name, workspace),
         job_code_origin=recon.get_python_origin(),
         repository_load_data=load_data,
     )
-    run = _mark_owner(instance, run)
     with execute_run(recon, run, instance, raise_on_error=False) as result:
         return result.dagster_run
 
 
-def _mark_owner(instance: DagsterInstance, run: DagsterRun) -> DagsterRun:
-    """Tag the run with the process about to execute it here (``_owner``): if this process is
-    killed, the next sync sees the pid gone and reclaims the run instead of waiting on it."""
+def owner_tags(run_id: str) -> dict[str, str]:
+    """The tag naming the process about to execute run ``run_id`` here (``engine.owner``), given to
+    the run when it is created: if this process is killed at any moment after that (even before the
+    run starts), the next sync sees the pid gone and reclaims the run instead of waiting on it.
+    (Adding the tag after creation left a window in which a killed process left an ownerless
+    NOT_STARTED run that every later ``sync --wait`` waited on.)"""
     from integrations_dagster.engine.owner import OWNER_TAG, owner_tag_value
 
-    instance.add_run_tags(run.run_id, {OWNER_TAG: owner_tag_value(run.run_id)})
-    return instance.get_run_by_id(run.run_id) or run
+    return {OWNER_TAG: owner_tag_value(run_id)}
 
 
 def submit_run_to_queue(

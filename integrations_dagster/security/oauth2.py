@@ -7,8 +7,15 @@ endpoint's answer (rotating refresh tokens are kept; a missing one keeps the old
 refresh-token grant itself over ``httpx`` (RFC 6749 section 6). A refused refresh raises
 :class:`RefreshRefused` whose message tells the operator what to do.
 
-Not here yet: the cross-process database lock around a refresh and the HTTP-layer hook (see the
-README's "Credentials" notes).
+``OAuth2Strategy`` plugs this into the HTTP layer (``integrations_dagster.http.token_auth``), which
+holds the database lock around a refresh and stores the new tokens encrypted.
+
+Why no library (Authlib, oauthlib) for the grant: the grant itself is one form POST and its answer
+(RFC 6749 6), which is what is here. What is hard is what no client library does: refreshing at most
+once across processes (a database lock, re-reading the stored tokens under it) and storing the
+rotated tokens encrypted before anyone uses them. Authlib's httpx ``OAuth2Client`` refreshes inside
+one client object and reports the new token through a callback, so two workers would still refresh
+at once with the same refresh token; wrapping it in the lock would leave it doing only this POST.
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ DEFAULT_MARGIN = timedelta(seconds=60)
 
 
 class RefreshRefused(CredentialsError):
-    """The token endpoint refused the refresh token: the account must be connected again."""
+    """The token endpoint refused the refresh token: the account must be connected again.
+
+    ``auth_failure``: a run that fails with it counts as an authentication failure for health."""
+
+    auth_failure = True
 
 
 @dataclass(frozen=True)
@@ -151,3 +162,82 @@ def refresh(
     finally:
         if own:
             http.close()
+
+
+#: Credential keys of an OAuth2 integration (``credentials`` column, encrypted).
+OAUTH2_KEYS = ("access_token", "refresh_token", "expires_at", "token_url", "client_id", "client_secret")
+
+
+class OAuth2Strategy:
+    """Stored OAuth2 credentials for ``StoredTokenAuth``: bearer ``access_token``, refreshed with
+    the refresh-token grant at ``token_url`` (``client_id``/``client_secret``) ``margin`` before
+    ``expires_at`` or after a 401."""
+
+    name = "oauth2"
+
+    def __init__(
+        self, *, margin: timedelta = DEFAULT_MARGIN, timeout: float = 30.0, token_url: str | None = None
+    ) -> None:
+        self.margin = margin
+        self.timeout = timeout
+        self.token_url = token_url  # used when the credentials carry none (declared by the provider)
+
+    def header(self, credentials: dict[str, Any]) -> str | None:
+        token = credentials.get("access_token")
+        if not token:
+            return None
+        kind = str(credentials.get("token_type") or "Bearer")
+        return f"{'Bearer' if kind.lower() == 'bearer' else kind} {token}"
+
+    def needs_refresh(self, credentials: dict[str, Any], now: datetime, got_401: bool) -> bool:
+        token = OAuth2Token.from_dict(credentials)
+        return refresh_decision(token, now, margin=self.margin, got_401=got_401) is not RefreshDecision.USE
+
+    def refresh(self, credentials: dict[str, Any], now: datetime) -> dict[str, Any]:
+        token = OAuth2Token.from_dict(credentials)
+        url = credentials.get("token_url") or self.token_url
+        client_id = credentials.get("client_id")
+        if not token.refresh_token or not url or not client_id:
+            missing = [k for k in ("refresh_token", "token_url", "client_id")
+                       if not (credentials.get(k) or (k == "token_url" and self.token_url))]
+            raise RefreshRefused(
+                f"the access token expired or was refused and cannot be refreshed (credentials lack "
+                f"{', '.join(missing)}): connect the account again (`integrations connect`)"
+            )
+        new = refresh(
+            token, token_url=str(url), client_id=str(client_id),
+            client_secret=credentials.get("client_secret"), timeout=self.timeout, now=now,
+        )
+        return new.to_dict()
+
+
+def credentials_from_callback(
+    body: Any,
+    now: datetime,
+    *,
+    token_url: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+) -> dict[str, Any]:
+    """Pure: the credentials to store from an OAuth callback's token response (account setup).
+
+    A response with a refresh token (or an expiry) becomes refreshable OAuth2 credentials
+    (``access_token``, ``refresh_token``, ``expires_at``, ``token_url``, ``client_id``,
+    ``client_secret``); a long-lived token alone (GitHub OAuth apps) becomes ``{"token": ...}``."""
+    if not isinstance(body, dict):
+        raise CredentialsError("OAuth callback: expected a JSON object (the token endpoint's answer)")
+    if body.get("error"):
+        raise CredentialsError(
+            f"OAuth callback carries an error: {body.get('error')} {body.get('error_description') or ''}".strip()
+        )
+    if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+        raise CredentialsError("OAuth callback: field 'access_token' is missing or empty")
+    if not body.get("refresh_token") and body.get("expires_in") is None:
+        return {"token": body["access_token"]}
+    token = parse_token_response(body, now, OAuth2Token(access_token=body["access_token"]))
+    out = token.to_dict()
+    if token.refresh_token and not (token_url and client_id):
+        raise CredentialsError("OAuth callback has a refresh token: give the token URL and client id to refresh it")
+    out.update({k: v for k, v in (("token_url", token_url), ("client_id", client_id),
+                                  ("client_secret", client_secret)) if v})
+    return out

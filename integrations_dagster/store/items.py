@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Text, bindparam, cast, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from integrations_dagster.status import COMPLETED, UNFINISHED, ItemStatus
+from integrations_dagster.status import COMPLETED, SUPERSEDABLE, UNFINISHED, ItemStatus
 from integrations_dagster.store import models as m
 from integrations_dagster.store.store import Store, chunked
 
@@ -134,6 +134,23 @@ def completed_checkpoints(conn: Connection, run_id: int, page: int) -> Iterator[
             yield int(i), st, cp
 
 
+def completed_versions(store: Store, integration_id: int, external_ids: Sequence[str], *,
+                       exclude_run: int | None) -> set[tuple[str, str]]:
+    """(external id, checkpoint as canonical JSON) of the integration's completed items among
+    ``external_ids``, in any run but ``exclude_run`` (what an overlap window may skip)."""
+    import json
+
+    out: set[tuple[str, str]] = set()
+    with store.engine.connect() as conn:
+        for ids in chunked(list(dict.fromkeys(external_ids)), 1000):
+            stmt = select(_t.c.external_id, _t.c.checkpoint).where(
+                _t.c.integration_id == integration_id, _t.c.external_id.in_(ids), _t.c.status.in_(COMPLETED))
+            if exclude_run is not None:
+                stmt = stmt.where(_t.c.run_id != exclude_run)
+            out.update((ext, json.dumps(cp, sort_keys=True)) for ext, cp in conn.execute(stmt))
+    return out
+
+
 def fail_items(conn: Connection, failures: Sequence[tuple[int, str]], now: datetime) -> None:
     """Fail succeeded items (id, message): their checkpoint cannot be ordered, so they hold the cursor."""
     conn.execute(
@@ -198,3 +215,54 @@ def max_string_checkpoint(conn: Connection, run_id: int, below: str | None) -> t
     if dates and not (dates == strings == zforms and shortest == longest):
         return False, None
     return True, top
+
+
+# --- supersession (engine.supersede decides) ------------------------------------------------------
+def latest_successes(conn: Connection, integration_id: int, external_ids: Sequence[str]) -> dict[str, int]:
+    """The highest id of a successful item per external id of the integration (index
+    ``ix_sync_items_integration_external``); external ids without a success are absent."""
+    out: dict[str, int] = {}
+    for part in chunked(list(external_ids), 500):
+        out.update({str(ext): int(i) for ext, i in conn.execute(
+            select(_t.c.external_id, func.max(_t.c.id))
+            .where(_t.c.integration_id == integration_id, _t.c.external_id.in_(part),
+                   _t.c.status == ItemStatus.SUCCESS)
+            .group_by(_t.c.external_id)
+        )})
+    return out
+
+
+def failed_versions(conn: Connection, integration_id: int) -> list[tuple[int, str | None, str]]:
+    """(id, external_id, status) of the integration's failed items that have an external id."""
+    return [(int(i), ext, st) for i, ext, st in conn.execute(
+        select(_t.c.id, _t.c.external_id, _t.c.status)
+        .where(_t.c.integration_id == integration_id, _t.c.status == ItemStatus.FAILED,
+               _t.c.external_id.is_not(None))
+    )]
+
+
+def mark_superseded(conn: Connection, superseded: dict[int, int], reasons: dict[int, str], now: datetime) -> list[int]:
+    """Unfinished or failed items -> ``superseded`` (compare-and-set on the status); returns the run
+    ids whose items changed. ``superseded``: item id -> the id of the version that supersedes it."""
+    if not superseded:
+        return []
+    conn.execute(
+        update(_t)
+        .where(_t.c.id == bindparam("b_id"), _t.c.status.in_(SUPERSEDABLE))
+        .values(status=ItemStatus.SUPERSEDED, finished_at=now, next_attempt_at=None,
+                skip_reason=bindparam("b_reason")),
+        [{"b_id": i, "b_reason": reasons[i]} for i in superseded],
+    )
+    runs: set[int] = set()
+    for part in chunked(list(superseded), 1000):
+        runs.update(int(r) for (r,) in conn.execute(
+            select(_t.c.run_id).where(_t.c.id.in_(part), _t.c.status == ItemStatus.SUPERSEDED).distinct()))
+    return sorted(runs)
+
+
+def failed_of_chunk(conn: Connection, run_id: int, chunk: int) -> list[tuple[int, str | None, str]]:
+    """(id, external_id, status) of the chunk's failed items (before a re-execution reopens them)."""
+    return [(int(i), ext, st) for i, ext, st in conn.execute(
+        select(_t.c.id, _t.c.external_id, _t.c.status)
+        .where(_t.c.run_id == run_id, _t.c.chunk == chunk, _t.c.status == ItemStatus.FAILED)
+    )]

@@ -70,6 +70,11 @@ sync_runs = Table(
     Column("success_count", Integer, nullable=False, default=0, server_default="0"),
     Column("failed_count", Integer, nullable=False, default=0, server_default="0"),
     Column("skipped_count", Integer, nullable=False, default=0, server_default="0"),
+    # Items a later version of the same external id made moot (migration 0011_superseded).
+    Column("superseded_count", Integer, nullable=False, default=0, server_default="0"),
+    # Whether health already counted this run's outcome: a re-settled run (re-execution, retry,
+    # skip) is not counted again as one more unsuccessful run (migration 0011_superseded).
+    Column("health_counted", Boolean, nullable=False, default=False, server_default="0"),
     Column("chunks", Integer, nullable=False, default=0, server_default="0"),
     Column("request_count", Integer, nullable=False, default=0, server_default="0"),
     Column("error", Text, nullable=True),
@@ -81,6 +86,10 @@ sync_runs = Table(
     # host a pid that is gone means the run is dead (``_owner.owner_alive``). Migration 0004_runs.
     Column("owner_host", String(255), nullable=True),
     Column("owner_pid", Integer, nullable=True),
+    # What pruning the run's item rows would lose (migration 0015_run_summary): the counts of pruned
+    # rows by status, and the checkpoints a later reconcile needs (engine.cursor, "kept checkpoints").
+    Column("pruned_counts", JSON(none_as_null=True), nullable=True),
+    Column("kept_checkpoints", JSON(none_as_null=True), nullable=True),
     Index("ix_sync_runs_integration", "integration_id", "id"),
     Index("ix_sync_runs_dagster", "dagster_run_id"),
     Index("ix_sync_runs_status", "status"),
@@ -93,7 +102,7 @@ sync_items = Table(
     Column("run_id", Integer, ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=False),
     Column("integration_id", Integer, nullable=False),
     Column("chunk", Integer, nullable=False),
-    # pending, processing, success, failed, skipped
+    # pending, processing, success, failed, skipped, superseded
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("deferrals", Integer, nullable=False, default=0, server_default="0"),
@@ -113,6 +122,8 @@ sync_items = Table(
     Index("ix_sync_items_run_status", "run_id", "status"),
     Index("ix_sync_items_integration_status", "integration_id", "status"),
     Index("ix_sync_items_status_finished", "status", "finished_at"),
+    # Versions of one external id (supersession; migration 0011_superseded).
+    Index("ix_sync_items_integration_external", "integration_id", "external_id"),
 )
 
 requests_log = Table(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, delete, func, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, or_, select, update
 
 from integrations_dagster.status import UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import models as m
@@ -44,8 +44,9 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
             _t.c.integration_id.label("iid"),
             func.sum(case((_t.c.status.in_(UNFINISHED), 1), else_=0)).label("pending"),
             func.sum(case((_t.c.status == ItemStatus.FAILED, 1), else_=0)).label("failed"),
+            func.sum(case((_t.c.status == ItemStatus.SUPERSEDED, 1), else_=0)).label("superseded"),
         )
-        .where(_t.c.status.in_((*UNFINISHED, ItemStatus.FAILED)))
+        .where(_t.c.status.in_((*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED)))
         .group_by(_t.c.integration_id)
         .subquery("item_counts")
     )
@@ -61,6 +62,7 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
             last.c.dagster_run_id.label("last_dagster_run_id"),
             func.coalesce(items.c.pending, 0).label("pending"),
             func.coalesce(items.c.failed, 0).label("failed"),
+            func.coalesce(items.c.superseded, 0).label("superseded"),
         )
         .select_from(
             _i.outerjoin(items, items.c.iid == _i.c.id)
@@ -180,12 +182,50 @@ def _delete_in_batches(store: Store, table: Any, where: list[Any], size: int, re
 
 def prune_items(store: Store, cutoff: datetime, *, tenant: str | None, batch_size: int,
                 report: Callable[[int], None]) -> int:
-    """Delete success/skipped item rows finished before ``cutoff`` (failed rows stay)."""
-    where = [_t.c.status.in_((ItemStatus.SUCCESS, ItemStatus.SKIPPED)),
-             func.coalesce(_t.c.finished_at, _t.c.created_at) < cutoff]
+    """Delete success/skipped/superseded item rows finished before ``cutoff`` (failed rows stay), and add them
+    to their run's ``pruned_counts``, in the same transaction: a run's counts survive pruning.
+
+    Only rows a later reconcile can do without: of runs settled (success, partial, failed) whose
+    ``kept_checkpoints`` reconcile recorded (or that succeeded outright: nothing of them is needed
+    again), and finished before the run was last settled (what ``kept_checkpoints`` covers). The
+    rest stays until a reconcile records them (runs settled before migration 0015_run_summary).
+    """
+    settled = select(_r.c.id).where(
+        _r.c.id == _t.c.run_id,
+        _r.c.finished_at.is_not(None),
+        _r.c.status.in_((RunStatus.SUCCESS, RunStatus.PARTIAL, RunStatus.FAILED)),
+        or_(_r.c.kept_checkpoints.is_not(None), _r.c.status == RunStatus.SUCCESS),
+        func.coalesce(_t.c.finished_at, _t.c.created_at) <= _r.c.finished_at,
+    ).exists()
+    where = [_t.c.status.in_((ItemStatus.SUCCESS, ItemStatus.SKIPPED, ItemStatus.SUPERSEDED)),
+             func.coalesce(_t.c.finished_at, _t.c.created_at) < cutoff, settled]
     if tenant is not None:
         where.append(_t.c.integration_id.in_(_tenant_ids(tenant)))
-    return _delete_in_batches(store, _t, where, batch_size, report)
+    total = 0
+    while True:
+        with store.begin() as conn:
+            rows = conn.execute(select(_t.c.id, _t.c.run_id, _t.c.status).where(*where)
+                                .order_by(_t.c.id).limit(batch_size)).all()
+            if not rows:
+                break
+            by_run: dict[int, dict[str, int]] = {}
+            for _id, run_id, status in rows:
+                counts = by_run.setdefault(int(run_id), {})
+                counts[str(status)] = counts.get(str(status), 0) + 1
+            # The runs first (their rows locked, as reconcile locks them), then the items.
+            for run_id, pruned in sorted(by_run.items()):
+                before = conn.execute(store.for_update(select(_r.c.pruned_counts).where(_r.c.id == run_id))).scalar()
+                merged = dict(before or {})
+                for status, n in pruned.items():
+                    merged[status] = int(merged.get(status, 0)) + n
+                conn.execute(update(_r).where(_r.c.id == run_id).values(pruned_counts=merged))
+            ids = [int(r.id) for r in rows]
+            for part in chunked(ids, 1000):
+                total += conn.execute(delete(_t).where(_t.c.id.in_(part))).rowcount
+        report(total)
+        if len(rows) < batch_size:
+            break
+    return total
 
 
 def prune_requests(store: Store, cutoff: datetime, *, tenant: str | None, batch_size: int,

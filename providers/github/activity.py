@@ -3,7 +3,10 @@
 The cursor is ``{"notifications": <updated_at>, "events": <created_at>}``; the provider reduces
 checkpoints per stream (its own reducer), which is why a failure keeps the whole cursor where it
 was (structured cursors have no low-water mark). Metadata: optional ``username`` (default: the
-token's user from ``GET /user``), ``base_url``, ``since``. Credential: ``token``.
+token's user from ``GET /user``), ``base_url``, ``since``, ``overlap_seconds`` (default 6 hours: each
+run re-reads that much before the cursor, for late and same-second events, and dispatches only the
+ones no earlier run delivered, by id and timestamp). Credential: ``token``, or a GitHub App
+installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,18 @@ from integrations_dagster import (
 from providers.github.tables import GITHUB_TABLES, activities
 from integrations_dagster.http import LinkHeaderPaginator
 
-from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, upsert
+from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, shift_iso, upsert
 
 STREAMS = ("notifications", "events")
+#: How far before the cursor each run re-reads (metadata ``overlap_seconds``): GitHub documents that
+#: events appear 30 seconds to 6 hours after they happen, and a second can hold events not yet listed.
+OVERLAP_SECONDS = 6 * 3600
+
+
+def _keep(found: dict[str, Any], entry: tuple[Any, ...]) -> None:
+    """One entry per id in a run (pages shift while read): the latest version of it."""
+    if entry[1] not in found or entry[4] > found[entry[1]][4]:
+        found[entry[1]] = entry
 
 
 class ActivitySynced(SyncItemEvent):
@@ -59,30 +71,51 @@ class GitHubActivityProvider(Provider):
     default_sync_interval = 15
     default_rate_limit = RateLimit.per_hour(5000)
     base_url = GITHUB_API
+
+    def http_auth(self, integration: Integration) -> Any:
+        """``credentials['token']``, or a GitHub App installation (``providers.github.app``)."""
+        from providers.github.app import github_auth
+
+        return github_auth(self, integration)
+
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup: the account's login (``GET /user``) becomes ``metadata['username']``."""
+        from providers.github.app import setup_integration
+
+        return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
     tables = GITHUB_TABLES
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
-        start = integration.metadata.get("since") or hours_ago(24)
-        cursor = {s: (session.cursor or {}).get(s) or start for s in STREAMS}
+        meta = integration.metadata
+        start = meta.get("since") or hours_ago(24)
+        overlap = float(meta.get("overlap_seconds", OVERLAP_SECONDS))
+        cursor = {s: (session.cursor or {}).get(s) for s in STREAMS}
+        # The overlap window: re-read the last ``overlap`` seconds before the cursor (late and
+        # same-second events), and dispatch only what no earlier run delivered (by id + timestamp).
+        floor = {s: shift_iso(cursor[s], -overlap) if cursor[s] else start for s in STREAMS}
         http, page = session.http, {"per_page": 100}
-        for raw, n, err in http.iter_items("/notifications", params={**page, "all": "true", "since": cursor["notifications"]},
+        found: dict[str, tuple[str, str, str, str | None, str, dict[str, Any]]] = {}
+        for raw, n, err in http.iter_items("/notifications", params={**page, "all": "true", "since": floor["notifications"]},
                                            paginator=LinkHeaderPaginator(), item_model=Notification):
             if n is None:
-                session.dispatch_invalid(raw, err or "invalid", checkpoint_value={"notifications": cursor["notifications"]})
-            elif n.updated_at > cursor["notifications"]:
+                session.dispatch_invalid(raw, err or "invalid", checkpoint_value={"notifications": floor["notifications"]})
+            elif n.updated_at >= floor["notifications"]:
                 text = f"{n.reason}: {n.subject.get('title')} ({n.repository.get('full_name', '')})"
-                self._emit(session, integration, "notifications", f"notification:{n.id}", text,
-                           _html(n.subject.get("url")), n.updated_at, raw)
-        user = integration.metadata.get("username") or http.get_json("/user")["login"]
+                _keep(found, ("notifications", f"notification:{n.id}", text, _html(n.subject.get("url")), n.updated_at, raw))
+        user = meta.get("username") or http.get_json("/user")["login"]
         for raw, e, err in http.iter_items(f"/users/{user}/events", params=page, paginator=LinkHeaderPaginator(),
                                            item_model=UserEvent):
             if e is None:
-                session.dispatch_invalid(raw, err or "invalid", checkpoint_value={"events": cursor["events"]})
-            elif e.created_at > cursor["events"]:
+                session.dispatch_invalid(raw, err or "invalid", checkpoint_value={"events": floor["events"]})
+            elif e.created_at >= floor["events"]:
                 repo = e.repo.get("name", "")
-                self._emit(session, integration, "events", f"event:{e.id}", f"{user} {e.type} on {repo}",
-                           f"https://github.com/{repo}" if repo else None, e.created_at, raw)
+                _keep(found, ("events", f"event:{e.id}", f"{user} {e.type} on {repo}",
+                              f"https://github.com/{repo}" if repo else None, e.created_at, raw))
+        delivered = session.already_delivered({ext: {stream: at} for stream, ext, _t, _u, at, _r in found.values()})
+        for stream, ext, text, url, at, raw in sorted(found.values(), key=lambda f: (f[0], f[4], f[1])):
+            if ext not in delivered:
+                self._emit(session, integration, stream, ext, text, url, at, raw)
 
     @staticmethod
     def _emit(session: SyncSession, integration: Integration, stream: str, source_id: str, text: str,

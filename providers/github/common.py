@@ -18,6 +18,14 @@ def hours_ago(hours: float) -> str:
     return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def shift_iso(stamp: str, seconds: float) -> str:
+    """An ISO-8601 timestamp moved by ``seconds``, in the ``...Z`` form (whole seconds, rounded down)."""
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at.astimezone(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def require(integration: Integration, *keys: str) -> dict[str, Any]:
     meta = integration.metadata
     missing = [k for k in keys if not meta.get(k)]
@@ -26,36 +34,54 @@ def require(integration: Integration, *keys: str) -> dict[str, Any]:
     return meta
 
 
-def upsert(target: Store | Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+def upsert(
+    target: Store | Connection, table: Table, rows: list[dict[str, Any]], keys: list[str], *, version: str | None = None
+) -> None:
     """Upsert ``rows`` into ``table``: ``INSERT ... ON CONFLICT DO UPDATE`` (PostgreSQL and SQLite).
 
     ``target`` is a Store (its own transaction) or a connection inside the caller's transaction.
-    Rows sharing a key keep the last one: one statement cannot update a row twice.
+    Rows sharing a key keep the last one: one statement cannot update a row twice. With ``version``
+    (a column such as ``updated_at``, ISO-8601 text of one shape, so text order is time order) a
+    stored row is never replaced by an older version, and rows sharing a key keep the newest.
     """
     if not rows:
         return
-    rows = list({tuple(r[k] for k in keys): r for r in rows}.values())
+    if version is None:
+        rows = list({tuple(r[k] for k in keys): r for r in rows}.values())
+    else:
+        newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in rows:
+            key = tuple(r[k] for k in keys)
+            kept = newest.get(key)
+            if kept is None or not (r[version] or "") < (kept[version] or ""):
+                newest[key] = r
+        rows = list(newest.values())
     if isinstance(target, Store):
         with target.engine.begin() as conn:
-            _upsert(conn, table, rows, keys)
+            _upsert(conn, table, rows, keys, version)
     else:
-        _upsert(target, table, rows, keys)
+        _upsert(target, table, rows, keys, version)
 
 
-def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: list[str], version: str | None) -> None:
     if conn.dialect.name == "postgresql":
-        pg_upsert(conn.connection.driver_connection, table, rows, keys)
+        pg_upsert(conn.connection.driver_connection, table, rows, keys, version=version)
         return
     from sqlalchemy.dialects.sqlite import insert
 
     stmt = insert(table)
+    where = None
+    if version is not None:  # never replace a newer stored version with an older one
+        where = table.c[version].is_(None) | (table.c[version] <= stmt.excluded[version])
     stmt = stmt.on_conflict_do_update(
-        index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
+        where=where,
     )
     conn.execute(stmt, rows)  # one executemany for the batch
 
 
-def pg_upsert(pg_conn: Any, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+def pg_upsert(pg_conn: Any, table: Table, rows: list[dict[str, Any]], keys: list[str], *,
+              version: str | None = None) -> None:
     """One ``INSERT ... SELECT FROM jsonb_to_recordset(%s) ON CONFLICT DO UPDATE`` for all rows, through psycopg.
 
     The statement text is constant and its only parameter is one JSON document: PostgreSQL parses
@@ -72,6 +98,9 @@ def pg_upsert(pg_conn: Any, table: Table, rows: list[dict[str, Any]], keys: list
         f'INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM jsonb_to_recordset(%s::jsonb) AS x({types}) '
         f'ON CONFLICT ({", ".join(keys)}) DO UPDATE SET {updates}'
     )
+    if version is not None:  # never replace a newer stored version with an older one
+        sql += f' WHERE "{table.name}"."{version}" IS NULL OR "{table.name}"."{version}" <= EXCLUDED."{version}"'
+
     with pg_conn.cursor() as cur:
         cur.execute(sql, (json.dumps(rows),))
 

@@ -11,7 +11,9 @@ new ``(state, sort=created, since)`` combination, whose result is cached.
 
 Faults: ``fail_next`` (429 / 403 secondary limit / 5xx), ``slow``, ``malformed_issue_ids``,
 a configurable primary rate limit (``rate_limit`` per ``rate_limit_window`` seconds), plus
-``bump`` / ``add_issues`` to create work for the next incremental sync.
+``bump`` / ``add_issues`` to create work for the next incremental sync, and ``edit_while_listing``
+to edit issues in the middle of a listing (they move to its end, the issues after them move up one
+place: what page-number paging over ``sort=updated`` loses).
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class FakeGitHub:
         self._requests: list[tuple[str, str]] = []
         self._request_times: list[float] = []  # epoch seconds of receipt, for rate-limit accuracy checks
         self._faults: list[_Fault] = []
+        self._listing_edits: list[list[Any]] = []  # [issue pages still to serve, issue ids] (edit_while_listing)
+        self.listing_edits_done: list[list[int]] = []  # ids edited so far by edit_while_listing, in order
         self._issues: list[_Issue] = []
         self._views: dict[tuple[str, str, str | None], tuple[list[int], list[str]]] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -271,6 +275,48 @@ class FakeGitHub:
         out.sort(key=lambda e: (e["created_at"], e["id"]), reverse=True)
         return out
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The user's events as served, newest arrival first (copies)."""
+        with self._lock:
+            return [dict(e) for e in self._events]
+
+    @property
+    def notifications(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(n) for n in self._notifications]
+
+    def add_events(self, created_at: Iterable[str]) -> list[str]:
+        """Events that arrive now, with the given ``created_at`` (possibly long past: GitHub lists
+        events 30 s to hours after they happen). They go to the top of the listing, as GitHub
+        orders by arrival; returns their ids."""
+        with self._lock:
+            next_id = max((int(e["id"]) for e in self._events), default=50_000_000) + 1
+            added = [{"id": str(next_id + k), "type": "IssuesEvent", "actor": {"login": self.login},
+                      "created_at": at, "repo": {"name": f"{self.owner}/{self.repo}"},
+                      "payload": {"action": "opened"}, "public": True} for k, at in enumerate(created_at)]
+            self._events[:0] = added[::-1]
+            return [e["id"] for e in added]
+
+    def add_notifications(self, updated_at: Iterable[str]) -> list[str]:
+        """Notification threads updated at the given times (the listing stays newest first); ids."""
+        with self._lock:
+            next_id = max((int(n["id"]) for n in self._notifications), default=9000) + 1
+            added = [{"id": str(next_id + k), "unread": True, "reason": "mention", "updated_at": at,
+                      "subject": {"title": f"Late notification {next_id + k}", "type": "Issue",
+                                  "url": f"https://api.github.com/repos/{self.owner}/{self.repo}/issues/1"},
+                      "repository": {"full_name": f"{self.owner}/{self.repo}"}} for k, at in enumerate(updated_at)]
+            self._notifications = sorted(self._notifications + added, key=lambda n: (n["updated_at"], n["id"]),
+                                         reverse=True)
+            return [n["id"] for n in added]
+
+    def update_notification(self, thread_id: str, updated_at: str) -> None:
+        """A new ``updated_at`` for one notification thread (a new comment, say)."""
+        with self._lock:
+            thread = next(n for n in self._notifications if n["id"] == thread_id)
+            thread["updated_at"] = updated_at
+            self._notifications.sort(key=lambda n: (n["updated_at"], n["id"]), reverse=True)
+
     def issue(self, number: int) -> dict[str, Any]:
         """The issue as currently served (a fresh dict)."""
         with self._lock:
@@ -317,6 +363,27 @@ class FakeGitHub:
                 self._serialize(issue)
             self._views.clear()
             return [i.id for i in added]
+
+    def edit_while_listing(self, ids_or_count: int | Iterable[int], *, after_pages: int = 1) -> None:
+        """Edit (``bump``) issues once ``after_pages`` more pages of an issues listing have been
+        served: the edited issues move to the end of a ``sort=updated`` listing, and each issue
+        after them moves up one place, so the first issue of the next page lands on a page the
+        client has already read. ``listing_edits_done`` records the ids edited, in order."""
+        if after_pages < 1:
+            raise ValueError("after_pages must be >= 1")
+        with self._lock:
+            self._listing_edits.append([after_pages, ids_or_count])
+
+    def _after_listing_page(self) -> None:
+        """Apply the edits that are due (called under the lock after each issues page is served)."""
+        due = []
+        for edit in self._listing_edits:
+            edit[0] -= 1
+            if edit[0] <= 0:
+                due.append(edit)
+        for edit in due:
+            self._listing_edits.remove(edit)
+            self.listing_edits_done.append(self.bump(edit[1]))
 
     def _view(self, state: str, sort: str, since: str | None) -> tuple[list[int], int]:
         """Indexes of issues in (state, sort) order, ascending by (sort key, number), and the
@@ -408,6 +475,62 @@ class FakeGitHub:
         self._thread.start()
         return self
 
+    # -- GitHub App installations (POST /app/installations/{id}/access_tokens) ---------------------
+
+    def enable_app(self, *, app_id: int = 4242, installation_id: int = 777, token_ttl: float = 3600.0) -> str:
+        """Act as GitHub for one installed app; returns the app's private key (PEM) for its credentials.
+
+        The exchange endpoint verifies the JWT as GitHub does (RS256 with the app's public key,
+        ``iss`` = app id, not expired, at most 10 minutes long) and issues installation tokens valid
+        for ``token_ttl`` seconds that the rest of the API accepts like ``token``."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.app_id = app_id
+        self.installation_id = installation_id
+        self.installation_token_ttl = token_ttl
+        self._app_public_key = key.public_key()
+        self.installation_tokens: dict[str, float] = {}  # token -> expiry (epoch)
+        self.app_jwt_rejections = 0
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    def expire_installation_tokens(self) -> None:
+        with self._lock:
+            self.installation_tokens.clear()
+
+    def _installation_token_ok(self, token: str) -> bool:
+        tokens = getattr(self, "installation_tokens", None)
+        return bool(tokens) and tokens.get(token, 0.0) > time.time()
+
+    def _app_access_token(self, target: str, scheme: str, credential: str) -> tuple[int, dict[str, str], bytes]:
+        import jwt
+
+        segments = urlsplit(target).path.strip("/").split("/")
+        if getattr(self, "_app_public_key", None) is None or len(segments) != 4 or segments[3] != "access_tokens":
+            return 404, {}, _json_bytes({"message": "Not Found"})
+        try:
+            claims = jwt.decode(
+                credential, self._app_public_key, algorithms=["RS256"], issuer=str(self.app_id),
+                options={"require": ["iat", "exp", "iss"]}, leeway=60,
+            )
+            if int(claims["exp"]) - int(claims["iat"]) > 600:
+                raise jwt.InvalidTokenError("expiration too far in the future")
+        except jwt.PyJWTError:
+            self.app_jwt_rejections += 1
+            return 401, {}, _json_bytes({"message": "A JSON web token could not be decoded"})
+        if scheme.lower() != "bearer":
+            return 401, {}, _json_bytes({"message": "A JSON web token must be sent as a Bearer token"})
+        if segments[2] != str(self.installation_id):
+            return 404, {}, _json_bytes({"message": "Not Found"})
+        expires = time.time() + self.installation_token_ttl
+        token = f"ghs_{len(self.installation_tokens) + 1}_{int(expires * 1000)}"
+        self.installation_tokens[token] = expires
+        stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return 201, {}, _json_bytes({"token": token, "expires_at": stamp, "permissions": {"issues": "read"}})
+
     def stop(self) -> None:
         if self._server is None:
             return
@@ -450,7 +573,11 @@ class FakeGitHub:
                 self._rl_reset = int(math.ceil(now + self.rate_limit_window))
             auth = headers.get("Authorization") or ""
             scheme, _sep, credential = auth.partition(" ")
-            if scheme.lower() not in ("bearer", "token") or credential.strip() != self.token:
+            if method == "POST" and target.startswith("/app/installations/"):
+                return self._app_access_token(target, scheme, credential.strip())
+            if scheme.lower() not in ("bearer", "token") or (
+                credential.strip() != self.token and not self._installation_token_ok(credential.strip())
+            ):
                 return 401, self._rate_headers(), _json_bytes(
                     {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
                 )
@@ -573,6 +700,8 @@ class FakeGitHub:
                 lo, hi = max(0, total - stop), max(0, total - start)
                 chosen = idx[first + lo:first + hi][::-1]
             body = "[" + ",".join(self._issue_json(self._issues[i]) for i in chosen) + "]"
+            if self._listing_edits:
+                self._after_listing_page()
         return 200, self._link(base, path, query, page, per_page, total), body.encode()
 
 

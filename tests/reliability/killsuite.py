@@ -50,6 +50,8 @@ class Trial:
     recovery_seconds: float = 0.0
     deliveries: int = 0
     violations: list[str] = field(default_factory=list)
+    #: The last lines of each recovery run that did not end successful (why recovery took more runs).
+    recovery_errors: list[str] = field(default_factory=list)
 
 
 def phase_of(store, run) -> str:  # type: ignore[no-untyped-def]
@@ -116,6 +118,8 @@ def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float) 
         last = now
         if again.returncode == 0 and now == ITEMS - 1:
             break
+        tail = (again.stdout + again.stderr).strip().splitlines()[-12:]
+        trial.recovery_errors.append(f"rc={again.returncode}: " + "\n".join(tail))
     trial.recovery_seconds = round(time.monotonic() - started, 2)
     counts = Counter(log.read_text().split())
     trial.deliveries = sum(counts.values())

@@ -61,3 +61,10 @@ def make_detail_defs(database_url: str) -> Definitions:
         sensors=False, operator_jobs=False,
     )
     return defs
+
+
+def make_defs_default() -> Definitions:
+    """``make_defs`` for the database in ``INTEGRATIONS_DATABASE_URL`` (the CLI's ``--defs``)."""
+    import os
+
+    return make_defs(os.environ["INTEGRATIONS_DATABASE_URL"])
