@@ -71,7 +71,42 @@ _MOVED: dict[str, str] = {
     "engine_of": "integrations_dagster.orchestration.code_location",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CredentialsError",
+    "DefinitionsRef",
+    "HealthPolicy",
+    "Integration",
+    "IntegrationNotFound",
+    "IntegrationsError",
+    "IntegrationsResource",
+    "InvalidPayload",
+    "ListenerRegistry",
+    "Provider",
+    "ProviderTables",
+    "RateLimit",
+    "RateLimited",
+    "SUMMARY_KEYS",
+    "StagedBatch",
+    "Store",
+    "SyncCompleted",
+    "SyncContext",
+    "SyncItemEvent",
+    "SyncItemFailed",
+    "SyncItemNotFound",
+    "SyncListenerMustNotBeQueuedError",
+    "SyncRequest",
+    "SyncSession",
+    "SyncSettings",
+    "UnknownProvider",
+    "build_definitions",
+    "current_sync",
+    "execute_sync",
+    "listener",
+    "reduce_by_max",
+    "reexecute_from_failure",
+    "request_sync",
+    "run_summary",
+]
 
 
 def __getattr__(name: str) -> Any:

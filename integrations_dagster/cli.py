@@ -82,9 +82,8 @@ class Env:
         if self._store is None:
             from sqlalchemy.exc import SQLAlchemyError
 
-            from integrations_dagster.store import Store
-
             from integrations_dagster.security.secrets import CredentialCipher
+            from integrations_dagster.store import Store
 
             try:
                 store = Store.for_url(self.database_url)

@@ -25,8 +25,8 @@ from integrations_dagster.engine.cursor import (
 )
 from integrations_dagster.engine.events import fire
 from integrations_dagster.engine.health import after_run, counts_toward_health
-from integrations_dagster.engine.supersede import supersede_failed
 from integrations_dagster.engine.results import ReconcileResult, display
+from integrations_dagster.engine.supersede import supersede_failed
 from integrations_dagster.status import UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
 from integrations_dagster.store import items as item_sql
@@ -260,7 +260,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     if changed:
         log.info(
             f"sync run {run_id}: {status}; {counts['success']} succeeded, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped, {counts.get('superseded', 0)} superseded; cursor {display(integ.cursor)} -> {display(cursor_after)}"
+            f"{counts['skipped']} skipped, {counts.get('superseded', 0)} superseded; "
+            f"cursor {display(integ.cursor)} -> {display(cursor_after)}"
         )
         for item in to_notify:
             fire(engine.listeners,

@@ -18,15 +18,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.engine.cron import validate_cron
 from integrations_dagster.engine.engine import ReconcileResult, RunAliveCheck, SyncEngine
 from integrations_dagster.engine.runs import run_alive
 from integrations_dagster.engine.supersede import Version, supersede
 from integrations_dagster.errors import CredentialsError, IntegrationNotFound, IntegrationsError
-from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.security.secrets import CredentialCipher
-from integrations_dagster.store import Store, as_utc, utcnow
 from integrations_dagster.status import UNFINISHED, ItemStatus, run_summary
+from integrations_dagster.store import Store, as_utc, utcnow
 from integrations_dagster.store import operator as op_sql
 from integrations_dagster.store.store import chunked
 

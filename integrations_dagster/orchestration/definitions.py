@@ -35,10 +35,10 @@ from dagster import (
     op,
 )
 
-from integrations_dagster.engine.engine import ReconcileResult, SyncEngine
-from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.authoring.listeners import ListenersArg
 from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.engine import ReconcileResult, SyncEngine
+from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.orchestration.resource import IntegrationsResource
 from integrations_dagster.settings import SyncSettings
 
@@ -309,7 +309,9 @@ def build_definitions(
     an asset ``["integrations", key]`` (the sync timeline) and, when available, its sensor; plus the
     operator jobs (skip, retry, advance cursor, prune)."""
     settings = settings or SyncSettings()
-    from integrations_dagster.orchestration.code_location import make_engine  # the same engine as the CLI's Dagster-free load_engine
+    from integrations_dagster.orchestration.code_location import (
+        make_engine,  # the same engine as the CLI's Dagster-free load_engine
+    )
 
     engine = make_engine(providers=providers, listeners=listeners, settings=settings, health=health)
     executor = _executor(settings)

@@ -20,7 +20,13 @@ from dagster import (
     build_reconstructable_job,
 )
 
-from integrations_dagster.orchestration.definitions import INTEGRATION_TAG, PROVIDER_TAG, TRIGGER_TAG, job_name, partitions_name
+from integrations_dagster.orchestration.definitions import (
+    INTEGRATION_TAG,
+    PROVIDER_TAG,
+    TRIGGER_TAG,
+    job_name,
+    partitions_name,
+)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, true
 from sqlalchemy.engine import make_url
 
-from integrations_dagster.errors import IntegrationNotFound, SyncItemNotFound
 from integrations_dagster.authoring.integration import Integration
+from integrations_dagster.errors import IntegrationNotFound, SyncItemNotFound
 from integrations_dagster.security.secrets import CredentialCipher
 from integrations_dagster.status import RUN_IN_FLIGHT, TERMINAL, UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import models as m
@@ -303,7 +303,7 @@ class Store:
             # Children first so SQLite without FK enforcement and PostgreSQL agree.
             exists = conn.execute(
                 select(m.integrations.c.id).where(m.integrations.c.id == integration_id)
-                .where(m.integrations.c.tenant == tenant if tenant is not None else True)
+                .where(m.integrations.c.tenant == tenant if tenant is not None else true())
             ).first()
             if exists is None:
                 raise IntegrationNotFound(integration_id)
@@ -407,7 +407,6 @@ class Store:
         if not rows:
             return
         dumps = json.dumps
-        cols = self._ITEM_COLUMNS
 
         def payload(value: Any) -> str:
             return value if isinstance(value, str) else dumps(value)

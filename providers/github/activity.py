@@ -16,12 +16,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from integrations_dagster import (
-    Integration, Provider, RateLimit, SyncItemEvent, SyncSession, current_sync, listener,
+    Integration,
+    Provider,
+    RateLimit,
+    SyncItemEvent,
+    SyncSession,
+    current_sync,
+    listener,
 )
-from providers.github.tables import GITHUB_TABLES, activities
 from integrations_dagster.http import LinkHeaderPaginator
-
 from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, shift_iso, upsert
+from providers.github.tables import GITHUB_TABLES, activities
 
 STREAMS = ("notifications", "events")
 #: How far before the cursor each run re-reads (metadata ``overlap_seconds``): GitHub documents that

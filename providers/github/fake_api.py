@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -69,7 +69,7 @@ def _parse_since(value: str) -> str | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     ts = dt.timestamp()
     return _iso(math.ceil(ts))
 
@@ -131,9 +131,9 @@ class FakeGitHub:
         self.login = login
         self.host = host
         self.port = port
-        anchor = now or datetime.now(timezone.utc)
+        anchor = now or datetime.now(UTC)
         if anchor.tzinfo is None:
-            anchor = anchor.replace(tzinfo=timezone.utc)
+            anchor = anchor.replace(tzinfo=UTC)
         self.now = anchor.replace(microsecond=0)
         self.clock: Callable[[], datetime] = lambda: self.now
         self.malformed_issue_ids: set[int] = set()
@@ -528,7 +528,7 @@ class FakeGitHub:
         expires = time.time() + self.installation_token_ttl
         token = f"ghs_{len(self.installation_tokens) + 1}_{int(expires * 1000)}"
         self.installation_tokens[token] = expires
-        stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return 201, {}, _json_bytes({"token": token, "expires_at": stamp, "permissions": {"issues": "read"}})
 
     def stop(self) -> None:

@@ -1,7 +1,8 @@
 """GitHub issues, incrementally: ``GET /repos/{owner}/{repo}/issues?since=<cursor>``, keyset paging on ``since``.
 
 Metadata: ``owner``, ``repo``, optional ``base_url`` (GitHub Enterprise, the fake API) and
-``since`` (first-run start; default 24 hours back). Credential: ``token``, or a GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
+``since`` (first-run start; default 24 hours back). Credential: ``token``, or a GitHub App
+installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
 ``updated_at``; external id: its ``id``. An issue that does not validate is recorded as a failed
 item with its raw payload (``dispatch_invalid``): the run goes red, the cursor holds before it, and
 an operator sees it in ``list-failed-items`` and can skip it.
@@ -15,12 +16,17 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from integrations_dagster import (
-    Integration, Provider, RateLimit, StagedBatch, SyncItemEvent, SyncSession, listener,
+    Integration,
+    Provider,
+    RateLimit,
+    StagedBatch,
+    SyncItemEvent,
+    SyncSession,
+    listener,
 )
-from providers.github.tables import GITHUB_TABLES, github_issues
 from integrations_dagster.http import SinceKeysetPaginator
-
 from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, require, upsert
+from providers.github.tables import GITHUB_TABLES, github_issues
 
 
 class GitHubUser(TypedDict):  # TypedDicts, not models: validated as strictly, at a fifth of the cost per issue
