@@ -51,7 +51,7 @@ class Provider:
     chunk_size: ClassVar[int | None] = None
     #: The provider's own destination tables, created and upgraded by the engine before it runs the
     #: provider (``authoring.tables``); None: the provider writes only to tables it manages itself.
-    tables: ClassVar[ProviderTables | None] = None
+    owned_tables: ClassVar[ProviderTables | None] = None
 
     def sync(self, integration: Integration, session: SyncSession) -> None:
         raise NotImplementedError(f"provider {type(self).__name__} must implement sync()")

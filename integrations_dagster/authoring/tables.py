@@ -1,6 +1,6 @@
 """Tables a provider owns: its destination tables, created and upgraded by the provider, not the framework.
 
-A provider that writes into tables of its own declares them as ``Provider.tables =
+A provider that writes into tables of its own declares them as ``Provider.owned_tables =
 ProviderTables(owner=..., metadata=..., version=...)``. Before the engine runs the provider's
 enumeration or listeners in a process, it makes sure the tables exist at ``version`` in the
 integrations database (``Store.ensure_provider_tables``): a new database gets them created

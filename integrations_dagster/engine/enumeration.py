@@ -32,8 +32,8 @@ def enumerate_run(
 ) -> EnumerationResult:
     """Run the provider; on any exception discard what it dispatched and fail the run."""
     provider = engine.provider(integration.provider_key)
-    if provider.tables is not None:
-        store.ensure_provider_tables(provider.tables)
+    if provider.owned_tables is not None:
+        store.ensure_provider_tables(provider.owned_tables)
     session = SyncSession(store=store, run_id=run_id, integration=integration, settings=engine.settings, log=log,
                           chunk_size=provider.chunk_size)
     if http_factory is not None:

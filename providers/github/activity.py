@@ -89,7 +89,7 @@ class GitHubActivityProvider(Provider):
 
         return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
-    tables = GITHUB_TABLES
+    owned_tables = GITHUB_TABLES
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = integration.metadata

@@ -80,7 +80,7 @@ class GitHubProvider(Provider):
         return setup_integration(self, callback, metadata, needs=("owner", "repo"))
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
-    tables = GITHUB_TABLES  # github_issues, activities: created by the engine, not the framework migrations
+    owned_tables = GITHUB_TABLES  # github_issues, activities: created by the engine, not the framework migrations
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = require(integration, "owner", "repo")

@@ -1,6 +1,6 @@
 """The GitHub providers' destination tables, owned by the provider (not the framework's migrations).
 
-Both GitHub providers declare ``tables = GITHUB_TABLES``: the engine creates these tables in the
+Both GitHub providers declare ``owned_tables = GITHUB_TABLES``: the engine creates these tables in the
 integrations database the first time a process runs either provider against it (and records version
 ``GITHUB_TABLES.version`` in ``provider_schemas``). Databases made before migration
 ``0010_provider_tables`` already have them (the framework's first migration used to create them):
