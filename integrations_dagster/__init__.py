@@ -62,6 +62,15 @@ _EXPORTS: dict[str, str] = {
     "reexecute_from_failure": ".orchestration.in_process",  # (dagster)
     "SyncRequest": ".orchestration.request",  # (dagster)
     "request_sync": ".orchestration.request",  # (dagster)
+    # push direction (issue 13)
+    "Applied": ".engine.push",
+    "Conflict": ".engine.push",
+    "Direction": ".engine.push",
+    "Mutation": ".engine.push",
+    "Outbox": ".store.outbox",
+    "PushRejection": ".engine.push",
+    "Rejected": ".engine.push",
+    "SyncResult": ".engine.push",
 }
 
 #: Names this package exported before its public API was narrowed (issue 10): internal now.
@@ -106,6 +115,15 @@ __all__ = [
     "reexecute_from_failure",
     "request_sync",
     "run_summary",
+    # push direction (issue 13)
+    "Applied",
+    "Conflict",
+    "Direction",
+    "Mutation",
+    "Outbox",
+    "PushRejection",
+    "Rejected",
+    "SyncResult",
 ]
 
 
@@ -136,6 +154,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .authoring.staged import StagedBatch
     from .authoring.tables import ProviderTables
     from .engine.health import HealthPolicy
+    from .engine.push import Applied, Conflict, Direction, Mutation, PushRejection, Rejected, SyncResult
     from .errors import (
         CredentialsError,
         IntegrationNotFound,
@@ -152,3 +171,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .settings import SyncSettings
     from .status import SUMMARY_KEYS, run_summary
     from .store import Store
+    from .store.outbox import Outbox

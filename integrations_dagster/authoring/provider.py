@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from integrations_dagster.authoring.rate_limit import RateLimit
 
 if TYPE_CHECKING:
+    from integrations_dagster.authoring.events import SyncItemEvent
     from integrations_dagster.authoring.integration import Integration
     from integrations_dagster.authoring.session import SyncSession
     from integrations_dagster.authoring.tables import ProviderTables
+    from integrations_dagster.engine.push import Mutation, PushOutcome
 
 
 def reduce_by_max(checkpoints: list[Any]) -> Any:
@@ -53,11 +55,34 @@ class Provider:
     #: provider (``authoring.tables``); None: the provider writes only to tables it manages itself.
     owned_tables: ClassVar[ProviderTables | None] = None
 
+    #: Mutations per push request for this provider; None: ``SyncSettings.push_batch_size``.
+    push_batch_size: ClassVar[int | None] = None
+
     def sync(self, integration: Integration, session: SyncSession) -> None:
         raise NotImplementedError(f"provider {type(self).__name__} must implement sync()")
 
     def reduce_checkpoints(self, checkpoints: list[Any]) -> Any:
         return reduce_by_max(checkpoints)
+
+    # --- push direction (issue 13): implement both to get Tether's push -> pull cycle ----------
+    def push(self, integration: Integration, batch: list[Mutation], session: SyncSession) -> list[PushOutcome]:
+        """Send ``batch`` (pending mutations, id order) to the server; one outcome per mutation:
+        ``Applied``, ``Rejected(reason, details)`` or ``Conflict(server_state)``. Raise on a
+        transport error (the batch stays pending). ``session.http`` is the integration's client."""
+        raise NotImplementedError(f"provider {type(self).__name__} does not push")
+
+    def conflict_event(self, integration: Integration, mutation: Mutation, server_state: Any) -> SyncItemEvent:
+        """The event that applies a conflict's server state locally: dispatched as a tracked item of
+        the run (listeners, retries, failed items, operator verbs: as for a pulled snapshot)."""
+        raise NotImplementedError(f"provider {type(self).__name__} pushes but has no conflict_event()")
+
+    def conflict_external_id(self, integration: Integration, mutation: Mutation) -> str:
+        """External id of a conflict's item; match the pulled snapshots' ids so a later version of the
+        same record supersedes it. Default ``entity:key``."""
+        return f"{mutation.entity}:{mutation.key}"
+
+    def supports_push(self) -> bool:
+        return type(self).push is not Provider.push
 
     # --- hooks with sensible defaults -------------------------------------------------------
     def enumerate(self, integration: Integration, session: SyncSession) -> None:

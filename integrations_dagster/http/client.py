@@ -652,6 +652,26 @@ class ApiClient:
         for _endpoint, items in self._prefetched(pages, depth):
             yield items
 
+    def pull_pages(
+        self, path: str, *, paginator: Any, params: Mapping[str, Any] | None = None
+    ) -> Iterator[Any]:
+        """Yield the ``PullPage``s of a pull protocol (``SyncCursorPaginator``): POST the cursor as
+        JSON (or GET it as a query param when ``paginator.method`` is ``"GET"``), one page at a time."""
+        method = getattr(paginator, "method", "GET").upper()
+        current = paginator.first_request(dict(params or {}))
+        while True:
+            if method == "GET":
+                response = self.send("GET", path, params=current)
+            else:
+                response = self.send(method, path, json=current)
+            page = paginator.page(self._parse_body(response))
+            del response
+            nxt = paginator.next_after(page, current)
+            yield page
+            if nxt is None:
+                return
+            current = dict(nxt.params)
+
     def iter_items(
         self,
         path: str,

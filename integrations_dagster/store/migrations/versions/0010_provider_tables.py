@@ -1,7 +1,7 @@
 """provider-owned tables: the framework stops creating the GitHub provider's tables (issue 10)
 
 Revision ID: 0010_provider_tables
-Revises: 0015_run_summary
+Revises: 0013_outbox_cycle
 
 ``provider_schemas`` records, per owner, the version of the tables a provider created itself
 (``authoring.tables.ProviderTables``). Migration 0001 used to create ``github_issues`` and
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_provider_tables"
-down_revision = "0015_run_summary"
+down_revision = "0013_outbox_cycle"
 branch_labels = None
 depends_on = None
 
