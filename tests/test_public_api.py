@@ -19,6 +19,7 @@ ALLOWED = {
     "bench/scheduler.py": "measures the sensor tick itself (its run keys, tags, seeded history rows)",
     "bench/run_origin.py": "measures the run-origin machinery under execute_sync",
     "providers/tether/client.py": "the push direction's records (engine.push) are not public yet (issue 13)",
+    "providers/tether/provider.py": "PushOutcome / push_pending (engine.push) are not public yet (issue 13)",
     "providers/github/app.py": "GitHub App tokens use security.oauth2, not public yet (issue 14)",
     "bench/scaleout.py": "measures the Celery executor configuration itself",
     "bench/fleet.py": "seeds thousands of integration rows directly",
