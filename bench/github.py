@@ -139,9 +139,9 @@ def child_loop(url: str, issues: int, fake_url: str | None = None) -> dict:
     from sqlalchemy import create_engine
 
     from integrations_dagster import Store
-    from providers.github.tables import github_issues
+    from providers.github.tables import GITHUB_TABLES, github_issues
 
-    Store.for_url(url)  # same schema (migrations), no tracking used
+    Store.for_url(url).ensure_provider_tables(GITHUB_TABLES)  # same schema, no tracking used
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     from providers.github.common import pg_upsert  # one multi-row INSERT ... ON CONFLICT per page
     import contextlib
@@ -173,9 +173,9 @@ def child_floor(url: str, issues: int) -> dict:
     import psycopg
 
     from integrations_dagster import Store
-    from providers.github.tables import github_issues
+    from providers.github.tables import GITHUB_TABLES, github_issues
 
-    Store.for_url(url)
+    Store.for_url(url).ensure_provider_tables(GITHUB_TABLES)
     with FakeServer(issues) as fake:
         rows: list[dict] = []
         t0 = time.perf_counter()

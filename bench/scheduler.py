@@ -39,7 +39,8 @@ from dagster import DagsterInstance, RunRequest, RunsFilter, build_sensor_contex
 from sqlalchemy import event, select, text, update  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from integrations_dagster import Store, SyncSettings, build_definitions, engine_of  # noqa: E402
+from integrations_dagster import Store, SyncSettings, build_definitions  # noqa: E402
+from integrations_dagster.orchestration.code_location import engine_of  # noqa: E402
 from integrations_dagster.orchestration.definitions import ALIVE_STATUSES, INTEGRATION_TAG, PROVIDER_TAG, TRIGGER_TAG  # noqa: E402
 from integrations_dagster.orchestration.sensors import run_key_for  # noqa: E402
 from integrations_dagster.store import models as m  # noqa: E402

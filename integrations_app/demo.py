@@ -11,25 +11,28 @@ import os
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from dagster import DagsterInstance
+from sqlalchemy import func, select
 
-from integrations_dagster import DefinitionsRef, Store, SyncSettings, execute_sync
-from integrations_dagster.operations.actions import disable_integration
-from integrations_dagster.security.secrets import ENV_KEY, generate_key
+from integrations_dagster import DefinitionsRef, Store, SyncSettings, execute_sync, run_summary
+from integrations_dagster.operations import disable_integration
 from providers.github.fake_api import FakeGitHub
 from providers.github.tables import github_issues
-from sqlalchemy import func, select
+
+ENV_KEY = "INTEGRATIONS_SECRET_KEY"  # where the credential keys are read from
 
 REF = DefinitionsRef("integrations_app.definitions", "defs")
 
 
 def _print_run(store: Store, integration_id: int, label: str) -> None:
     run = store.runs_for_integration(integration_id, limit=1)[0]
+    counts = run_summary(run)
     print(f"\n== {label}")
     print(f"   sync run {run['id']}: {run['status']}  (Dagster run {run['dagster_run_id']})")
     print(
-        f"   items {run['items_total']}: {run['success_count']} succeeded, {run['failed_count']} failed, "
-        f"{run['skipped_count']} skipped; {run['request_count']} API requests"
+        f"   items {counts['total']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped; {run['request_count']} API requests"
     )
     print(f"   cursor {json.dumps(run['cursor_before'])} -> {json.dumps(run['cursor_after'])}")
     for item in store.failed_items(integration_id=integration_id)[:5]:
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get(ENV_KEY):  # credentials are encrypted at rest: the demo keeps its own key
         key_file = home / "demo-secret.key"
         if not key_file.exists():
-            key_file.write_text(generate_key())
+            key_file.write_text(Fernet.generate_key().decode())
             key_file.chmod(0o600)
         os.environ[ENV_KEY] = key_file.read_text().strip()
     store = Store.for_url(SyncSettings().resolved_database_url())

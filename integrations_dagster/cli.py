@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from integrations_dagster.errors import IntegrationsError
+from integrations_dagster.status import SUMMARY_KEYS, run_summary
 
 
 class _LazyModule:
@@ -81,9 +82,8 @@ class Env:
         if self._store is None:
             from sqlalchemy.exc import SQLAlchemyError
 
-            from integrations_dagster.store import Store
-
             from integrations_dagster.security.secrets import CredentialCipher
+            from integrations_dagster.store import Store
 
             try:
                 store = Store.for_url(self.database_url)
@@ -383,7 +383,7 @@ def show_cmd(env: Env, integration_id: int, tenant: str | None, as_json: bool) -
     if data["recent_runs"]:
         click.echo("recent runs:")
         for r in data["recent_runs"]:
-            click.echo(f"  sync run {r['id']} {r['status']}: {r['items']} items, {r['succeeded']} ok, "
+            click.echo(f"  sync run {r['id']} {r['status']}: {r['total']} items, {r['succeeded']} ok, "
                        f"{r['failed']} failed, {r['skipped']} skipped ({_short_time(r['started_at'])})")
 
 
@@ -455,14 +455,13 @@ def _sync_summary(env: Env, instance: Any, integration_id: int, dagster_run_id: 
         "dagster_run_id": dagster_run_id,
         "dagster_status": run.status.value if run is not None else None,
         "created": created,
-        "sync_run_id": None, "status": "failed", "items": 0, "succeeded": 0, "failed": 0, "skipped": 0,
+        "sync_run_id": None, "status": "failed", **dict.fromkeys(SUMMARY_KEYS, 0),
         "requests": 0, "cursor_before": None, "cursor_after": None, "error": None,
     }
     if sync_run is not None:
         data.update(
-            sync_run_id=sync_run["id"], status=sync_run["status"], items=sync_run["items_total"],
-            succeeded=sync_run["success_count"], failed=sync_run["failed_count"],
-            skipped=sync_run["skipped_count"], requests=sync_run["request_count"],
+            sync_run_id=sync_run["id"], status=sync_run["status"], **run_summary(sync_run),
+            requests=sync_run["request_count"],
             cursor_before=sync_run["cursor_before"], error=sync_run["error"],
             cursor_after=sync_run["cursor_after"] if sync_run["finished_at"] else sync_run["cursor_before"],
         )
@@ -486,7 +485,7 @@ def _sync_summary(env: Env, instance: Any, integration_id: int, dagster_run_id: 
 def _print_summary(data: dict[str, Any]) -> None:
     click.echo(f"Dagster run {data['dagster_run_id']}: {data['dagster_status']}")
     click.echo(f"sync run {data['sync_run_id'] if data['sync_run_id'] is not None else '-'}: {data['status']}")
-    click.echo(f"items {data['items']}: {data['succeeded']} succeeded, {data['failed']} failed, "
+    click.echo(f"items {data['total']}: {data['succeeded']} succeeded, {data['failed']} failed, "
                f"{data['skipped']} skipped; {data['requests']} requests")
     click.echo(f"cursor {_cursor_text(data['cursor_before'])} -> {_cursor_text(data['cursor_after'])}")
     res = data.get("result")
@@ -896,7 +895,7 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
     for r in runs:
         click.echo(f"sync run {r['id']}  {r['status']}  {_short_time(r['started_at'])} -> "
                    f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
-        click.echo(f"  items {r['items']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
+        click.echo(f"  items {r['total']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
                    f"{r['superseded']} superseded; cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
         if r["error"]:
             click.echo(f"  error: {_cell(r['error'], 200)}")
@@ -958,18 +957,6 @@ def rotate_key_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
         _emit_json(res.as_dict())
     else:
         click.echo(f"re-encrypted the credentials of {res.rotated} integrations with the first key")
-
-
-@cli.command("fake-github", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                              "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def fake_github_cmd(args: tuple[str, ...]) -> None:
-    """Serve a fake GitHub API locally (see `integrations fake-github --help`)."""
-    try:
-        from providers.github.fake_api import main as fake_main
-    except ImportError as exc:
-        raise UserError(f"the fake GitHub server is not available: {exc}") from None
-    fake_main(list(args))
 
 
 def main(argv: list[str] | None = None) -> None:

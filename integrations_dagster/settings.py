@@ -34,7 +34,7 @@ class SyncSettings(BaseSettings):
     )
     item_tries: int = Field(default=5, ge=1, description="Genuine listener failures before an item is failed.")
     item_backoff: list[float] = Field(
-        default_factory=lambda: [10, 30, 120, 300, 900],
+        default_factory=lambda: [10.0, 30.0, 120.0, 300.0, 900.0],
         description="Seconds to wait before retry n (the last value repeats).",
     )
     item_retry_window: float = Field(

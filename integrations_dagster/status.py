@@ -7,7 +7,9 @@ string (``RunStatus.SUCCESS == "success"``), so rows, JSON and metadata hold pla
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class RunStatus(StrEnum):
@@ -52,5 +54,30 @@ TERMINAL: tuple[ItemStatus, ...] = (ItemStatus.SUCCESS, ItemStatus.FAILED, ItemS
 #: Items a later completed version of the same external id may supersede (they have not completed).
 SUPERSEDABLE: tuple[ItemStatus, ...] = (ItemStatus.PENDING, ItemStatus.PROCESSING, ItemStatus.FAILED)
 
-#: The run summary's keys, the same in Dagster metadata, events, the CLI's JSON and the docs.
-SUMMARY_KEYS: tuple[str, ...] = ("items_total", "success", "failed", "skipped", "superseded")
+#: The run summary's keys, the same in Dagster metadata (the sync timeline), ``SyncCompleted``,
+#: ``ReconcileResult``, the CLI's text and ``--json`` output, the operator jobs and the docs.
+#: (The ``sync_runs`` columns keep their historical names ``items_total``/``success_count``/...;
+#: ``run_summary`` below is the one place that maps them.)
+SUMMARY_KEYS: tuple[str, ...] = ("total", "succeeded", "failed", "skipped", "superseded")
+
+#: Older spellings of the summary keys, still accepted when reading: the ``sync_runs`` columns,
+#: Dagster metadata written before the names were unified (``items_total``/``success``) and the
+#: CLI's former ``items``.
+_SUMMARY_ALIASES: dict[str, tuple[str, ...]] = {
+    "total": ("total", "items_total", "items"),
+    "succeeded": ("succeeded", "success_count", "success"),
+    "failed": ("failed", "failed_count"),
+    "skipped": ("skipped", "skipped_count"),
+    "superseded": ("superseded", "superseded_count"),
+}
+
+
+def run_summary(source: Mapping[str, Any]) -> dict[str, int]:
+    """The run summary (``SUMMARY_KEYS``) of a ``sync_runs`` row, of timeline metadata written by
+    any version, or of an earlier CLI ``--json`` document; a missing count reads as 0."""
+    out: dict[str, int] = {}
+    for key, names in _SUMMARY_ALIASES.items():
+        value: Any = next((source[n] for n in names if n in source and source[n] is not None), 0)
+        value = getattr(value, "value", value)  # a Dagster MetadataValue
+        out[key] = int(value)
+    return out

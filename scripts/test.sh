@@ -8,5 +8,8 @@ bash scripts/start-rabbitmq.sh  # the Celery broker of tests/test_celery.py
 bash scripts/install-chromium.sh  # the browser tests drive Debian's Chromium
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DAGSTER_DISABLE_TELEMETRY=yes
+# Lint and types first (config in pyproject.toml; scope: integrations_dagster/ and providers/).
+.venv/bin/ruff check integrations_dagster providers
+.venv/bin/mypy
 export INTEGRATIONS_SLOW_TESTS=1  # also run the real dagster-daemon test (~30 s)
 exec .venv/bin/pytest -n "${TEST_WORKERS:-2}" -q -p no:cacheprovider "$@"

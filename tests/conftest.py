@@ -46,7 +46,15 @@ def worker_id(request: pytest.FixtureRequest) -> str:
 
 
 def _empty_tables(store: Store) -> None:
+    from sqlalchemy import inspect
+
+    from providers.github.tables import metadata as github_metadata
+
     names = [t.name for t in reversed(_models.metadata.sorted_tables)]
+    # Providers' own tables exist once a provider ran against this database (they are emptied, never
+    # dropped: the store remembers it created them).
+    existing = set(inspect(store.engine).get_table_names())
+    names += [t.name for t in reversed(github_metadata.sorted_tables) if t.name in existing]
     with store.begin() as conn:
         if store.is_sqlite:
             for n in names:

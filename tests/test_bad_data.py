@@ -85,7 +85,7 @@ def test_numbers_then_timestamps_fail_the_items_not_the_integration(store):
     assert store.get_integration(integ.id).cursor == 3
     feed("2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z")  # the provider moved to timestamps
     res = sync(engine, store, integ.id)  # used to raise TypeError and leave the run processing
-    assert (res.status, res.failed_count, res.cursor_after) == ("failed", 2, 3)
+    assert (res.status, res.failed, res.cursor_after) == ("failed", 2, 3)
     run = store.get_run(res.run_id)
     assert run["status"] == "failed" and run["finished_at"] is not None
     failed = store.failed_items(integration_id=integ.id)
@@ -119,7 +119,7 @@ def test_dispatch_invalid_with_an_unstorable_raw_payload_keeps_both_errors(store
     engine = engine_for(Raw())
     integ = store.create_integration(provider_key="feed", name="f")
     res = sync(engine, store, integ.id)
-    assert (res.status, res.failed_count, res.success_count) == ("partial", 1, 1)
+    assert (res.status, res.failed, res.succeeded) == ("partial", 1, 1)
     [bad] = store.failed_items(integration_id=integ.id)
     assert "invalid item: payload contains a NUL character" in bad["last_error"]
     assert "title is not valid" in bad["last_error"] and bad["external_id"] == "r1"
@@ -130,7 +130,7 @@ def test_mixed_types_in_one_run_fail_the_odd_items_and_skip_recovers(store):
     integ = store.create_integration(provider_key="feed", name="f")
     feed(5, "x", 7, 9)
     res = sync(engine, store, integ.id)
-    assert (res.status, res.success_count, res.failed_count, res.cursor_after) == ("partial", 3, 1, None)
+    assert (res.status, res.succeeded, res.failed, res.cursor_after) == ("partial", 3, 1, None)
     [bad] = store.failed_items(integration_id=integ.id)
     assert bad["external_id"] == "e1"
     assert "cannot be ordered with the other checkpoints of this run" in bad["last_error"]
@@ -147,7 +147,7 @@ def test_dicts_under_the_default_reducer_fail_clearly_and_advance_cursor_does_no
     integ = store.create_integration(provider_key="feed", name="f")
     feed({"a": 1}, {"a": 2})
     res = sync(engine, store, integ.id)
-    assert (res.status, res.failed_count, res.cursor_after) == ("failed", 2, None)
+    assert (res.status, res.failed, res.cursor_after) == ("failed", 2, None)
     failed = store.failed_items(integration_id=integ.id)
     assert all("the default reducer (the maximum) orders numbers or strings only" in f["last_error"] for f in failed)
     advance_cursor(store, engine, integ.id)  # used to raise TypeError
@@ -205,7 +205,7 @@ def test_many_good_items_around_bad_ones_all_arrive(store):
     integ = store.create_integration(provider_key="feed", name="f")
     FEED[:] = [(f"{i:08d}", ("a\x00" if i % 9 == 4 else f"e{i}"), "ok") for i in range(40)]
     res = sync(engine, store, integ.id)
-    assert (res.items_total, res.failed_count) == (40, 4)
+    assert (res.total, res.failed) == (40, 4)
     assert sorted(SEEN) == [i for i in range(40) if i % 9 != 4]
     assert store.get_integration(integ.id).cursor == "00000003"  # held before the first bad one
 
@@ -260,7 +260,7 @@ def test_dispatch_after_the_session_ended_raises_and_writes_nothing(store):
     engine = engine_for(Leaky())
     integ = store.create_integration(provider_key="feed", name="f")
     res = sync(engine, store, integ.id)
-    assert (res.status, res.items_total) == ("success", 1)
+    assert (res.status, res.total) == ("success", 1)
 
     def helper() -> None:  # a helper thread the provider left behind
         try:
@@ -404,5 +404,5 @@ def test_helper_threads_may_dispatch_while_the_enumeration_runs(store):
     engine = engine_for(Threaded(), flush_every=16, chunk_size=64)
     integ = store.create_integration(provider_key="feed", name="f")
     res = sync(engine, store, integ.id)
-    assert (res.status, res.items_total) == ("success", 200)
+    assert (res.status, res.total) == ("success", 200)
     assert sorted(SEEN) == list(range(200)) and res.cursor_after == f"{199:08d}"

@@ -359,9 +359,9 @@ def flow_d_asset_timeline_shows_the_runs_of_one_integration(server: Server, page
     expected = {
         server.story["failed_run"]: {"status": "partial", "cursor_before": "null",
                                      "cursor_after": f'"{int(POISONED.split("-")[1]) - 1:08d}"',
-                                     "items_total": str(ITEMS), "success": str(ITEMS - 1), "failed": "1"},
+                                     "total": str(ITEMS), "succeeded": str(ITEMS - 1), "failed": "1"},
         server.story["child_run"]: {"status": "success", "cursor_before": "null", "cursor_after": f'"{MAX_CURSOR}"',
-                                    "items_total": str(ITEMS), "success": str(ITEMS), "failed": "0"},
+                                    "total": str(ITEMS), "succeeded": str(ITEMS), "failed": "0"},
     }
     for run_id, metadata in expected.items():
         row = dialog.get_by_role("row").filter(has=page.get_by_role("link", name=run_id[:8]))

@@ -38,12 +38,12 @@ STATUS_KEYS = {"id", "tenant", "provider", "name", "enabled", "health", "cursor"
                "superseded_items", "outbox_pending", "outbox_failed", "outbox_conflict"}
 ITEM_KEYS = {"id", "integration_id", "sync_run_id", "external_id", "checkpoint", "status", "attempts", "last_error",
              "skip_reason", "failed_at"}
-SYNC_KEYS = {"integration_id", "dagster_run_id", "dagster_status", "created", "sync_run_id", "status", "items",
+SYNC_KEYS = {"integration_id", "dagster_run_id", "dagster_status", "created", "sync_run_id", "status", "total",
              "succeeded", "failed", "skipped", "requests", "cursor_before", "cursor_after", "error"}
 ITEM_ACTION_KEYS = {"item_id", "integration_id", "sync_run_id", "item_status", "attempts", "last_error",
                     "skip_reason", "run_status", "cursor_before", "cursor_after", "changed"}
 ADVANCE_KEYS = {"integration_id", "reclaimed_items", "abandoned_items", "runs", "cursor_before", "cursor_after"}
-RUN_KEYS = {"id", "dagster_run_id", "status", "trigger", "started_at", "finished_at", "items", "succeeded", "failed",
+RUN_KEYS = {"id", "dagster_run_id", "status", "trigger", "started_at", "finished_at", "total", "succeeded", "failed",
             "skipped", "superseded", "requests", "cursor_before", "cursor_after", "error", "request_log", "direction",
             "push"}
 
@@ -129,7 +129,7 @@ def test_recovery_story_and_no_secret_anywhere(db_url, env, home, poison, tmp_pa
     # a poisoned item (and a second, fixable one) fail: the sync is partial and exits 1
     result = run.json("sync", str(iid), "--wait", code=1)
     assert set(result) == SYNC_KEYS
-    assert (result["status"], result["dagster_status"], result["items"], result["succeeded"], result["failed"],
+    assert (result["status"], result["dagster_status"], result["total"], result["succeeded"], result["failed"],
             result["skipped"], result["cursor_before"], result["cursor_after"], result["created"]) == (
         "partial", "FAILURE", 30, 28, 2, 0, None, checkpoint_for(11), True)
 
@@ -407,9 +407,9 @@ def test_environment_errors_exit_1(env, tmp_path):
     assert ":pw@" not in down
 
 
-def test_fake_github_is_delegated(env):
-    result = invoke(env, "fake-github", "--help")
-    assert "--issues" in result.output and "--token" in result.output
+def test_the_framework_cli_has_no_provider_verbs(env):
+    # The fake GitHub API belongs to its provider: `python -m providers.github.fake_api`.
+    assert "No such command 'fake-github'" in invoke(env, "fake-github", "--help", code=2).stderr
 
 
 # --- tenants ------------------------------------------------------------------------------------------

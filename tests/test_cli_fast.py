@@ -108,7 +108,9 @@ def test_every_public_name_resolves_lazily():
         assert getattr(integrations_dagster, name) is not None
     with pytest.raises(AttributeError):
         integrations_dagster.no_such_name  # noqa: B018
-    from integrations_dagster import Provider, build_definitions, engine_of  # noqa: F401
+    from integrations_dagster import Provider, build_definitions  # noqa: F401
+    with pytest.raises(AttributeError, match="SyncEngine is internal.*integrations_dagster.engine.engine"):
+        integrations_dagster.SyncEngine  # noqa: B018
 
 
 def test_cli_default_prune_days_matches_the_operations():

@@ -51,7 +51,7 @@ def test_sync_wait_is_quiet_shows_phases_json_and_verbose(run):
 
     as_json = run("sync", iid, "--wait", "--json")
     data = json.loads(as_json.stdout)  # the whole of stdout is exactly one object
-    assert isinstance(data, dict) and data["status"] == "success" and data["items"] == 0
+    assert isinstance(data, dict) and data["status"] == "success" and data["total"] == 0
 
     verbose = run("--verbose", "sync", iid, "--wait")
     assert "RUN_SUCCESS" in verbose.stderr or "STEP_SUCCESS" in verbose.stderr, verbose.stderr[-2000:]

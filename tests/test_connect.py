@@ -35,7 +35,7 @@ def fake():  # type: ignore[no-untyped-def]
 
 
 def engine(db_url: str):  # type: ignore[no-untyped-def]
-    from integrations_dagster import engine_of
+    from integrations_dagster.orchestration.code_location import engine_of
     from tests.support import gh_app
 
     return engine_of(gh_app.make_defs(db_url))

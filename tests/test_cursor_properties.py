@@ -262,7 +262,7 @@ def test_engine_reconcile_agrees_with_the_pure_rule(store, case):
     items = [ItemCheckpoint(i, status, cp) for i, (cp, status) in zip(ids, rows)]
     expected = run(items, old, rule=rule)
     got = engine.reconcile(store, start.run_id)
-    assert (got.status, got.failed_count) == (expected.status, expected.counts.failed)
+    assert (got.status, got.failed) == (expected.status, expected.counts.failed)
     if expected.cursor is None:
         assert got.cursor_after is None
     else:
@@ -301,7 +301,7 @@ def test_engine_reconcile_never_raises_on_mixed_checkpoints(store, rows, old, ru
     ids = [it["id"] for it in store.items_for_run(start.run_id)]
     expected = run([ItemCheckpoint(i, status, cp) for i, (cp, status) in zip(ids, rows)], old, rule=rule)
     got = engine.reconcile(store, start.run_id)  # never raises
-    assert (got.final, got.status, got.failed_count, got.cursor_after) == (
+    assert (got.final, got.status, got.failed, got.cursor_after) == (
         True, expected.status, expected.counts.failed, expected.cursor)
     assert store.get_run(start.run_id)["status"] == expected.status
     again = engine.reconcile(store, start.run_id)

@@ -112,7 +112,7 @@ def test_push_only_and_pull_only_runs(tstore, db_url, dagster_instance, tether) 
 def test_conflict_state_is_a_tracked_item_failed_then_retried(tstore, db_url, dagster_instance, tether) -> None:
     """A conflict's server state that cannot be applied fails like any item: retried, failed, listed,
     and an operator's retry applies it."""
-    from integrations_dagster import engine_of
+    from integrations_dagster.orchestration.code_location import engine_of
     from integrations_dagster.operations import actions as ops
     from tests.support import tether_app
 
@@ -206,7 +206,7 @@ def test_pull_pages_and_low_water_cursor(tstore, db_url, dagster_instance, tethe
 
 
 def test_a_push_while_a_cycle_is_in_flight_is_skipped(tstore, db_url, dagster_instance, tether) -> None:
-    from integrations_dagster import engine_of
+    from integrations_dagster.orchestration.code_location import engine_of
     from integrations_dagster.engine.owner import current_owner
     from tests.support import tether_app
 

@@ -307,8 +307,8 @@ def test_each_reconciled_run_is_on_the_asset_timeline(store, db_url, dagster_ins
     ).records
     assert len(records) == 1
     meta = records[0].asset_materialization.metadata
-    assert meta["status"].value == "success" and meta["items_total"].value == 4
-    assert meta["success"].value == 4 and meta["failed"].value == 0 and meta["cursor_after"].value == '"00000003"'
+    assert meta["status"].value == "success" and meta["total"].value == 4
+    assert meta["succeeded"].value == 4 and meta["failed"].value == 0 and meta["cursor_after"].value == '"00000003"'
     assert "duration_seconds" in meta and "cursor_before" in meta
 
 
@@ -319,13 +319,13 @@ def test_reconcile_is_idempotent(store, db_url, dagster_instance):
     app.POISON.add("item-3")
     r = ref(db_url)
     execute_sync(r, "synthetic", integ.id, instance=dagster_instance)
-    from integrations_dagster import engine_of
+    from integrations_dagster.orchestration.code_location import engine_of
 
     engine = engine_of(r.load())
     run_id = latest_run(store, integ.id)["id"]
     first = engine.reconcile(store, run_id)
     second = engine.reconcile(store, run_id)
-    assert (first.status, first.cursor_after, first.failed_count) == (second.status, second.cursor_after, 1)
+    assert (first.status, first.cursor_after, first.failed) == (second.status, second.cursor_after, 1)
     assert not first.changed and not second.changed
     assert len(app.FAILED) == 1  # events fired once
 
@@ -418,7 +418,7 @@ def test_enumeration_streams_in_bounded_batches_and_warns_past_the_soft_cap(stor
 
 
 def test_reconciling_an_old_run_after_a_newer_one_changes_nothing(store, db_url, dagster_instance):
-    from integrations_dagster import engine_of
+    from integrations_dagster.orchestration.code_location import engine_of
 
     integ = make(store, 5)
     r = ref(db_url)
@@ -434,7 +434,7 @@ def test_reconciling_an_old_run_after_a_newer_one_changes_nothing(store, db_url,
 
 def test_operator_retry_runs_listeners_in_their_context_and_masks_secrets(store, db_url, dagster_instance,
                                                                            monkeypatch):
-    from integrations_dagster import engine_of
+    from integrations_dagster.orchestration.code_location import engine_of
     from integrations_dagster.operations.actions import retry_item
 
     monkeypatch.setenv("INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS", "1")

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, ReexecutionOptions, execute_job
 
-from integrations_dagster import Store, engine_of
+from integrations_dagster import Store
+from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick, shard
 from integrations_dagster.orchestration.batch import (
     BATCH_IO_KEY,

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from integrations_dagster import DefinitionsRef, Store, execute_sync
 from integrations_dagster.store import models as m
 from providers.github.fake_api import FakeGitHub
-from providers.github.tables import activities, github_issues
+from providers.github.tables import GITHUB_TABLES, activities, github_issues
 from tests.support import gh_app
 
 TOKEN = "ghp_s3cretTOKENvalue123"
@@ -172,7 +172,7 @@ def test_malformed_item_is_tracked_failed_and_holds_the_cursor(store, db_url, fa
     cursor = store.get_integration(integ.id).cursor
     assert cursor < before_bad  # does not pass the malformed item (nor items sharing its checkpoint)
     # an operator skips it and reconciles: the cursor moves on
-    from integrations_dagster import engine_of
+    from integrations_dagster.orchestration.code_location import engine_of
 
     with store.begin() as conn:
         conn.execute(m.sync_items.update().where(m.sync_items.c.id == item["id"]).values(status="skipped"))
@@ -296,6 +296,7 @@ def test_staged_sql_upsert_stores_the_same_rows_as_the_python_path(pg_store):
             for i in issues
         ])
     ids = [it["id"] for it in store.items_for_run(start.run_id)]
+    store.ensure_provider_tables(GITHUB_TABLES)  # what the engine does before it runs the provider
     with store.begin() as conn:
         upsert_github_issues(StagedBatch(conn, ids, GitHubIssueSynced))
     with store.engine.connect() as conn:

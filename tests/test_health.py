@@ -9,7 +9,8 @@ import pytest
 from dagster import DagsterRunStatus
 from pydantic import ValidationError
 
-from integrations_dagster import DefinitionsRef, HealthPolicy, Store, engine_of, execute_sync
+from integrations_dagster import DefinitionsRef, HealthPolicy, Store, execute_sync
+from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.engine.cron import next_cron_time
 from integrations_dagster.engine.health import after_run, next_sync_time
 from tests.support import sched_app

@@ -132,7 +132,7 @@ def test_show_keys_and_recent_runs(store, engine):
         "last_run_status", "created_at", "updated_at", "recent_runs",
     }
     assert data["cursor"] == checkpoint_for(2) and data["last_run_status"] == "success"
-    assert data["recent_runs"][0]["status"] == "success" and data["recent_runs"][0]["items"] == 3
+    assert data["recent_runs"][0]["status"] == "success" and data["recent_runs"][0]["total"] == 3
 
 
 def test_disable_then_enable(store, engine):
@@ -397,12 +397,12 @@ def test_timeline_lists_runs_newest_first_with_their_requests(store, engine):
     runs = ops.timeline(store, integ.id)
     assert [r["id"] for r in runs] == [r2.run_id, r1.run_id]
     assert [len(r["request_log"]) for r in runs] == [1, 2]
-    assert set(runs[0]) == {"id", "dagster_run_id", "status", "trigger", "started_at", "finished_at", "items",
+    assert set(runs[0]) == {"id", "dagster_run_id", "status", "trigger", "started_at", "finished_at", "total",
                             "succeeded", "failed", "skipped", "superseded", "requests", "cursor_before", "cursor_after", "error",
                             "request_log", "direction", "push"}
     assert set(runs[0]["request_log"][0]) == {"id", "method", "url", "status_code", "duration_ms", "bytes", "attempt",
                                               "error", "created_at"}
-    assert (runs[0]["cursor_before"], runs[0]["cursor_after"], runs[0]["items"]) == (
+    assert (runs[0]["cursor_before"], runs[0]["cursor_after"], runs[0]["total"]) == (
         checkpoint_for(2), checkpoint_for(4), 2)
     assert [r["id"] for r in ops.timeline(store, integ.id, limit=1)] == [r2.run_id]
 

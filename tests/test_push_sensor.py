@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dagster import DagsterRunStatus
 
-from integrations_dagster import Store, engine_of, execute_sync
+from integrations_dagster import Store, execute_sync
+from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.engine.owner import current_owner
 from integrations_dagster.store.outbox import Outbox
 from tests.support import tether_app

@@ -107,7 +107,7 @@ def test_a_slow_enumeration_whose_owner_is_alive_is_never_discarded(store, engin
     assert seconds[0].skipped and "already has sync run" in (seconds[0].skipped_reason or "")
     assert result.items == 40
     settled = finish(store, engine, first.run_id, result.chunks)
-    assert (settled.status, settled.items_total, settled.success_count) == ("success", 40, 40)
+    assert (settled.status, settled.total, settled.succeeded) == ("success", 40, 40)
     assert set(DELIVERED) == {f"item-{i}" for i in range(40)}
     assert store.get_integration(integ.id).cursor == checkpoint_for(39)
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from dagster import DefaultSensorStatus
 
-from integrations_dagster import Store, engine_of
+from integrations_dagster import Store
+from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.engine.health import disable_values, enable_values
 from integrations_dagster.orchestration.sensors import SyncSensorCursor, run_key_for
 from tests.support.sched_app import make_defs

@@ -59,12 +59,12 @@ def test_sync_through_the_server_never_imports_dagster_and_makes_the_same_run(en
     assert code == 0, err
     assert loaded == [], f"the client imported Dagster: {loaded[:5]}"
     first = json.loads(out)  # stdout is exactly the JSON summary, as without a server
-    assert (first["status"], first["items"], first["succeeded"], first["created"]) == ("success", 30, 30, True)
+    assert (first["status"], first["total"], first["succeeded"], first["created"]) == ("success", 30, 30, True)
     assert "finished: sync run" in err  # the progress lines reached the client's stderr
     code, loaded, out, err = probe(env, "sync", iid, "--wait", "--json")  # nothing new: no item
     assert (code, loaded) == (0, []), err
     second = json.loads(out)
-    assert (second["status"], second["items"], second["cursor_before"]) == ("success", 0, first["cursor_after"])
+    assert (second["status"], second["total"], second["cursor_before"]) == ("success", 0, first["cursor_after"])
     # The runs are in the client's Dagster instance, with the origin the UI needs to re-execute them.
     from dagster import DagsterInstance
 
@@ -98,7 +98,7 @@ def test_another_identity_is_refused_and_the_client_runs_the_sync_itself(env, se
     code, loaded, out, err = probe(other, "sync", iid, "--wait", "--json")
     assert code == 0, err
     assert "dagster" in loaded  # ran here, not in the server
-    assert json.loads(out)["items"] == 4
+    assert json.loads(out)["total"] == 4
     off = {**env, "INTEGRATIONS_USE_SYNC_SERVER": "0"}
     code, loaded, out, err = probe(off, "sync", iid, "--wait", "--json")
     assert code == 0 and "dagster" in loaded, err
@@ -114,5 +114,5 @@ def test_a_killed_server_leaves_a_socket_the_client_ignores(env, server):
     t0 = time.monotonic()
     code, loaded, out, err = probe(env, "sync", iid, "--wait", "--json")
     assert code == 0, err
-    assert "dagster" in loaded and json.loads(out)["items"] == 5
+    assert "dagster" in loaded and json.loads(out)["total"] == 5
     assert time.monotonic() - t0 < 120

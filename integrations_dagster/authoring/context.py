@@ -25,12 +25,12 @@ from sqlalchemy import delete, func, insert, select, update
 
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.rate_limit import RateLimit
+from integrations_dagster.http import ApiClient, RequestLogEntry
+from integrations_dagster.http.retry_after import parse_retry_after
+from integrations_dagster.http.token_auth import StoredTokenAuth
 from integrations_dagster.security.redaction import secret_values
 from integrations_dagster.store import Store, utcnow
 from integrations_dagster.store import models as m
-from integrations_dagster.http import ApiClient, RequestLogEntry
-from integrations_dagster.http.token_auth import StoredTokenAuth
-from integrations_dagster.http.retry_after import parse_retry_after
 
 
 class DbRateBudget:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class SyncItemEvent(BaseModel):
@@ -25,9 +25,22 @@ class SyncCompleted(BaseModel):
     sync_run_id: int
     cursor_before: Any = None
     cursor_after: Any = None
-    items_total: int = 0
-    success_count: int = 0
-    skipped_count: int = 0
+    #: The run summary (``status.SUMMARY_KEYS``); the older names are accepted on input and readable.
+    total: int = Field(default=0, validation_alias=AliasChoices("total", "items_total"))
+    succeeded: int = Field(default=0, validation_alias=AliasChoices("succeeded", "success_count"))
+    skipped: int = Field(default=0, validation_alias=AliasChoices("skipped", "skipped_count"))
+
+    @property
+    def items_total(self) -> int:
+        return self.total
+
+    @property
+    def success_count(self) -> int:
+        return self.succeeded
+
+    @property
+    def skipped_count(self) -> int:
+        return self.skipped
 
 
 class SyncItemFailed(BaseModel):

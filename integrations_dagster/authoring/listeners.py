@@ -35,13 +35,13 @@ class ListenerSpec:
         return getattr(self.fn, "__qualname__", repr(self.fn))
 
 
-_global_registry: list[ListenerSpec] = []
-
-
 def listener(
     event_type: type, *, batch: bool = False, staged: bool = False, queued: bool = False
 ) -> Callable[[F], F]:
-    """Register ``fn`` as a listener for ``event_type`` (and its subclasses).
+    """Mark ``fn`` as a listener for ``event_type`` (and its subclasses).
+
+    Marking registers nothing anywhere: pass the function to ``build_definitions(listeners=[...])``
+    (or a ``ListenerRegistry``); only the listeners given there run.
 
     ``batch=True``: ``fn`` takes a list of events. ``staged=True``: ``fn`` takes a ``StagedBatch``
     (implies batch semantics: one call per batch, one call per item to isolate a failure).
@@ -58,7 +58,6 @@ def listener(
             setattr(fn, _ATTR, tuple(specs))
         except AttributeError:  # builtins / some callables refuse attributes
             pass
-        _global_registry.append(spec)
         return fn
 
     return decorate
@@ -89,11 +88,11 @@ def close_awaitable(result: Any) -> bool:
     return False
 
 
-ListenersArg = Iterable[Any] | Mapping[type, Iterable[Callable[..., Any]]] | None
+ListenersArg = Iterable[Any] | Mapping[type, Iterable[Callable[..., Any]]]
 
 
 class ListenerRegistry:
-    """The ordered listeners of one set of definitions."""
+    """The ordered listeners of one set of definitions (``ListenerRegistry.build(listeners)``)."""
 
     def __init__(self, specs: Iterable[ListenerSpec]) -> None:
         self._specs = list(specs)
@@ -101,13 +100,16 @@ class ListenerRegistry:
 
     @classmethod
     def build(cls, listeners: ListenersArg) -> ListenerRegistry:
-        """``None`` means every ``@listener`` registered so far; otherwise the given ones, in order.
+        """The given listeners, in order. There is no global registry: ``[]`` means none.
 
         Accepted forms: decorated functions, ``(EventType, fn)`` tuples, ``ListenerSpec`` objects, or a
-        mapping ``{EventType: [fn, ...]}``.
+        mapping ``{EventType: [fn, ...]}``; an existing ``ListenerRegistry`` is returned as it is.
         """
+        if isinstance(listeners, ListenerRegistry):
+            return listeners
         if listeners is None:
-            return cls(_global_registry)
+            raise TypeError("listeners must be given (a list of @listener functions or (EventType, fn) pairs; "
+                            "[] for none): there is no global listener registry")
         specs: list[ListenerSpec] = []
         if isinstance(listeners, Mapping):
             for event_type, fns in listeners.items():

@@ -11,8 +11,9 @@ from integrations_dagster.authoring.rate_limit import RateLimit
 if TYPE_CHECKING:
     from integrations_dagster.authoring.events import SyncItemEvent
     from integrations_dagster.authoring.integration import Integration
-    from integrations_dagster.engine.push import Mutation, PushOutcome
     from integrations_dagster.authoring.session import SyncSession
+    from integrations_dagster.authoring.tables import ProviderTables
+    from integrations_dagster.engine.push import Mutation, PushOutcome
 
 
 def reduce_by_max(checkpoints: list[Any]) -> Any:
@@ -57,6 +58,9 @@ class Provider:
     #: ``model_config = ConfigDict(extra="forbid")`` to catch misspelt keys.
     metadata_model: ClassVar[type[BaseModel] | None] = None
     credentials_model: ClassVar[type[BaseModel] | None] = None
+    #: The provider's own destination tables, created and upgraded by the engine before it runs the
+    #: provider (``authoring.tables``); None: the provider writes only to tables it manages itself.
+    owned_tables: ClassVar[ProviderTables | None] = None
 
     #: Mutations per push request for this provider; None: ``SyncSettings.push_batch_size``.
     push_batch_size: ClassVar[int | None] = None

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
 
-from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.authoring.events import SyncItemEvent
+from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
 from integrations_dagster.status import ItemStatus, RunStatus
 from integrations_dagster.store import utcnow

@@ -68,9 +68,9 @@ class StagedBatch:
     def events(self) -> list[Any]:
         """The batch as event objects, in item order (parsed from the stored payloads once)."""
         if self._events is None:
-            rows = self.execute("SELECT s.item_id, CAST(s.event AS TEXT) FROM {staged} AS s").all()
+            rows: list[Any] = list(self.execute("SELECT s.item_id, CAST(s.event AS TEXT) FROM {staged} AS s").all())
             by_id = {row[0]: row[1] for row in rows}
-            parse: Callable[[str], Any] = self.event_type.model_validate_json
+            parse: Callable[[str], Any] = self.event_type.model_validate_json  # type: ignore[attr-defined]
             self._events = [parse(by_id[i]) for i in self.item_ids]
         return list(self._events)
 

@@ -15,7 +15,7 @@ payloads never come back through Python.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +110,8 @@ def with_overlap(cursor: Any, seconds: float) -> Any:
 def _hours_ago(hours: float | None) -> str | None:
     if hours is None:
         return None
-    from datetime import timezone
 
-    return (datetime.now(timezone.utc) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _ApiKeyAuth(httpx.Auth):

@@ -7,7 +7,21 @@ import threading
 import zlib
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, Connection, Float, Integer, MetaData, String, Table, Text, inspect, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
 
 from integrations_dagster.declarative.config import Column as ColumnConfig
 from integrations_dagster.declarative.config import Destination

@@ -51,6 +51,8 @@ def process_chunk(
             return result
         integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
         provider = engine.providers.get(integration.provider_key)
+        if provider is not None and provider.owned_tables is not None:
+            store.ensure_provider_tables(provider.owned_tables)
         factory = http_factory_for(engine, store, provider, integration, run_id, for_items=True) if provider else None
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
             return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration),
@@ -148,6 +150,8 @@ def run_listeners_once(
     for integration_id, group in by_integration.items():
         integration = store.get_integration(integration_id)
         provider = engine.providers.get(integration.provider_key)
+        if provider is not None and provider.owned_tables is not None:
+            store.ensure_provider_tables(provider.owned_tables)
         factory = http_factory_for(engine, store, provider, integration, group[0]["run_id"], for_items=True) \
             if provider else None
         ctx = SyncContext(integration=integration, sync_run_id=group[0]["run_id"], store=store, _factory=factory)

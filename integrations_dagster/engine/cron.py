@@ -35,5 +35,5 @@ def validate_cron(expr: str) -> str:
 def next_cron_time(expr: str, after: datetime) -> datetime:
     body, tz = split_tz(expr)
     start = after.astimezone(tz or UTC)
-    nxt = croniter(body, start).get_next(datetime)
+    nxt: datetime = croniter(body, start).get_next(datetime)
     return nxt.astimezone(UTC)

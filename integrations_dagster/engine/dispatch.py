@@ -95,7 +95,7 @@ def run_listeners(
                 alive = []
                 break
             if spec.staged:
-                alive = isolating(alive, failures, lambda pairs, spec=spec: call_staged(spec, store, cls, pairs))
+                alive = isolating(alive, failures, lambda pairs, spec=spec, cls=cls: call_staged(spec, store, cls, pairs))
             elif spec.batch:
                 alive = isolating(alive, failures, lambda pairs, spec=spec: call(spec, [ev for _, ev in pairs]))
             else:

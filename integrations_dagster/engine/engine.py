@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.listeners import ListenerRegistry
 from integrations_dagster.authoring.provider import Provider
-from integrations_dagster.engine import chunks, enumeration, reconcile as _reconcile, runs
+from integrations_dagster.engine import chunks, enumeration, runs
+from integrations_dagster.engine import reconcile as _reconcile
 from integrations_dagster.engine.cursor import CursorPolicy, Outcome
 from integrations_dagster.engine.dispatch import EventTypes, Problem
 from integrations_dagster.engine.health import HealthPolicy

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.session import SyncSession
-from integrations_dagster.engine.reconcile import apply_health
 from integrations_dagster.engine.push import Direction, SyncResult, parse_direction, push_pending
+from integrations_dagster.engine.reconcile import apply_health
 from integrations_dagster.engine.results import EnumerationResult
 from integrations_dagster.errors import IntegrationsError
 from integrations_dagster.security.redaction import safe_error
@@ -49,6 +49,8 @@ def enumerate_run(
     except Exception as exc:  # a provider removed from the code: fail the run now, do not leave it enumerating
         fail_enumeration(engine, store, integration, run_id, exc)
         raise
+    if provider.owned_tables is not None:
+        store.ensure_provider_tables(provider.owned_tables)
     pushes = provider.supports_push()
     way = parse_direction(direction) if pushes else None
     if not pushes and direction not in (None, "", Direction.PULL, Direction.SYNC):

@@ -25,8 +25,8 @@ from integrations_dagster.engine.cursor import (
 )
 from integrations_dagster.engine.events import fire
 from integrations_dagster.engine.health import after_run, counts_toward_health
-from integrations_dagster.engine.supersede import supersede_failed
 from integrations_dagster.engine.results import ReconcileResult, display
+from integrations_dagster.engine.supersede import supersede_failed
 from integrations_dagster.status import UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
 from integrations_dagster.store import items as item_sql
@@ -188,12 +188,12 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             integration_id=integ.id,
             provider_key=integ.provider_key,
             cursor_before=run.cursor_before,
-            items_total=total,
-            success_count=counts["success"],
-            failed_count=counts["failed"],
-            skipped_count=counts["skipped"],
-            superseded_count=counts.get("superseded", 0),
-            pending_count=unfinished,
+            total=total,
+            succeeded=counts["success"],
+            failed=counts["failed"],
+            skipped=counts["skipped"],
+            superseded=counts.get("superseded", 0),
+            pending=unfinished,
             request_count=run.request_count,
             direction=getattr(run, "direction", None),
             push_summary=getattr(run, "push_summary", None),
@@ -224,7 +224,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         if outcome.invalid:
             fail_invalid_checkpoints(conn, run_id, outcome.invalid, now, log)
             counts = {**counts, "success": outcome.counts.success, "failed": outcome.counts.failed}
-            base.update(success_count=counts["success"], failed_count=counts["failed"])
+            base.update(succeeded=counts["success"], failed=counts["failed"])
         run_error = run_error_after(run.error, outcome.error)
         changed = settlement_changed(run, status, counts, cursor_after, run_error)
         finished_at = as_utc(run.finished_at) if not changed and run.finished_at else now
@@ -262,7 +262,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     if changed:
         log.info(
             f"sync run {run_id}: {status}; {counts['success']} succeeded, {counts['failed']} failed, "
-            f"{counts['skipped']} skipped, {counts.get('superseded', 0)} superseded; cursor {display(integ.cursor)} -> {display(cursor_after)}"
+            f"{counts['skipped']} skipped, {counts.get('superseded', 0)} superseded; "
+            f"cursor {display(integ.cursor)} -> {display(cursor_after)}"
         )
         for item in to_notify:
             fire(engine.listeners,
@@ -272,8 +273,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
         if status == RunStatus.SUCCESS:
             fire(engine.listeners,
                  SyncCompleted(integration_id=integ.id, provider_key=integ.provider_key, sync_run_id=run_id,
-                               cursor_before=run.cursor_before, cursor_after=cursor_after, items_total=total,
-                               success_count=counts["success"], skipped_count=counts["skipped"]), log, store)
+                               cursor_before=run.cursor_before, cursor_after=cursor_after, total=total,
+                               succeeded=counts["success"], skipped=counts["skipped"]), log, store)
     for other in others:  # their failed items were superseded: settle them again (counts, status)
         reconcile(engine, store, other, log=log)
     return result

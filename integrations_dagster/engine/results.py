@@ -55,12 +55,12 @@ class ReconcileResult:
     status: str
     cursor_before: Any
     cursor_after: Any
-    items_total: int
-    success_count: int
-    failed_count: int
-    skipped_count: int
-    pending_count: int
-    superseded_count: int = 0
+    total: int
+    succeeded: int
+    failed: int
+    skipped: int
+    pending: int
+    superseded: int = 0
     request_count: int = 0
     duration_seconds: float | None = None
     request_ids: list[int] = field(default_factory=list)
@@ -81,12 +81,37 @@ class ReconcileResult:
             "sync_run_id": self.run_id,
             "cursor_before": display(self.cursor_before),
             "cursor_after": display(self.cursor_after),
-            "items_total": self.items_total,
-            "success": self.success_count,
-            "failed": self.failed_count,
-            "skipped": self.skipped_count,
-            "superseded": self.superseded_count,
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "superseded": self.superseded,
             "requests": self.request_count,
             "request_ids": display(self.request_ids),
             "duration_seconds": round(self.duration_seconds or 0.0, 3),
         }
+
+    # Read-only spellings from before the summary vocabulary was unified (``status.SUMMARY_KEYS``).
+    @property
+    def items_total(self) -> int:
+        return self.total
+
+    @property
+    def success_count(self) -> int:
+        return self.succeeded
+
+    @property
+    def failed_count(self) -> int:
+        return self.failed
+
+    @property
+    def skipped_count(self) -> int:
+        return self.skipped
+
+    @property
+    def pending_count(self) -> int:
+        return self.pending
+
+    @property
+    def superseded_count(self) -> int:
+        return self.superseded

@@ -37,8 +37,8 @@ from integrations_dagster.http.paginators import (
     SyncCursorPaginator,
     get_path,
 )
-from integrations_dagster.security.redact import redact_headers, redact_text, redact_url
 from integrations_dagster.http.retry_after import backoff_delay, parse_retry_after, reset_delay
+from integrations_dagster.security.redact import redact_headers, redact_text, redact_url
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -47,8 +47,8 @@ from integrations_dagster.http.errors import (
     RateLimitedError,
 )
 from integrations_dagster.http.paginators import Paginator, get_path
-from integrations_dagster.security.redact import redact_text, redact_url, sensitive_query_values
 from integrations_dagster.http.retry_after import backoff_delay, parse_retry_after, reset_delay
+from integrations_dagster.security.redact import redact_text, redact_url, sensitive_query_values
 
 log = logging.getLogger(__name__)
 
@@ -723,7 +723,7 @@ class ApiClient:
                         parsed_page.append(self._validate(item_model, raw, endpoint))
                     except PayloadValidationError as exc:
                         parsed_page.append(exc)
-            for raw, parsed in zip(items, parsed_page):
+            for raw, parsed in zip(items, parsed_page, strict=False):
                 if isinstance(parsed, PayloadValidationError):
                     yield raw, None, parsed
                 else:

@@ -201,7 +201,7 @@ class SinceKeysetPaginator:
         last = next((k for k in reversed(keys) if isinstance(k, str) and k), None)
         # The tail the next page repeats: every item from the last one with a smaller key on.
         tail: list[Any] = []
-        for item, k in zip(reversed(items), reversed(keys)):
+        for item, k in zip(reversed(items), reversed(keys), strict=False):
             if isinstance(k, str) and k and k != last:
                 break
             tail.append(self.identity(item))

@@ -13,7 +13,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -26,10 +26,10 @@ def _clamp(value: float, minimum: float, maximum: float) -> float:
 
 def _to_datetime(now: datetime | float | None) -> datetime:
     if now is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     if isinstance(now, datetime):
-        return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(float(now), timezone.utc)
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(float(now), UTC)
 
 
 def parse_retry_after(
@@ -65,7 +65,7 @@ def parse_retry_after(
         if when is None:
             return _clamp(default, minimum, maximum)
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = (when - _to_datetime(now)).total_seconds()
     if math.isnan(seconds):
         return _clamp(default, minimum, maximum)

@@ -18,15 +18,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.engine.cron import validate_cron
 from integrations_dagster.engine.engine import ReconcileResult, RunAliveCheck, SyncEngine
 from integrations_dagster.engine.runs import run_alive
 from integrations_dagster.engine.supersede import Version, supersede
 from integrations_dagster.errors import CredentialsError, IntegrationNotFound, IntegrationsError
-from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.security.secrets import CredentialCipher
+from integrations_dagster.status import UNFINISHED, ItemStatus, run_summary
 from integrations_dagster.store import Store, as_utc, utcnow
-from integrations_dagster.status import UNFINISHED, ItemStatus
 from integrations_dagster.store import operator as op_sql
 from integrations_dagster.store.store import chunked
 
@@ -643,11 +643,7 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "trigger": run["trigger"],
         "started_at": iso(run["started_at"]),
         "finished_at": iso(run["finished_at"]),
-        "items": run["items_total"],
-        "succeeded": run["success_count"],
-        "failed": run["failed_count"],
-        "skipped": run["skipped_count"],
-        "superseded": run["superseded_count"],
+        **run_summary(run),
         "requests": run["request_count"],
         "cursor_before": run["cursor_before"],
         "cursor_after": run["cursor_after"],

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from integrations_dagster.status import RUN_IN_FLIGHT
 from integrations_dagster.store import Store
-from integrations_dagster.store.progress import RUN_IN_FLIGHT, RunCounts, newest_run, run_counts, run_to_follow
+from integrations_dagster.store.progress import RunCounts, newest_run, run_counts, run_to_follow
 
 PHASES = ("starting", "enumerating", "processing", "finished")
 

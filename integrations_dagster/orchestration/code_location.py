@@ -20,10 +20,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from integrations_dagster.engine.engine import SyncEngine
-from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.authoring.listeners import ListenerRegistry, ListenersArg
 from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.settings import SyncSettings
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class EngineOnly:
 def make_engine(
     *,
     providers: Sequence[Provider],
-    listeners: ListenersArg = None,
+    listeners: ListenersArg,
     settings: SyncSettings | None = None,
     health: HealthPolicy | None = None,
 ) -> SyncEngine:
@@ -61,7 +61,7 @@ def make_engine(
 def build_definitions(
     *,
     providers: Sequence[Provider],
-    listeners: ListenersArg = None,
+    listeners: ListenersArg,
     settings: SyncSettings | None = None,
     health: HealthPolicy | None = None,
     **options: Any,

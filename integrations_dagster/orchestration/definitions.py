@@ -35,10 +35,10 @@ from dagster import (
     op,
 )
 
-from integrations_dagster.engine.engine import ReconcileResult, SyncEngine
-from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.authoring.listeners import ListenersArg
 from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.engine import ReconcileResult, SyncEngine
+from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.orchestration.resource import IntegrationsResource, database_url_config
 from integrations_dagster.settings import SyncSettings
 
@@ -239,7 +239,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         result = engine.reconcile(store, run_id, log=context.log)
         _record(context, result, store, engine)
         if not result.final:
-            raise Failure(description=f"sync run {run_id} still has {result.pending_count} unfinished items")
+            raise Failure(description=f"sync run {run_id} still has {result.pending} unfinished items")
         failed = [res for res in leftovers if res.failed]
         if failed:
             from integrations_dagster.orchestration.failure_text import ChunkFailure
@@ -310,7 +310,7 @@ def _executor(settings: SyncSettings) -> ExecutorDefinition:
 def build_definitions(
     *,
     providers: Sequence[Provider],
-    listeners: ListenersArg = None,
+    listeners: ListenersArg,
     settings: SyncSettings | None = None,
     health: HealthPolicy | None = None,
     resources: dict[str, Any] | None = None,
@@ -322,7 +322,9 @@ def build_definitions(
     an asset ``["integrations", key]`` (the sync timeline) and, when available, its sensor; plus the
     operator jobs (skip, retry, advance cursor, prune)."""
     settings = settings or SyncSettings()
-    from integrations_dagster.orchestration.code_location import make_engine  # the same engine as the CLI's Dagster-free load_engine
+    from integrations_dagster.orchestration.code_location import (
+        make_engine,  # the same engine as the CLI's Dagster-free load_engine
+    )
 
     engine = make_engine(providers=providers, listeners=listeners, settings=settings, health=health)
     executor = _executor(settings)
@@ -347,13 +349,12 @@ def build_definitions(
     checks = [build_health_checks(p.key, engine) for p in engine.providers.values()]
     all_sensors: list[Any] = []
     schedules: list[Any] = []
+    # sensors and operator_jobs import this module (job names, tags): imported here, once it is loaded.
+    # A module that fails to import fails build_definitions: no silently missing sensors or jobs.
     if sensors:
-        try:
-            from integrations_dagster.orchestration.sensors import build_sync_sensors
-        except ImportError:
-            pass
-        else:
-            all_sensors.extend(build_sync_sensors(engine=engine, settings=settings, jobs=jobs_by_name))
+        from integrations_dagster.orchestration.sensors import build_sync_sensors
+
+        all_sensors.extend(build_sync_sensors(engine=engine, settings=settings, jobs=jobs_by_name))
         from integrations_dagster.orchestration.push_sensor import build_push_sensors
 
         all_sensors.extend(build_push_sensors(engine=engine, settings=settings))
@@ -361,34 +362,31 @@ def build_definitions(
 
         all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
     if operator_jobs:
-        try:
-            from integrations_dagster.orchestration.operator_jobs import build_operator_definitions
-        except ImportError:
-            pass
-        else:
-            op_jobs, op_schedules = build_operator_definitions(engine=engine)
-            jobs.extend(op_jobs)
-            schedules.extend(op_schedules)
+        from integrations_dagster.orchestration.operator_jobs import build_operator_definitions
+
+        op_jobs, op_schedules = build_operator_definitions(engine=engine)
+        jobs.extend(op_jobs)
+        schedules.extend(op_schedules)
     res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=database_url_config(settings.database_url)),
-                           BATCH_IO_KEY: id_from_mapping_key}
+                           ENGINE_RESOURCE: engine, BATCH_IO_KEY: id_from_mapping_key}
     res.update(resources or {})
     defs = Definitions(
         jobs=jobs, assets=assets, asset_checks=checks, sensors=all_sensors, schedules=schedules, resources=res,
         metadata={"integrations_engine": "integrations_dagster"},
     )
-    _ENGINES[id(defs)] = engine
     if extra:
         defs = Definitions.merge(defs, *extra)
-        _ENGINES[id(defs)] = engine
     return defs
 
 
-_ENGINES: dict[int, SyncEngine] = {}
+#: The resource key under which the definitions carry their engine (a plain object: Dagster hands it
+#: to no op, since none asks for it), so ``engine_of`` needs no registry of its own.
+ENGINE_RESOURCE = "integrations_engine"
 
 
 def engine_of(defs: Definitions) -> SyncEngine:
     """The engine behind definitions made by ``build_definitions`` (for the CLI and tests)."""
-    try:
-        return _ENGINES[id(defs)]
-    except KeyError:
-        raise LookupError("these Definitions were not made by integrations_dagster.build_definitions") from None
+    engine = (defs.resources or {}).get(ENGINE_RESOURCE)
+    if not isinstance(engine, SyncEngine):
+        raise LookupError("these Definitions were not made by integrations_dagster.build_definitions")
+    return engine

@@ -47,20 +47,39 @@ class DefinitionsRef:
         )
 
 
-_DEFS_CACHE: dict[tuple[str, str, str], Definitions] = {}
+class DefinitionsCache:
+    """The definitions this process loaded through a ``DefinitionsRef``, by (module, attr, kwargs).
+
+    Dagster reloads a reconstructable job through ``load_job`` for every step and re-execution;
+    building the definitions again each time would cost a module import and a job build per step.
+    One instance per process (``definitions_cache``); ``clear()`` forgets everything (tests that
+    rebuild a module, a forked worker).
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str, str], Definitions] = {}
+
+    def load(self, module: str, attr: str, kwargs_json: str) -> Definitions:
+        key = (module, attr, kwargs_json)
+        defs = self._loaded.get(key)
+        if defs is None:
+            target = getattr(importlib.import_module(module), attr)
+            kwargs = json.loads(kwargs_json)
+            defs = target(**kwargs) if callable(target) and not isinstance(target, Definitions) else target
+            if not isinstance(defs, Definitions):
+                raise TypeError(f"{module}.{attr} is not Definitions (or a function returning them)")
+            self._loaded[key] = defs
+        return defs
+
+    def clear(self) -> None:
+        self._loaded.clear()
+
+
+definitions_cache = DefinitionsCache()
 
 
 def load_definitions(module: str, attr: str, kwargs_json: str) -> Definitions:
-    key = (module, attr, kwargs_json)
-    defs = _DEFS_CACHE.get(key)
-    if defs is None:
-        target = getattr(importlib.import_module(module), attr)
-        kwargs = json.loads(kwargs_json)
-        defs = target(**kwargs) if callable(target) and not isinstance(target, Definitions) else target
-        if not isinstance(defs, Definitions):
-            raise TypeError(f"{module}.{attr} is not Definitions (or a function returning them)")
-        _DEFS_CACHE[key] = defs
-    return defs
+    return definitions_cache.load(module, attr, kwargs_json)
 
 
 def load_job(module: str, attr: str, kwargs_json: str, name: str) -> Any:

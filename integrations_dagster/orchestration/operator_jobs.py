@@ -30,11 +30,11 @@ from dagster import (
 )
 from pydantic import Field
 
+from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.errors import IntegrationsError
 from integrations_dagster.operations import actions as ops
 from integrations_dagster.orchestration.checks import log_health_checks
 from integrations_dagster.orchestration.definitions import asset_key, run_alive_check
-from integrations_dagster.engine.engine import SyncEngine
-from integrations_dagster.errors import IntegrationsError
 from integrations_dagster.orchestration.resource import IntegrationsResource
 
 SKIP_JOB = "integrations_skip_item"

@@ -32,8 +32,8 @@ from typing import Literal
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from integrations_dagster.orchestration.definitions import ALIVE_STATUSES, job_name
 from integrations_dagster.errors import IntegrationsError
+from integrations_dagster.orchestration.definitions import ALIVE_STATUSES, job_name
 from integrations_dagster.orchestration.in_process import DefinitionsRef, ensure_partition, execute_sync, sync_tags
 
 #: The daemon that dequeues runs (``QueuedRunCoordinatorDaemon.daemon_type()``).

@@ -46,6 +46,9 @@ from dagster import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import and_, bindparam, or_, select, update
 
+from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick
+from integrations_dagster.engine.health import DISABLED, claim_next
 from integrations_dagster.orchestration.definitions import (
     ALIVE_STATUSES,
     INTEGRATION_TAG,
@@ -54,15 +57,12 @@ from integrations_dagster.orchestration.definitions import (
     job_name,
     partitions_name,
 )
-from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick
-from integrations_dagster.engine.health import DISABLED, claim_next
-from integrations_dagster.store import runs as run_sql
-from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.orchestration.resource import IntegrationsResource
 from integrations_dagster.settings import SyncSettings
+from integrations_dagster.status import RUN_IN_FLIGHT, RunStatus
 from integrations_dagster.store import Store, as_utc
 from integrations_dagster.store import models as m
-from integrations_dagster.status import RUN_IN_FLIGHT, RunStatus
+from integrations_dagster.store import runs as run_sql
 
 PARTITION_TAG = "dagster/partition"
 PARTITION_SET_TAG = "dagster/partition_set"

@@ -37,8 +37,8 @@ from integrations_dagster.operations.warm_client import USE_ENV, identity, socke
 def _warm_up(database_url: str | None, defs_spec: str) -> None:
     """Import and open everything a sync touches once, then close every connection."""
     from integrations_dagster import cli
-    from integrations_dagster.orchestration import reexecutable, request  # noqa: F401
     from integrations_dagster.operations import actions, progress  # noqa: F401
+    from integrations_dagster.orchestration import reexecutable, request  # noqa: F401
     from integrations_dagster.store import Store
 
     env = cli.Env(database_url, defs_spec, None, False)

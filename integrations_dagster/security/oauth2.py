@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -69,7 +69,7 @@ class OAuth2Token:
                     f"OAuth2 credentials: field 'expires_at' is not an ISO timestamp: {raw!r}"
                 ) from exc
             if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=timezone.utc)
+                expires = expires.replace(tzinfo=UTC)
         return cls(
             access_token=data["access_token"],
             refresh_token=data.get("refresh_token") or None,
@@ -158,7 +158,7 @@ def refresh(
             body = resp.json()
         except ValueError as exc:
             raise CredentialsError(f"token endpoint {token_url} answered non-JSON") from exc
-        return parse_token_response(body, now or datetime.now(timezone.utc), token)
+        return parse_token_response(body, now or datetime.now(UTC), token)
     finally:
         if own:
             http.close()

@@ -41,7 +41,7 @@ def claim_unfinished(store: Store, conn: Connection, run_id: int, chunk: int, no
         .order_by(_t.c.id)
     )
     keys = list(result.keys())
-    rows = [dict(zip(keys, r)) for r in result]  # Row._mapping per row costs ~10x more
+    rows = [dict(zip(keys, r, strict=False)) for r in result]  # Row._mapping per row costs ~10x more
     if store.is_sqlite:
         for ids in chunked([r["id"] for r in rows], 1000):
             conn.execute(update(_t).where(store.id_in(_t.c.id, ids))

@@ -176,32 +176,15 @@ rate_budget_grants = Table(
     Index("ix_rate_budget_grants", "integration_id", "granted_at"),
 )
 
-github_issues = Table(
-    "github_issues",
+# Tables owned by providers (``authoring.tables.ProviderTables``): which owner's tables exist in this
+# database, at which version of the owner's schema (migration 0010_provider_tables). The providers'
+# own tables are defined, created and upgraded by the providers, never by the framework's migrations.
+provider_schemas = Table(
+    "provider_schemas",
     metadata,
-    Column("integration_id", Integer, primary_key=True),
-    Column("issue_id", BigInteger, primary_key=True),
-    Column("number", Integer, nullable=False),
-    Column("title", Text, nullable=False),
-    Column("state", String(20), nullable=False),
-    Column("user_login", String(200), nullable=True),
-    Column("labels", JSON, nullable=False),
-    Column("created_at", String(40), nullable=False),
-    Column("updated_at", String(40), nullable=False),
-    Column("html_url", Text, nullable=True),
-    Column("raw", JSON, nullable=False),
-)
-
-activities = Table(
-    "activities",
-    metadata,
-    Column("integration_id", Integer, primary_key=True),
-    Column("source_id", String(200), primary_key=True),  # "notification:<id>" or "event:<id>"
-    Column("stream", String(40), nullable=False),
-    Column("text", Text, nullable=False),
-    Column("source_url", Text, nullable=True),
-    Column("occurred_at", String(40), nullable=False),
-    Column("raw", JSON, nullable=False),
+    Column("owner", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 # Transactional outbox (issue 13, migration 0007_outbox): local mutations an app recorded in its own

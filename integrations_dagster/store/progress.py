@@ -13,9 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from integrations_dagster.store import models as m
-from integrations_dagster.status import RUN_IN_FLIGHT
 from integrations_dagster.store.store import Store
-
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ def _iso(value: Any) -> str | None:
         return None
     if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", written as UTC
         value = datetime.fromisoformat(value)
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    moment: datetime = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return moment.isoformat()
 
 
 def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tuple[str, list[Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # SQLAlchemy is imported by at_head only: store/quick.py reads heads without it

@@ -1,6 +1,7 @@
 """The state store: integrations, sync runs and sync items in SQLite or PostgreSQL.
 
-One ``Store`` per database URL per process (``Store.for_url``). Migrations run on first use.
+One ``Store`` per database URL per process (``Store.for_url``, through ``StoreCache``). Migrations
+run on first use.
 Writes that must not race (starting a run, claiming a chunk, reconciling) run in one transaction
 that locks the rows involved: ``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` (a
 database-wide write lock) on SQLite.
@@ -14,16 +15,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, true
 from sqlalchemy.engine import make_url
 
-from integrations_dagster.errors import IntegrationNotFound, SyncItemNotFound
 from integrations_dagster.authoring.integration import Integration
+from integrations_dagster.errors import IntegrationNotFound, SyncItemNotFound
 from integrations_dagster.security.secrets import CredentialCipher
 from integrations_dagster.status import RUN_IN_FLIGHT, TERMINAL, UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import models as m
+
+if TYPE_CHECKING:
+    from integrations_dagster.authoring.tables import ProviderTables
 
 __all__ = ["RUN_IN_FLIGHT", "TERMINAL", "UNFINISHED", "Store", "as_utc", "chunked", "normalise_url", "utcnow"]
 
@@ -49,9 +53,44 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class StoreCache:
+    """One ``Store`` (one connection pool, migrated once) per database URL in this process.
+
+    ``Store.for_url`` goes through the process's cache, ``Store.cache``. A store handed out again is
+    first checked to still be at the migrations' head (one ``SELECT`` of ``alembic_version``): a
+    database dropped and created again under the same URL is migrated again rather than served with
+    stale knowledge. ``reset()`` disposes every pool and forgets every store (tests, after a fork).
+    """
+
+    def __init__(self) -> None:
+        self._stores: dict[str, Store] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> Store:
+        key = normalise_url(url)
+        with self._lock:
+            store = self._stores.get(key)
+            if store is None:
+                store = Store(key)
+                store.migrate()
+                self._stores[key] = store
+                return store
+        store.revalidate()
+        return store
+
+    def reset(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                store.engine.dispose()
+            self._stores.clear()
+
+    def __len__(self) -> int:
+        return len(self._stores)
+
+
 class Store:
-    _instances: dict[str, Store] = {}
-    _lock = threading.Lock()
+    #: The per-process stores by URL (see ``StoreCache``); ``Store(url)`` makes an uncached one.
+    cache: ClassVar[StoreCache]
 
     def __init__(self, url: str, *, cipher: CredentialCipher | None = None) -> None:
         self.url = normalise_url(url)
@@ -59,25 +98,28 @@ class Store:
         self.engine = self._make_engine()
         self.cipher = cipher or CredentialCipher()
         self._migrated = False
+        self._provider_tables: set[tuple[str, int]] = set()
 
     @classmethod
     def for_url(cls, url: str) -> Store:
-        key = normalise_url(url)
-        with cls._lock:
-            store = cls._instances.get(key)
-            if store is None:
-                store = cls(key)
-                store.migrate()
-                cls._instances[key] = store
-            return store
+        """This process's store for ``url`` (``Store.cache``), migrated to head."""
+        return cls.cache.get(url)
 
     @classmethod
     def forget_all(cls) -> None:
-        """Dispose every cached store (tests, and after a fork)."""
-        with cls._lock:
-            for store in cls._instances.values():
-                store.engine.dispose()
-            cls._instances.clear()
+        """Dispose every cached store (tests, and after a fork): ``Store.cache.reset()``."""
+        cls.cache.reset()
+
+    def revalidate(self) -> None:
+        """Migrate again if the database is no longer at head (it was dropped and created anew)."""
+        from integrations_dagster.store.revisions import at_head
+
+        with self.engine.connect() as conn:
+            if at_head(conn):
+                return
+        self._migrated = False
+        self._provider_tables.clear()
+        self.migrate()
 
     # --- engine and transactions ---------------------------------------------------------
     def _make_engine(self) -> Engine:
@@ -136,6 +178,18 @@ class Store:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         self._migrated = True
+
+    def ensure_provider_tables(self, tables: ProviderTables) -> None:
+        """Create or upgrade a provider's own tables to ``tables.version`` (once per store and owner;
+        see ``authoring.tables``). The engine calls it before it runs the provider."""
+        key = (tables.owner, tables.version)
+        if key in self._provider_tables:
+            return
+        self.migrate()
+        from integrations_dagster.store import provider_tables
+
+        provider_tables.ensure(self, tables)
+        self._provider_tables.add(key)
 
     def id_in(self, column: Any, ids: Sequence[int]) -> Any:
         """``column IN ids``; on PostgreSQL ``= ANY(array)`` so the statement text stays short and cached."""
@@ -249,7 +303,7 @@ class Store:
             # Children first so SQLite without FK enforcement and PostgreSQL agree.
             exists = conn.execute(
                 select(m.integrations.c.id).where(m.integrations.c.id == integration_id)
-                .where(m.integrations.c.tenant == tenant if tenant is not None else True)
+                .where(m.integrations.c.tenant == tenant if tenant is not None else true())
             ).first()
             if exists is None:
                 raise IntegrationNotFound(integration_id)
@@ -353,7 +407,6 @@ class Store:
         if not rows:
             return
         dumps = json.dumps
-        cols = self._ITEM_COLUMNS
 
         def payload(value: Any) -> str:
             return value if isinstance(value, str) else dumps(value)
@@ -437,3 +490,6 @@ def chunked(values: Iterable[Any], size: int) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+Store.cache = StoreCache()

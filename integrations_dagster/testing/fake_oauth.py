@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import urllib.parse
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -81,10 +82,10 @@ class FakeOAuthAPI:
     def credentials(self, *, expires_in: float | None = None, client_id: str = "client-1",
                     client_secret: str = "client-secret-xyz") -> dict[str, Any]:
         """Credentials for an integration of this API (expiry as ISO UTC)."""
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
         pair = self.issue(expires_in=expires_in)
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=pair["expires_in"])
+        expires_at = datetime.now(UTC) + timedelta(seconds=pair["expires_in"])
         return {
             "access_token": pair["access_token"], "refresh_token": pair["refresh_token"],
             "expires_at": expires_at.isoformat(), "token_url": self.token_url,

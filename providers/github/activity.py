@@ -16,14 +16,26 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from integrations_dagster import (
-    Integration, Provider, RateLimit, SyncItemEvent, SyncSession, current_sync, listener,
+    Integration,
+    Provider,
+    RateLimit,
+    SyncItemEvent,
+    SyncSession,
+    current_sync,
+    listener,
 )
-from providers.github.tables import activities
 from integrations_dagster.http import LinkHeaderPaginator
-
 from providers.github.common import (
-    GITHUB_API, GITHUB_HEADERS, GitHubActivityMetadata, GitHubCredentials, credentials_model_for, hours_ago, shift_iso, upsert,
+    GITHUB_API,
+    GITHUB_HEADERS,
+    GitHubActivityMetadata,
+    GitHubCredentials,
+    credentials_model_for,
+    hours_ago,
+    shift_iso,
+    upsert,
 )
+from providers.github.tables import GITHUB_TABLES, activities
 
 STREAMS = ("notifications", "events")
 #: How far before the cursor each run re-reads (metadata ``overlap_seconds``): GitHub documents that
@@ -86,6 +98,7 @@ class GitHubActivityProvider(Provider):
 
         return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
+    owned_tables = GITHUB_TABLES
     metadata_model = GitHubActivityMetadata
     credentials_model = GitHubCredentials
 

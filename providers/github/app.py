@@ -15,7 +15,7 @@ the stored token first, so concurrent runs do one exchange. The JWT is made with
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -54,7 +54,7 @@ def _parse_time(raw: Any) -> datetime | None:
         value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def is_app_installation(credentials: dict[str, Any]) -> bool:
@@ -158,16 +158,16 @@ def setup_integration(provider: Any, callback: dict[str, Any], metadata: dict[st
     if is_app_installation(callback):
         creds = {k: callback[k] for k in ("app_id", "private_key", "installation_id") if k in callback}
         check_app_credentials(creds)
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         # exchange once now: wrong app credentials are refused before anything is stored
-        creds.update(GitHubAppStrategy(base).refresh(creds, datetime.now(timezone.utc)))
+        creds.update(GitHubAppStrategy(base).refresh(creds, datetime.now(UTC)))
         login = str(meta.get("owner") or f"installation {creds['installation_id']}")
     else:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         creds = credentials_from_callback(
-            callback, datetime.now(timezone.utc), token_url=str(meta.pop("token_url", GITHUB_TOKEN_URL)),
+            callback, datetime.now(UTC), token_url=str(meta.pop("token_url", GITHUB_TOKEN_URL)),
             client_id=meta.pop("client_id", None), client_secret=client_secret,
         )
         token = creds.get("token") or creds["access_token"]

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
-
 from sqlalchemy import Connection, Table
 
 from integrations_dagster import Integration, IntegrationsError, Store

@@ -2,7 +2,7 @@
 
 Why a real server rather than ``httpx.MockTransport``: the sync engine, Dagster runs and the
 benchmarks must exercise real sockets, keep-alive, timeouts and concurrency. Only the stdlib is
-used, so it can run anywhere the package runs (``integrations fake-github``).
+used, so it can run anywhere the package runs (``python -m providers.github.fake_api``).
 
 Speed: issues are generated once and kept as pre-serialized JSON strings; each ordering
 (state x sort) is a cached index list with a parallel key list, so ``since`` is a bisect and a
@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -69,7 +69,7 @@ def _parse_since(value: str) -> str | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     ts = dt.timestamp()
     return _iso(math.ceil(ts))
 
@@ -131,9 +131,9 @@ class FakeGitHub:
         self.login = login
         self.host = host
         self.port = port
-        anchor = now or datetime.now(timezone.utc)
+        anchor = now or datetime.now(UTC)
         if anchor.tzinfo is None:
-            anchor = anchor.replace(tzinfo=timezone.utc)
+            anchor = anchor.replace(tzinfo=UTC)
         self.now = anchor.replace(microsecond=0)
         self.clock: Callable[[], datetime] = lambda: self.now
         self.malformed_issue_ids: set[int] = set()
@@ -528,7 +528,7 @@ class FakeGitHub:
         expires = time.time() + self.installation_token_ttl
         token = f"ghs_{len(self.installation_tokens) + 1}_{int(expires * 1000)}"
         self.installation_tokens[token] = expires
-        stamp = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return 201, {}, _json_bytes({"token": token, "expires_at": stamp, "permissions": {"issues": "read"}})
 
     def stop(self) -> None:
@@ -748,8 +748,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a fake GitHub until interrupted (wired to ``integrations fake-github``)."""
-    parser = argparse.ArgumentParser(prog="fake-github", description=__doc__.split("\n")[0])
+    """Serve a fake GitHub until interrupted (``python -m providers.github.fake_api``)."""
+    parser = argparse.ArgumentParser(prog="python -m providers.github.fake_api", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--issues", type=int, default=1000)

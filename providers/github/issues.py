@@ -1,7 +1,8 @@
 """GitHub issues, incrementally: ``GET /repos/{owner}/{repo}/issues?since=<cursor>``, keyset paging on ``since``.
 
 Metadata: ``owner``, ``repo``, optional ``base_url`` (GitHub Enterprise, the fake API) and
-``since`` (first-run start; default 24 hours back), ``per_page`` (1-100, default 100). Credential: ``token``, or a GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
+``since`` (first-run start; default 24 hours back), ``per_page`` (1-100, default 100). Credential: ``token``, or a
+GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
 ``updated_at``; external id: its ``id``. An issue that does not validate is recorded as a failed
 item with its raw payload (``dispatch_invalid``): the run goes red, the cursor holds before it, and
 an operator sees it in ``list-failed-items`` and can skip it.
@@ -15,14 +16,26 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from integrations_dagster import (
-    Integration, Provider, RateLimit, StagedBatch, SyncItemEvent, SyncSession, listener,
+    Integration,
+    Provider,
+    RateLimit,
+    StagedBatch,
+    SyncItemEvent,
+    SyncSession,
+    listener,
 )
-from providers.github.tables import github_issues
 from integrations_dagster.http import SinceKeysetPaginator
-
 from providers.github.common import (
-    GITHUB_API, GITHUB_HEADERS, GitHubCredentials, credentials_model_for, GitHubIssuesMetadata, hours_ago, require, upsert,
+    GITHUB_API,
+    GITHUB_HEADERS,
+    GitHubCredentials,
+    GitHubIssuesMetadata,
+    credentials_model_for,
+    hours_ago,
+    require,
+    upsert,
 )
+from providers.github.tables import GITHUB_TABLES, github_issues
 
 
 class GitHubUser(TypedDict):  # TypedDicts, not models: validated as strictly, at a fifth of the cost per issue
@@ -82,6 +95,7 @@ class GitHubProvider(Provider):
         return setup_integration(self, callback, metadata, needs=("owner", "repo"))
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
+    owned_tables = GITHUB_TABLES  # github_issues, activities: created by the engine, not the framework migrations
     metadata_model = GitHubIssuesMetadata
     credentials_model = GitHubCredentials
 
@@ -97,7 +111,8 @@ class GitHubProvider(Provider):
         params = {"since": since, "state": "all", "sort": "updated", "direction": "asc"}
         for raw, issue, error in session.http.iter_items(
             f"/repos/{meta['owner']}/{meta['repo']}/issues", params=params,
-            paginator=SinceKeysetPaginator(key="updated_at", id_key="id", per_page=int(meta.get("per_page") or 100)), item_model=GitHubIssue,
+            paginator=SinceKeysetPaginator(key="updated_at", id_key="id", per_page=int(meta.get("per_page") or 100)),
+            item_model=GitHubIssue,
         ):
             if issue is None:
                 session.dispatch_invalid(raw, error or "invalid", checkpoint_value=checkpoint, external_id=_raw_id(raw))

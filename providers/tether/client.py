@@ -18,7 +18,8 @@ def _post(url: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, An
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
     except OSError as exc:  # URLError, HTTPError (503), timeouts
         raise TransportError(f"POST {url} failed: {exc}") from exc
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from dagster import Definitions
 
-from integrations_dagster import SyncSettings, build_definitions, engine_of
+from integrations_dagster import SyncSettings, build_definitions
+from integrations_dagster.orchestration.code_location import engine_of
 from providers.github import GitHubProvider, upsert_github_issues
 from providers.github.activity import GitHubActivityProvider, store_activities
 

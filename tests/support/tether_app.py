@@ -6,7 +6,8 @@ from typing import Any
 
 from dagster import Definitions
 
-from integrations_dagster import SyncSettings, build_definitions, engine_of
+from integrations_dagster import SyncSettings, build_definitions
+from integrations_dagster.orchestration.code_location import engine_of
 from providers.tether import TetherProvider, TetherSnapshot, apply_tether_snapshot
 
 HTTP_OPTIONS: dict[str, Any] = {"sleep": lambda _s: None, "max_attempts": 2}
