@@ -1,6 +1,6 @@
 """How fast the CLI answers the verbs that run no job, against ``python -c "import dagster"``.
 
-    .venv/bin/python bench/cli.py [--runs 7]
+    .venv/bin/python bench/cli.py [--runs 7] [--database-url postgresql://...]
 
 Each command is a fresh process (the installed ``integrations`` console script, or the same Python for
 the baseline), on a temporary SQLite database holding one integration (``integrations_app`` definitions,
@@ -35,10 +35,12 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="runs per command (median reported)")
+    parser.add_argument("--database-url", default=None,
+                        help="an empty integrations database to use (default: a temporary SQLite file)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               "INTEGRATIONS_DATABASE_URL": f"sqlite:///{tmp}/integrations.sqlite",
+               "INTEGRATIONS_DATABASE_URL": args.database_url or f"sqlite:///{tmp}/integrations.sqlite",
                "DAGSTER_HOME": tmp, "DAGSTER_DISABLE_TELEMETRY": "yes"}
         env.pop("INTEGRATIONS_TENANT", None)
         add = subprocess.run([str(SCRIPT), "add", "synthetic", "--name", "bench", "--meta", "items=10"], env=env,
@@ -50,6 +52,9 @@ def main() -> None:
             ("integrations --help", [str(SCRIPT), "--help"]),
             ("integrations status", [str(SCRIPT), "status"]),
             (f"integrations status {iid}", [str(SCRIPT), "status", iid]),
+            ("integrations status --json", [str(SCRIPT), "status", "--json"]),
+            (f"integrations show {iid}", [str(SCRIPT), "show", iid]),
+            (f"integrations timeline {iid}", [str(SCRIPT), "timeline", iid]),
             ("integrations list", [str(SCRIPT), "list"]),
             ("integrations list-failed-items", [str(SCRIPT), "list-failed-items"]),
         ]
@@ -64,7 +69,8 @@ def main() -> None:
     for name, _ in commands:
         med = statistics.median(times[name])
         print(f"{name:<34} {med:>9.3f} {min(times[name]):>7.3f} {med / base:>17.2f}x")
-    print(f"\n{args.runs} runs each, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"\n{args.runs} runs each, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"database {'PostgreSQL' if args.database_url else 'SQLite'}, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

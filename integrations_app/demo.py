@@ -36,7 +36,58 @@ def _print_run(store: Store, integration_id: int, label: str) -> None:
         print(f"   failed item {item['id']} ({item['external_id']}), {item['attempts']} tries: {item['last_error']}")
 
 
-def main() -> int:
+def tether_cycle(store: Store, instance: DagsterInstance) -> None:
+    """Issue 13: Tether's push -> pull cycle against the local fake Tether server."""
+    from integrations_dagster.engine.push import run_sync_result
+    from integrations_dagster.store.outbox import Outbox
+    from providers.tether import local
+    from providers.tether.fake_server import TetherState, serve
+
+    state = TetherState(page_size=2)
+    srv = serve(state)
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        state.put("task", "42", {"title": "renamed on the server"})  # someone else's edit: server version 1
+        state.put("task", "7", {"title": "created on another device"})
+        integ = store.create_integration(provider_key="tether", name=f"demo: Tether cycle against {url}",
+                                         metadata={"base_url": url})
+        # The app's local writes: each updates its own table and records the mutation in ONE transaction.
+        local.edit(store, integ.id, "task", "1", {"title": "buy milk"}, operation="create")
+        local.edit(store, integ.id, "task", "2", {"title": ""}, operation="create")  # the server refuses it
+        local.edit(store, integ.id, "task", "42", {"title": "my rename"}, base_version=0)  # stale: a conflict
+        print(f"\n== integration {integ.id}: Tether cycle (push, then pull) against the fake server at {url}")
+        print(f"   outbox before: {Outbox(store).counts(integ.id)['pending']} pending mutations")
+        execute_sync(REF, "tether", integ.id, instance=instance, log_level="CRITICAL")
+        run = store.runs_for_integration(integ.id, limit=1)[0]
+        res = run_sync_result(run, Outbox(store).run_rejections(run["id"]))
+        print(f"   sync run {run['id']}: {run['status']} (direction {run['direction']}, Dagster run "
+              f"{run['dagster_run_id']})")
+        print(f"   pushed {res.pushed}, conflicts {res.conflicts}, failed {res.failed}, pulled {res.pulled}, "
+              f"pull errors {res.pull_errors}, skipped {res.skipped}")
+        for r in res.by_reason("validation_failed"):
+            print(f"   rejected {r.entity}:{r.key} (validation_failed): {json.dumps(r.details)}")
+        print(f"   validation errors: {json.dumps(res.validation_errors())}")
+        for item in store.items_for_run(run["id"]):
+            event = item["payload"] or {}
+            if event.get("source") == "conflict":
+                print(f"   conflict {item['external_id']}: the server's state {json.dumps(event['record'].get('title'))} "
+                      f"was applied locally as tracked item {item['id']} ({item['status']}), like a pulled snapshot")
+        print(f"   cursor {json.dumps(run['cursor_before'])} -> {json.dumps(run['cursor_after'])} "
+              "(the server's microsecond sync cursor)")
+        for (entity, key), row in sorted(local.read(store, integ.id).items()):
+            print(f"   local {entity}:{key:>3}  {row['data'].get('title')!r:28} version {row['version']}, "
+                  f"from {row['source']}")
+        counts = Outbox(store).counts(integ.id)
+        print(f"   outbox after: {counts['synced']} synced, {counts['failed']} failed, {counts['conflict']} conflict "
+              f"(see `integrations list-failed-mutations`; `skip-mutation ID` / `retry-mutation ID`)")
+        disable_integration(store, integ.id, reason="demo: the fake Tether server only runs during the demo")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    only = (argv if argv is not None else sys.argv[1:])[:1]
     # Demo-sized retry waits (production keeps the seed's 10 s .. 15 min backoff).
     os.environ.setdefault("INTEGRATIONS_ITEM_BACKOFF", "[0.2, 0.5]")
     os.environ.setdefault("INTEGRATIONS_ITEM_TRIES", "3")
@@ -50,6 +101,10 @@ def main() -> int:
         os.environ[ENV_KEY] = key_file.read_text().strip()
     store = Store.for_url(SyncSettings().resolved_database_url())
     print(f"DAGSTER_HOME={home}\nintegrations database: {store.url}")
+    if only == ["tether"]:
+        with DagsterInstance.get() as instance:
+            tether_cycle(store, instance)
+        return 0
     with DagsterInstance.get() as instance, FakeGitHub(issues=1500, token="demo-token") as fake:
         gh = store.create_integration(
             provider_key="github", name=f"demo: {fake.owner}/{fake.repo} on the local fake GitHub",
@@ -83,6 +138,7 @@ def main() -> int:
             f"then `integrations advance-cursor {poisoned.id}`,\n"
             "   or fix the listener and re-execute the run from failure in the UI."
         )
+        tether_cycle(store, instance)
     print(f"\nThe CLI needs the demo's key:  export {ENV_KEY}=$(cat {home}/demo-secret.key)")
     print(f"\nSee it in the UI:  DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '.dagster_home')} "
           ".venv/bin/dagster dev -w workspace.yaml")

@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "InvalidPayload": ".authoring.events",
     "IntegrationNotFound": ".errors",
     "IntegrationsError": ".errors",
+    "InvalidIntegrationConfig": ".errors",
     "IntegrationsResource": ".orchestration.resource",  # (dagster)
     "Provider": ".authoring.provider",
     "RateLimit": ".authoring.rate_limit",
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "SyncSession": ".authoring.session",
     "SyncSettings": ".settings",
     "UnknownProvider": ".errors",
+    "add_integration": ".operations.actions",
     "build_definitions": ".orchestration.code_location",  # Dagster only when it builds Definitions
     "current_sync": ".authoring.context",
     "engine_of": ".orchestration.code_location",
@@ -48,6 +50,15 @@ _EXPORTS: dict[str, str] = {
     "reduce_by_max": ".authoring.provider",
     "reexecute_from_failure": ".orchestration.in_process",  # (dagster)
     "request_sync": ".orchestration.request",  # (dagster)
+    # push direction (issue 13)
+    "Applied": ".engine.push",
+    "Conflict": ".engine.push",
+    "Direction": ".engine.push",
+    "Mutation": ".engine.push",
+    "Outbox": ".store.outbox",
+    "PushRejection": ".engine.push",
+    "Rejected": ".engine.push",
+    "SyncResult": ".engine.push",
 }
 
 __all__ = [
@@ -59,6 +70,7 @@ __all__ = [
     "IntegrationNotFound",
     "IntegrationsError",
     "IntegrationsResource",
+    "InvalidIntegrationConfig",
     "Provider",
     "RateLimit",
     "RateLimited",
@@ -76,6 +88,7 @@ __all__ = [
     "SyncSession",
     "SyncSettings",
     "UnknownProvider",
+    "add_integration",
     "build_definitions",
     "current_sync",
     "engine_of",
@@ -84,6 +97,15 @@ __all__ = [
     "reduce_by_max",
     "reexecute_from_failure",
     "request_sync",
+    # push direction (issue 13)
+    "Applied",
+    "Conflict",
+    "Direction",
+    "Mutation",
+    "Outbox",
+    "PushRejection",
+    "Rejected",
+    "SyncResult",
 ]
 
 
@@ -102,11 +124,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .orchestration.code_location import build_definitions, engine_of
+    from .operations.actions import add_integration
     from .engine.engine import ReconcileResult, SyncEngine
     from .errors import (
         CredentialsError,
         IntegrationNotFound,
         IntegrationsError,
+        InvalidIntegrationConfig,
         RateLimited,
         SyncItemNotFound,
         SyncListenerMustNotBeQueuedError,
@@ -126,3 +150,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .authoring.staged import StagedBatch
     from .store import Store
     from .orchestration.request import SyncRequest, request_sync
+    from .engine.push import Applied, Conflict, Direction, Mutation, PushRejection, Rejected, SyncResult
+    from .store.outbox import Outbox

@@ -168,7 +168,8 @@ _progress_default = _progress
 
 # --- output helpers -------------------------------------------------------------------------------
 def _emit_json(data: Any) -> None:
-    click.echo(ops.dumps(data))
+    # ``operations.actions.dumps``, without importing the operations (a test keeps the two equal)
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def _cell(value: Any, width: int | None = None) -> str:
@@ -419,7 +420,7 @@ def remove_cmd(env: Env, integration_id: int, tenant: str | None) -> None:
 
 # --- syncing --------------------------------------------------------------------------------------
 def _request_sync(env: Env, instance: Any, provider_key: str, integration_id: int, wait: bool,
-                  say: Callable[[str], None] | None = None) -> tuple[str, bool]:
+                  say: Callable[[str], None] | None = None, direction: str | None = None) -> tuple[str, bool]:
     """Through the scheduler's de-duplicated sync-now: the daemon's queue if one runs, else in this process.
 
     ``say`` prints what the operator must see (a reclaimed dead run, a sync already in flight); while a
@@ -430,7 +431,7 @@ def _request_sync(env: Env, instance: Any, provider_key: str, integration_id: in
     _progress = say or _progress_default
 
     req = request_sync(instance=instance, provider_key=provider_key, integration_id=integration_id,
-                       definitions_ref=env.ref, wait=wait)
+                       definitions_ref=env.ref, wait=wait, direction=direction)
     for dead in req.reclaimed:
         _progress(f"Dagster run {dead} was left behind by a process that is gone (killed or crashed): "
                   "marked failed; its sync run was reclaimed and reconciled before this sync read the cursor")
@@ -467,6 +468,18 @@ def _sync_summary(env: Env, instance: Any, integration_id: int, dagster_run_id: 
         )
     elif run is not None and run.status.value == "SUCCESS":
         data["status"] = "success"
+    if sync_run is not None and sync_run.get("direction"):
+        from integrations_dagster.engine.push import run_sync_result
+        from integrations_dagster.store.outbox import Outbox
+
+        res = run_sync_result(sync_run, Outbox(env.store).run_rejections(sync_run["id"]))
+        data["direction"] = sync_run["direction"]
+        data["result"] = {
+            "pushed": res.pushed, "pulled": res.pulled, "conflicts": res.conflicts, "failed": res.failed,
+            "pull_errors": res.pull_errors, "skipped": res.skipped, "retried": res.retried,
+            "rejections": [{"mutation_id": r.mutation_id, "entity": r.entity, "key": r.key, "reason": r.reason,
+                            "details": r.details} for r in res.rejections],
+        }
     return data
 
 
@@ -476,11 +489,18 @@ def _print_summary(data: dict[str, Any]) -> None:
     click.echo(f"items {data['items']}: {data['succeeded']} succeeded, {data['failed']} failed, "
                f"{data['skipped']} skipped; {data['requests']} requests")
     click.echo(f"cursor {_cursor_text(data['cursor_before'])} -> {_cursor_text(data['cursor_after'])}")
+    res = data.get("result")
+    if res is not None:
+        click.echo(f"{data['direction']}: pushed {res['pushed']}, pulled {res['pulled']}, conflicts "
+                   f"{res['conflicts']}, failed {res['failed']}, pull errors {res['pull_errors']}"
+                   + (", skipped" if res["skipped"] else ""))
+        for r in res["rejections"]:
+            click.echo(f"rejected {r['entity']}:{r['key']} ({r['reason']}): {json.dumps(r['details'], default=str)}")
     if data.get("error"):
         click.echo(f"error: {data['error']}")
 
 
-def _sync_with_progress(env: Env, instance: Any, integ: Any) -> tuple[str, bool]:
+def _sync_with_progress(env: Env, instance: Any, integ: Any, direction: str | None = None) -> tuple[str, bool]:
     """Run (or join) the sync and wait, showing progress on stderr: live on a terminal, a line per
     phase otherwise; Dagster's event log only with --verbose (``_progress.quiet_run_output``)."""
     from integrations_dagster.operations.progress import Follower, LiveReporter, PlainReporter, quiet_run_output
@@ -489,29 +509,19 @@ def _sync_with_progress(env: Env, instance: Any, integ: Any) -> tuple[str, bool]
         live = bool(getattr(stream, "isatty", lambda: False)())
         reporter: Any = LiveReporter(stream) if live else PlainReporter(stream)
         follower = Follower(env.store, integ.id, reporter.update)
-        reporter.start(f"syncing {integ}")
+        reporter.start(f"{'syncing' if direction in (None, 'sync') else direction + 'ing'} {integ}")
         follower.start()
         try:
             return _request_sync(env, instance, integ.provider_key, integ.id, True,
-                                 say=lambda message: print(message, file=stream, flush=True))
+                                 say=lambda message: print(message, file=stream, flush=True), direction=direction)
         finally:
             reporter.finish(follower.stop())
 
 
-@cli.command("sync")
-@click.argument("integration_id", type=int)
-@click.option("--wait", is_flag=True, help="Follow the run to the end and print its result.")
-@tenant_option
-@json_option
-@click.pass_context
-def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | None, as_json: bool) -> None:
-    """Start a sync now (de-duplicated against one in flight); prints the Dagster run id.
-
-    With --wait, prints items, succeeded, failed, skipped, requests, cursor before and after, and status;
-    the exit code is 0 only when the sync succeeded.
-    """
+def _run_direction(ctx: click.Context, integration_id: int, wait: bool, tenant: str | None, as_json: bool,
+                   direction: str | None) -> None:
     env: Env = ctx.obj
-    code = _via_sync_server(env, ["sync", str(integration_id), *(["--wait"] if wait else []),
+    code = _via_sync_server(env, [direction or "sync", str(integration_id), *(["--wait"] if wait else []),
                                   *(["--tenant", tenant] if tenant is not None else []),
                                   *(["--json"] if as_json else [])])
     if code is not None:  # a warm `integrations serve` ran exactly this command
@@ -521,12 +531,16 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     if not integ.enabled:
         raise UserError(f"integration {integ.id} is disabled ({integ.disabled_reason or 'no reason given'}); "
                         f"enable it first with `integrations enable {integ.id}`")
-    env.engine.provider(integ.provider_key)
+    provider = env.engine.provider(integ.provider_key)
+    if direction == "push" and not provider.supports_push():
+        raise UserError(f"provider {integ.provider_key!r} does not push (no push() method); use `integrations sync`")
+    if direction is not None and not provider.supports_push():
+        direction = None  # a provider that only pulls: push-then-pull and pull-only are its one sync
     with env.instance() as instance:
         if wait:
-            run_id, created = _sync_with_progress(env, instance, integ)
+            run_id, created = _sync_with_progress(env, instance, integ, direction)
         else:
-            run_id, created = _request_sync(env, instance, integ.provider_key, integ.id, wait)
+            run_id, created = _request_sync(env, instance, integ.provider_key, integ.id, wait, direction=direction)
         if not wait:
             if as_json:
                 _emit_json({"integration_id": integ.id, "dagster_run_id": run_id, "created": created})
@@ -539,6 +553,46 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     else:
         _print_summary(data)
     ctx.exit(0 if data["status"] == "success" else 1)
+
+
+@cli.command("sync")
+@click.argument("integration_id", type=int)
+@click.option("--wait", is_flag=True, help="Follow the run to the end and print its result.")
+@tenant_option
+@json_option
+@click.pass_context
+def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | None, as_json: bool) -> None:
+    """Start a sync now (de-duplicated against one in flight); prints the Dagster run id.
+
+    For a provider that pushes, the run pushes the outbox's pending mutations, then pulls (Tether's
+    cycle). With --wait, prints items, succeeded, failed, skipped, requests, cursor before and after,
+    status, and for a pushing provider pushed / pulled / conflicts / failed / rejections; the exit
+    code is 0 only when the sync succeeded.
+    """
+    _run_direction(ctx, integration_id, wait, tenant, as_json, None)
+
+
+@cli.command("push")
+@click.argument("integration_id", type=int)
+@click.option("--wait", is_flag=True, help="Follow the run to the end and print its result.")
+@tenant_option
+@json_option
+@click.pass_context
+def push_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | None, as_json: bool) -> None:
+    """Push only: send the outbox's pending mutations (conflicts' server states are still applied
+    locally, as tracked items); no pull. Skipped while another run of the integration is in flight."""
+    _run_direction(ctx, integration_id, wait, tenant, as_json, "push")
+
+
+@cli.command("pull")
+@click.argument("integration_id", type=int)
+@click.option("--wait", is_flag=True, help="Follow the run to the end and print its result.")
+@tenant_option
+@json_option
+@click.pass_context
+def pull_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | None, as_json: bool) -> None:
+    """Pull only: fetch the server's snapshots from the stored cursor; pending mutations stay pending."""
+    _run_direction(ctx, integration_id, wait, tenant, as_json, "pull")
 
 
 def _via_sync_server(env: Env, verb_args: list[str]) -> int | None:
@@ -627,16 +681,22 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
 @pass_env
 def status_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json: bool) -> None:
     """Health, cursor, last and next sync, last run, pending and failed items per integration."""
-    rows = ops.status_rows(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import status_rows as quick_status_rows
+
+    # No SQLAlchemy when the database is already migrated (store/quick.py): status answers at once.
+    rows = quick_status_rows(env.database_url, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if rows is None:
+        rows = ops.status_rows(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
     if as_json:
         _emit_json(rows)
         return
     _table(
         ["ID", "PROVIDER", "NAME", "HEALTH", "CURSOR", "LAST SYNCED", "NEXT SYNC", "LAST RUN", "PENDING", "FAILED",
-         "SUPERSEDED"],
+         "SUPERSEDED", "OUTBOX P/F/C"],
         [[r["id"], r["provider"], r["name"], r["health"] if r["enabled"] else "disabled",
           _cursor_text(r["cursor"]), _short_time(r["last_synced_at"]), _short_time(r["next_sync_at"]),
-          r["last_run_status"], r["pending_items"], r["failed_items"], r["superseded_items"]] for r in rows],
+          r["last_run_status"], r["pending_items"], r["failed_items"], r["superseded_items"],
+          f"{r['outbox_pending']}/{r['outbox_failed']}/{r['outbox_conflict']}"] for r in rows],
         widths={2: 30, 4: 30},
     )
 
@@ -703,6 +763,70 @@ def skip_cmd(env: Env, item_id: int, reason: str | None, tenant: str | None, as_
         _emit_json(res.as_dict())
     else:
         _print_item_result(res, "skipped" if res.changed else "was already skipped")
+
+
+@cli.command("list-failed-mutations")
+@click.option("--integration", "integration_id", type=int, default=None, metavar="ID", help="Only this integration.")
+@tenant_option
+@json_option
+@pass_env
+def list_failed_mutations_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json: bool) -> None:
+    """Rejected (failed) and conflicting outbox mutations; each holds back its key's later mutations."""
+    rows = ops.list_failed_mutations(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no failed or conflicting mutations")
+        return
+    _table(
+        ["ID", "INTEGRATION", "ENTITY:KEY", "OP", "STATUS", "ATTEMPTS", "REASON", "DETAILS / SERVER STATE"],
+        [[r["id"], r["integration_id"], f"{r['entity']}:{r['key']}", r["operation"], r["status"], r["attempts"],
+          r["reason"], json.dumps(r["server_state"] if r["status"] == "conflict" else r["details"], default=str)]
+         for r in rows],
+        widths={2: 30, 7: 80},
+    )
+
+
+def _print_mutation_result(res: ops.MutationActionResult, verb: str) -> None:
+    ids = ", ".join(str(i) for i in res.mutation_ids)
+    click.echo(f"mutation(s) {ids} {verb} ({res.changed} changed); integration {res.integration_id} outbox: "
+               f"{res.outbox['pending']} pending, {res.outbox['failed']} failed, {res.outbox['conflict']} conflict")
+
+
+@cli.command("retry-mutation")
+@click.argument("mutation_ids", type=int, nargs=-1)
+@click.option("--integration", "integration_id", type=int, default=None, metavar="ID",
+              help="Every failed and conflicting mutation of this integration.")
+@tenant_option
+@json_option
+@pass_env
+def retry_mutation_cmd(env: Env, mutation_ids: tuple[int, ...], integration_id: int | None, tenant: str | None,
+                       as_json: bool) -> None:
+    """Put failed or conflicting mutations back to pending (attempts reset); the next push sends them
+    (`integrations push ID`, the push sensor or the next sync)."""
+    res = ops.retry_mutations(env.store, mutation_ids=mutation_ids, integration_id=integration_id,
+                              tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(res.as_dict())
+    else:
+        _print_mutation_result(res, "pending again")
+        click.echo(f"push them now with `integrations push {res.integration_id} --wait`")
+
+
+@cli.command("skip-mutation")
+@click.argument("mutation_id", type=int)
+@click.option("--reason", default=None, metavar="TEXT", help="Why it is given up (kept on the mutation).")
+@tenant_option
+@json_option
+@pass_env
+def skip_mutation_cmd(env: Env, mutation_id: int, reason: str | None, tenant: str | None, as_json: bool) -> None:
+    """Give up on a failed or conflicting mutation so the later mutations of its key are pushed."""
+    res = ops.skip_mutation(env.store, mutation_id, reason=reason, tenant=_tenant(env, tenant))
+    if as_json:
+        _emit_json(res.as_dict())
+    else:
+        _print_mutation_result(res, "skipped")
 
 
 @cli.command("advance-cursor")

@@ -25,6 +25,18 @@ class UnknownProvider(IntegrationsError):
         self.key = key
 
 
+class InvalidIntegrationConfig(IntegrationsError):
+    """An integration's metadata or credentials do not match what its provider declares.
+
+    ``fields`` names each offending field as ``metadata.<name>`` or ``credentials.<name>``; the message
+    lists them with what is wrong, never a credential's value.
+    """
+
+    def __init__(self, message: str, fields: list[str]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
 class CredentialsError(IntegrationsError):
     """Credentials cannot be stored or read (no key, wrong key)."""
 

@@ -91,6 +91,16 @@ class SyncSettings(BaseSettings):
         "wait for the next tick."
     )
 
+    # --- push direction (issue 13, Tether's defaults) ---
+    push_batch_size: int = Field(default=50, ge=1, description="Mutations per push request (Tether's push_batch_size).")
+    max_retry_attempts: int = Field(
+        default=3, ge=1, description="Pushes of a mutation rejected with reason 'error' before it stays failed."
+    )
+    auto_sync_throttle: float = Field(
+        default=10.0, ge=0, description="Push sensor: seconds between push runs of one integration (coalesces "
+        "rapid local writes into one run; Tether's auto_sync_throttle)."
+    )
+    push_sensor_interval_seconds: int = Field(default=5, ge=1, description="How often the push sensor looks at outboxes.")
     batch_size: int = Field(
         default=200, ge=0, description="Small due integrations per <key>_sync_batch run (a shard, one mapped step "
         "per integration); 0 turns batching off (one <key>_sync run per integration). docs/BENCHMARKS.md, Fleet."

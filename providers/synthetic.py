@@ -12,7 +12,23 @@ Incremental: only items with a checkpoint above the cursor are dispatched.
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from integrations_dagster import Integration, Provider, SyncItemEvent, SyncSession
+
+
+class SyntheticMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: int = Field(default=100, ge=0)
+    fail_external_ids: list[str] = []
+    fail_enumeration_after: int | None = Field(default=None, ge=0)
+
+
+class SyntheticCredentials(BaseModel):
+    """The synthetic API needs none; a ``token`` is accepted (tests check it never leaks)."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str | None = None
 
 
 class SyntheticItem(SyncItemEvent):
@@ -30,6 +46,8 @@ def checkpoint_for(index: int) -> str:
 class SyntheticProvider(Provider):
     key = "synthetic"
     default_sync_interval = 1
+    metadata_model = SyntheticMetadata
+    credentials_model = SyntheticCredentials
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = integration.metadata

@@ -198,41 +198,8 @@ def test_set_cursor_refuses_values_no_store_can_hold(store):
 
 
 # --- point 6: one bad item does not fail the enumeration ----------------------------------------
-BAD_ITEMS = {
-    "external_id_too_long": ("00000001", "x" * 301, "t", "external_id is 301 characters long"),
-    "nul_in_external_id": ("00000001", "a\x00b", "t", "external_id contains a NUL character"),
-    "nul_in_checkpoint": ("0000\x000001", "e", "t", "contains a NUL character"),
-    "nul_in_payload": ("00000001", "e", "a\x00b", "payload contains a NUL character"),
-    "nan_checkpoint": (float("nan"), "e", "t", "is nan, which JSON cannot hold"),
-    "infinite_checkpoint": (float("inf"), "e", "t", "is inf, which JSON cannot hold"),
-    "surrogate_in_payload": ("00000001", "e", "a\ud800b", "payload cannot be stored"),
-    "surrogate_in_external_id": ("00000001", "a\udfffb", "t", "external_id contains a lone surrogate"),
-    "surrogate_in_checkpoint": ("0000\ud8000001", "e", "t", "contains a lone surrogate"),
-    "nan_inside_a_checkpoint": ({"at": [1, float("nan")]}, "e", "t", "is nan, which JSON cannot hold"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_ITEMS))
-def test_a_bad_item_is_recorded_invalid_and_the_run_proceeds(store, case):
-    cp, ext, text, message = BAD_ITEMS[case]
-    engine = engine_for()
-    integ = store.create_integration(provider_key="feed", name="f")
-    FEED[:] = [("00000000", "good-0", "ok"), (cp, ext, text), ("00000002", "good-2", "ok")]
-    res = sync(engine, store, integ.id)  # the enumeration used to abort (PostgreSQL) or store junk (SQLite)
-    assert (res.status, res.items_total, res.success_count, res.failed_count) == ("partial", 3, 2, 1)
-    assert sorted(SEEN) == [0, 2]
-    [bad] = store.failed_items(integration_id=integ.id)
-    assert "invalid item: " in bad["last_error"] and message in bad["last_error"], bad["last_error"]
-    assert bad["external_id"] is None or len(bad["external_id"]) <= 300 and "\x00" not in bad["external_id"]
-    payload = bad["payload"] if isinstance(bad["payload"], dict) else __import__("json").loads(bad["payload"])
-    assert "Item" in payload["raw"]["event_type"] and "'n': 1" in payload["raw"]["repr"]
-    # it holds the cursor like any failure: nothing at or past it
-    cursor = store.get_integration(integ.id).cursor
-    assert cursor is None or cursor < "00000001"
-    out = skip_item(store, engine, bad["id"])
-    assert (out.run_status, out.cursor_after) == ("success", "00000002")
-
-
+# Each unstorable value (over-long external id, NUL, lone surrogate, NaN/Infinity) is a case of the
+# bad-input corpus: tests/data/bad_input/dispatch_items.json, driven by tests/test_bad_input.py.
 def test_many_good_items_around_bad_ones_all_arrive(store):
     engine = engine_for(flush_every=7, chunk_size=10)
     integ = store.create_integration(provider_key="feed", name="f")

@@ -34,7 +34,8 @@ INTEGRATION_KEYS = {
     "last_run_status", "created_at", "updated_at",
 }
 STATUS_KEYS = {"id", "tenant", "provider", "name", "enabled", "health", "cursor", "last_synced_at", "next_sync_at",
-               "last_run_id", "last_run_status", "last_dagster_run_id", "pending_items", "failed_items"}
+               "last_run_id", "last_run_status", "last_dagster_run_id", "pending_items", "failed_items",
+               "superseded_items", "outbox_pending", "outbox_failed", "outbox_conflict"}
 ITEM_KEYS = {"id", "integration_id", "sync_run_id", "external_id", "checkpoint", "status", "attempts", "last_error",
              "skip_reason", "failed_at"}
 SYNC_KEYS = {"integration_id", "dagster_run_id", "dagster_status", "created", "sync_run_id", "status", "items",
@@ -43,7 +44,8 @@ ITEM_ACTION_KEYS = {"item_id", "integration_id", "sync_run_id", "item_status", "
                     "skip_reason", "run_status", "cursor_before", "cursor_after", "changed"}
 ADVANCE_KEYS = {"integration_id", "reclaimed_items", "abandoned_items", "runs", "cursor_before", "cursor_after"}
 RUN_KEYS = {"id", "dagster_run_id", "status", "trigger", "started_at", "finished_at", "items", "succeeded", "failed",
-            "skipped", "requests", "cursor_before", "cursor_after", "error", "request_log"}
+            "skipped", "superseded", "requests", "cursor_before", "cursor_after", "error", "request_log", "direction",
+            "push"}
 
 
 @pytest.fixture
@@ -321,10 +323,10 @@ def test_key_generation_and_rotation(env, db_url):
 
 def test_add_json_and_credentials_refused_without_a_key(env):
     data = invoke_json(env, "add", "synthetic", "--name", "n", "--meta", 'fail_external_ids=["item-1"]',
-                       "--meta", "owner=acme", "--interval", "7")
+                       "--meta", "items=5", "--interval", "7")
     assert set(data) == INTEGRATION_KEYS | {"recent_runs"}
     assert (data["metadata"], data["interval_minutes"], data["tenant"]) == (
-        {"fail_external_ids": ["item-1"], "owner": "acme"}, 7, "default")
+        {"fail_external_ids": ["item-1"], "items": 5}, 7, "default")
     res = invoke(env | {"INTEGRATIONS_SECRET_KEY": "", "INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS": ""},
                  "add", "synthetic", "--name", "n", "--secret", f"token={TOKEN}", code=1)
     assert "refusing to store credentials unencrypted: set INTEGRATIONS_SECRET_KEY" in res.stderr

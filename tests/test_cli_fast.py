@@ -33,17 +33,22 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 loaded = sorted(m for m in sys.modules if m == "dagster" or m.startswith(("dagster.", "dagster_")))
-sys.stderr.write("\nPROBE " + json.dumps({"code": code, "dagster": loaded}) + "\n")
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"sqlalchemy", "alembic", "pydantic", "pydantic_settings", "httpx", "rich"})
+sys.stderr.write("\nPROBE " + json.dumps({"code": code, "dagster": loaded, "heavy": heavy}) + "\n")
 """
 
 
-def probe(env: dict[str, str], *argv: str) -> tuple[int, list[str], str, str]:
+def probe_all(env: dict[str, str], *argv: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(argv))], env=env, capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     marker = [line for line in proc.stderr.splitlines() if line.startswith("PROBE ")]
     assert marker, f"{argv}: no probe line\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    data = json.loads(marker[-1][len("PROBE "):])
-    return data["code"], data["dagster"], proc.stdout, proc.stderr
+    return {**json.loads(marker[-1][len("PROBE "):]), "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def probe(env: dict[str, str], *argv: str) -> tuple[int, list[str], str, str]:
+    data = probe_all(env, *argv)
+    return data["code"], data["dagster"], data["stdout"], data["stderr"]
 
 
 @pytest.fixture
@@ -111,3 +116,76 @@ def test_cli_default_prune_days_matches_the_operations():
     from integrations_dagster.operations import actions as _operations
 
     assert cli.DEFAULT_PRUNE_DAYS == _operations.DEFAULT_PRUNE_DAYS
+    import datetime
+
+    sample = {"b": [1, None], "a": datetime.datetime(2024, 1, 1), "c": "é"}
+    assert json.dumps(sample, indent=2, sort_keys=True, default=str) == _operations.dumps(sample)  # cli._emit_json
+
+
+def _populate(db_url: str) -> int:
+    """Integrations with a partial run (a failed item), a cursor, an unfinished run and another tenant."""
+    from integrations_dagster import Store, SyncSettings
+    from integrations_dagster.authoring.listeners import ListenerRegistry
+    from integrations_dagster.engine.engine import SyncEngine
+    from providers.synthetic import SyntheticItem, SyntheticProvider
+
+    def fail_poisoned(event: SyntheticItem) -> None:
+        if event.poisoned:
+            raise ValueError(f"poisoned {event.external_id}")
+
+    store = Store.for_url(db_url)
+    engine = SyncEngine(providers=[SyntheticProvider()], listeners=ListenerRegistry.build([(SyntheticItem, fail_poisoned)]),
+                        settings=SyncSettings(item_backoff=[0], item_tries=1))
+    synced = store.create_integration(provider_key="synthetic", name="synced", metadata={
+        "items": 5, "fail_external_ids": ["item-3"]})
+    start = engine.start_run(store, synced.id, dagster_run_id="dagster-run-1")
+    res = engine.enumerate(store, store.get_integration(synced.id), start.run_id)
+    for chunk in range(res.chunks):
+        engine.process_chunk(store, start.run_id, chunk)
+    engine.reconcile(store, start.run_id)
+    pending = store.create_integration(provider_key="synthetic", name="enumerated", metadata={"items": 4})
+    start = engine.start_run(store, pending.id, dagster_run_id=None)
+    engine.enumerate(store, store.get_integration(pending.id), start.run_id)  # items pending, run processing
+    store.create_integration(provider_key="synthetic", name="other tenant", tenant="acme")
+    store.update_integration(pending.id, enabled=False, health="disabled")
+    return synced.id
+
+
+def test_status_on_a_migrated_database_reads_without_sqlalchemy_and_answers_like_the_full_path(env, db_url):
+    """``integrations status`` answers from the DB-API driver (store/quick.py): no SQLAlchemy, no pydantic, the
+    same rows as the full path, for every filter, on both databases."""
+    from integrations_dagster import Store
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.store import quick
+
+    synced = _populate(db_url)
+    store = Store.for_url(db_url)
+    for iid, tenant in ((None, None), (synced, None), (None, "acme"), (None, "default"), (synced, "acme")):
+        try:
+            full = ops.status_rows(store, integration_id=iid, tenant=tenant)
+        except Exception as exc:  # noqa: BLE001 - compared with the quick path's error below
+            with pytest.raises(type(exc), match=str(exc)):
+                quick.status_rows(db_url, integration_id=iid, tenant=tenant)
+            continue
+        assert quick.status_rows(db_url, integration_id=iid, tenant=tenant) == full
+    rows = ops.status_rows(store)
+    assert [(r["pending_items"], r["failed_items"]) for r in rows] == [(0, 1), (4, 0), (0, 0)]
+    assert rows[0]["cursor"] is not None and rows[0]["last_dagster_run_id"] == "dagster-run-1"
+    for argv in (["status"], ["status", "--json"], ["status", str(synced), "--json"], ["--help"], ["status", "--help"]):
+        data = probe_all(env, *argv)
+        assert data["code"] == 0, data["stderr"][-2000:]
+        assert (data["dagster"], data["heavy"]) == ([], []), f"`integrations {' '.join(argv)}` imported {data['heavy']}"
+    assert json.loads(probe_all(env, "status", "--json")["stdout"]) == json.loads(ops.dumps(rows))
+    missing = probe_all(env, "status", "999999")
+    assert missing["code"] == 1 and "integration 999999 not found" in missing["stderr"]
+
+
+def test_status_on_a_database_not_at_head_takes_the_full_path(env, tmp_path):
+    from integrations_dagster.store import quick
+
+    fresh = f"sqlite:///{tmp_path}/fresh/new.sqlite"
+    assert quick.status_rows(fresh) is None  # no file yet: nothing to read, the full path migrates
+    data = probe_all({**env, "INTEGRATIONS_DATABASE_URL": fresh}, "status", "--json")
+    assert data["code"] == 0 and json.loads(data["stdout"]) == [] and "sqlalchemy" in data["heavy"]
+    assert quick.status_rows(fresh) == []  # now at head: the quick path answers
+    assert quick.status_rows("mysql://nobody@127.0.0.1/x") is None

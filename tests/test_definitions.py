@@ -32,7 +32,7 @@ def test_bundled_code_location_resolves():
 
     repo = defs.get_repository_def()
     jobs = {j.name for j in repo.get_all_jobs()}
-    for key in ("synthetic", "github", "github_activity"):
+    for key in ("synthetic", "github", "github_activity", "tether"):
         assert f"{key}_sync" in jobs
         assert repo.has_sensor_def(f"{key}_sync_sensor")
         job = repo.get_job(f"{key}_sync")
@@ -41,6 +41,9 @@ def test_bundled_code_location_resolves():
     assert {"integrations_skip_item", "integrations_retry_failed_items", "integrations_advance_cursor",
             "integrations_prune"} <= jobs
     assert repo.has_schedule_def("integrations_prune_daily")
+    # issue 13: the bundled Tether provider pushes: its push sensor and the mutation operator jobs
+    assert repo.has_sensor_def("tether_push_sensor") and not repo.has_sensor_def("github_push_sensor")
+    assert {"integrations_retry_mutations", "integrations_skip_mutation"} <= jobs
     from dagster import AssetKey
 
     assert AssetKey(["integrations", "github"]) in {s.key for s in repo.assets_defs_by_key.values()} or \

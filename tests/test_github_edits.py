@@ -103,3 +103,23 @@ def test_a_sync_stores_every_issue_although_issues_are_edited_while_it_pages(sto
     sr = latest(store, integ.id)
     assert sr["status"] == "success" and sr["items_total"] == ISSUES + 5  # read, edited, read again
     assert store.get_integration(integ.id).cursor == max(stored.values())
+
+
+def test_the_declarative_twin_stores_every_issue_too(store, db_url, fake, dagster_instance):
+    """providers/github/issues.yaml pages with ``{kind: since_keyset}``: the same guarantee as configuration."""
+    from integrations_dagster import DefinitionsRef
+    from providers.github.rest import github_issues_rest
+
+    integ = store.create_integration(
+        provider_key="github_issues_rest", name="conf", credentials={"token": TOKEN},
+        metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url, "since": "2000-01-01T00:00:00Z"})
+    schedule_edits(fake)
+    rest_ref = DefinitionsRef("tests.support.rest_app", "make_defs", {"database_url": db_url})
+    assert execute_sync(rest_ref, "github_issues_rest", integ.id, instance=dagster_instance).status \
+        == DagsterRunStatus.SUCCESS
+    table = github_issues_rest().tables()["issues"]
+    with store.engine.connect() as conn:
+        stored = dict(conn.execute(select(table.c.issue_id, table.c.updated_at)
+                                   .where(table.c.integration_id == integ.id)).all())
+    assert set(stored) == set(in_listing_order(fake))
+    assert all(stored[i] == fake.issue(i - 1_000_000)["updated_at"] for i in stored)

@@ -265,3 +265,44 @@ def test_get_path() -> None:
     assert get_path(data, "a.b.5") is None
     assert get_path(data, None) is data
     assert json.dumps(get_path([1], "")) == "[1]"
+
+
+# --- SinceKeysetPaginator (issue 9 point 3; end to end against the fake GitHub: test_github_edits.py) ----------
+def test_since_keyset_asks_from_the_last_key_and_skips_the_overlap():
+    from integrations_dagster.http import SinceKeysetPaginator
+
+    p = SinceKeysetPaginator(key="updated_at", id_key="id", per_page=3)
+    first = p.first_request({"since": "T0", "sort": "updated"})
+    assert first == {"since": "T0", "sort": "updated", "page": 1, "per_page": 3}
+    page = [{"id": 1, "updated_at": "T1"}, {"id": 2, "updated_at": "T2"}, {"id": 3, "updated_at": "T2"}]
+    nxt = p.next_request(httpx.Response(200), page, first)
+    assert nxt is not None and nxt.url is None
+    assert (nxt.params["since"], nxt.params["page"]) == ("T2", 1)
+    assert nxt.skip == {(2, "T2"), (3, "T2")}  # both share the last key: the next page repeats them
+    # a malformed last item (no key) is part of the overlap too; the key is the last valid one
+    page = [{"id": 4, "updated_at": "T3"}, {"id": 5, "updated_at": "T4"}, {"id": 6, "updated_at": None}]
+    nxt = p.next_request(httpx.Response(200), page, nxt.params)
+    assert nxt is not None and nxt.params["since"] == "T4" and nxt.skip == {(5, "T4"), (6, None)}
+    # a whole page on the since key: page by number within that key
+    same = [{"id": i, "updated_at": "T4"} for i in (7, 8, 9)]
+    nxt = p.next_request(httpx.Response(200), same, nxt.params)
+    assert nxt is not None and (nxt.params["since"], nxt.params["page"]) == ("T4", 2)
+    assert p.next_request(httpx.Response(200), same[:2], nxt.params) is None  # a short page ends it
+
+
+def test_since_keyset_through_the_client_yields_each_version_once():
+    from integrations_dagster.http import SinceKeysetPaginator
+
+    rows = [{"id": i, "updated_at": f"T{i // 2:02d}"} for i in range(11)]  # two per key
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        since, page = request.url.params["since"], int(request.url.params["page"])
+        chosen = [r for r in rows if r["updated_at"] >= since][(page - 1) * 4: page * 4]
+        return httpx.Response(200, json=chosen)
+
+    client, seen = client_for(handler)
+    with client:
+        got = [item for page in client.paginate("/items", params={"since": "T00"},
+                                                paginator=SinceKeysetPaginator(per_page=4)) for item in page]
+    assert got == rows  # in order, each once
+    assert [r.url.params["since"] for r in seen] == ["T00", "T01", "T02", "T03", "T04"]  # the last short

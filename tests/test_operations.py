@@ -188,7 +188,8 @@ def test_status_rows_counts_in_one_query(store, engine):
     by_id = {r["id"]: r for r in rows}
     assert set(by_id[a.id]) == {"id", "tenant", "provider", "name", "enabled", "health", "cursor", "last_synced_at",
                                 "next_sync_at", "last_run_id", "last_run_status", "last_dagster_run_id",
-                                "pending_items", "failed_items", "superseded_items"}
+                                "pending_items", "failed_items", "superseded_items", "outbox_pending",
+                                "outbox_failed", "outbox_conflict"}
     assert (by_id[a.id]["failed_items"], by_id[a.id]["pending_items"], by_id[a.id]["last_run_status"],
             by_id[a.id]["health"], by_id[a.id]["cursor"]) == (2, 0, "partial", "degraded", checkpoint_for(11))
     assert (by_id[b.id]["pending_items"], by_id[b.id]["failed_items"], by_id[b.id]["last_run_status"]) == (
@@ -398,7 +399,7 @@ def test_timeline_lists_runs_newest_first_with_their_requests(store, engine):
     assert [len(r["request_log"]) for r in runs] == [1, 2]
     assert set(runs[0]) == {"id", "dagster_run_id", "status", "trigger", "started_at", "finished_at", "items",
                             "succeeded", "failed", "skipped", "superseded", "requests", "cursor_before", "cursor_after", "error",
-                            "request_log"}
+                            "request_log", "direction", "push"}
     assert set(runs[0]["request_log"][0]) == {"id", "method", "url", "status_code", "duration_ms", "bytes", "attempt",
                                               "error", "created_at"}
     assert (runs[0]["cursor_before"], runs[0]["cursor_after"], runs[0]["items"]) == (

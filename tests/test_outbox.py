@@ -87,15 +87,13 @@ def test_push_cycle_applied_rejected_conflict_and_error_retry(store: Store, teth
     box.record_now(integ.id, entity="task", key=2, operation="create", payload={"title": ""})
     box.record_now(integ.id, entity="task", key=3, operation="update", payload={"title": "mine", "base_version": 0})
     box.record_now(integ.id, entity="task", key=4, operation="create", payload={"title": "flaky", "flaky": True})
-    resolved: list[Any] = []
-    res = push_pending(
-        box, integ, lambda i, b: client.push(url, b), push_batch_size=2, max_retry_attempts=3,
-        on_conflict=lambda m, s: resolved.append((m.key, s["title"])),
-    )
+    res = push_pending(box, integ, lambda i, b: client.push(url, b), push_batch_size=2, max_retry_attempts=3)
     assert (res.pushed, res.failed, res.conflicts) == (1, 1, 1)
     assert [r.key for r in res.by_reason("validation_failed")] == ["2"]
     assert res.validation_errors() == [{"title": ["required"]}]
-    assert resolved == [("3", "server's title")]
+    conflict = box.undelivered_conflicts(integ.id)  # the engine dispatches these as tracked items
+    assert [(m.key, m.server_state["title"]) for m in conflict] == [("3", "server's title")]
+    assert res.retried == 1
     counts = box.counts(integ.id)
     assert (counts["synced"], counts["failed"], counts["conflict"], counts["pending"]) == (1, 1, 1, 1)
     # the "error" rejection went back to pending; the next push applies it
@@ -175,3 +173,25 @@ def test_pull_paginator_follows_has_more(tether: tuple[TetherState, str]) -> Non
 
 def test_sync_result_helpers() -> None:
     assert SyncResult().skipped is False and SyncResult().by_reason("x") == []
+
+
+def test_mutation_operator_actions_respect_tenants_and_refuse_bad_ids(store: Store) -> None:
+    from integrations_dagster.errors import IntegrationNotFound, IntegrationsError
+    from integrations_dagster.operations import actions as ops
+
+    integ = store.create_integration(provider_key="tether", name="t", tenant="acme")
+    box = Outbox(store)
+    box.record_now(integ.id, entity="task", key=1, operation="create")
+    (row,) = box.list(integ.id, statuses=["pending"])
+    with pytest.raises(IntegrationsError, match="is pending, not failed or conflict"):
+        ops.skip_mutation(store, row["id"])
+    box.record_outcomes({row["id"]: decide(Rejected(row["mutation_id"], "validation_failed"), attempts=1,
+                                           max_retry_attempts=3)})
+    with pytest.raises(IntegrationNotFound):
+        ops.skip_mutation(store, row["id"], tenant="globex")
+    assert ops.list_failed_mutations(store, tenant="globex") == []
+    assert [m["id"] for m in ops.list_failed_mutations(store, tenant="acme")] == [row["id"]]
+    with pytest.raises(IntegrationsError, match="not found"):
+        ops.retry_mutations(store, mutation_ids=[row["id"] + 999])
+    res = ops.retry_mutations(store, integration_id=integ.id, tenant="acme")
+    assert (res.changed, res.outbox["pending"], res.outbox["failed"]) == (1, 1, 0)

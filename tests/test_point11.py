@@ -16,6 +16,7 @@ tests/test_bad_data.py.)
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -147,10 +148,12 @@ def test_sqlite_chunk_lock_excludes_another_process_and_is_released_when_it_ends
             assert claim  # the same chunk of another run is free
     finally:
         holder.communicate("", timeout=30)
+    open_files = len(os.listdir("/proc/self/fd"))
     with chunk_lock(store, 7, 0) as claim:
         assert claim  # released when the holder ended
         with chunk_lock(store, 7, 0) as again:
             assert not again  # and held against this process's other threads/steps too
+    assert len(os.listdir("/proc/self/fd")) == open_files  # the lock file is closed once nothing is held
 
 
 # --- b. PostgreSQL: the advisory lock's session killed by the server -------------------------------

@@ -195,3 +195,29 @@ def test_settling_from_kept_checkpoints_equals_settling_from_every_row(items, re
     kept = [ItemCheckpoint(0, "skipped", cp) for cp in first.kept]
     from_kept = settle(counts, still, kept + now_skipped, old_cursor=None, policy=policy)
     assert (from_kept.status, from_kept.cursor) == (full.status, full.cursor)
+
+
+def test_a_pruned_run_whose_failure_a_later_run_supersedes_keeps_its_counts(store, engine):
+    """Run A fails item-5 and its successes are pruned; run B delivers item-5 again: A's failed item
+    is superseded and A settles with every count (its pruned rows included)."""
+    integ = ops.add_integration(store, engine=engine, provider_key="synthetic", name="s", metadata={"items": 30})
+    POISON.add("item-5")
+    run_a = run_sync(store, engine, integ.id)
+    assert prune_all(store) == 29
+    POISON.clear()
+    start = engine.start_run(store, integ.id, dagster_run_id=None)  # from the low-water cursor: item-5 .. 29
+    engine.enumerate(store, store.get_integration(integ.id), start.run_id)
+    engine.process_chunk(store, start.run_id, 0)  # item-5 delivered again; B is still processing
+    engine.reconcile(store, run_a)  # A's own reconcile supersedes its failed item
+    a = run_row(store, run_a)
+    assert (a.status, a.items_total, a.success_count, a.failed_count, a.superseded_count) == ("success", 30, 29, 0, 1)
+    for chunk in (1, 2):
+        engine.process_chunk(store, start.run_id, chunk)
+    engine.reconcile(store, start.run_id)
+    run_b = start.run_id
+    a, b = run_row(store, run_a), run_row(store, run_b)
+    assert (a.status, a.items_total, a.success_count, a.failed_count, a.superseded_count) == ("success", 30, 29, 0, 1)
+    assert (b.status, b.items_total, b.success_count) == ("success", 25, 25)
+    assert store.get_integration(integ.id).cursor == checkpoint_for(29)
+    engine.reconcile(store, run_a)  # again: nothing rewritten
+    assert run_row(store, run_a).items_total == 30

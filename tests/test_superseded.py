@@ -255,3 +255,24 @@ def store_now():  # type: ignore[no-untyped-def]
     from integrations_dagster.store import utcnow
 
     return utcnow()
+
+
+def test_items_of_a_dead_run_delivered_by_the_next_run_no_longer_show_as_failed(store):
+    """Issue 9 point 10: a killed run's unfinished items are failed ("abandoned") when the next sync
+    reclaims it; once the next run delivers the same external ids they are superseded, not failed."""
+    engine = engine_for()
+    integ = store.create_integration(provider_key="issues", name="i")
+    FEED[:] = [("1", "v1", "2024-01-01T00:00:01Z"), ("2", "v1", "2024-01-01T00:00:02Z")]
+    dead = engine.start_run(store, integ.id, dagster_run_id="dead")
+    engine.enumerate(store, store.get_integration(integ.id), dead.run_id)  # killed before any chunk ran
+    nxt = engine.start_run(store, integ.id, dagster_run_id="next", is_run_alive=lambda _rid: False)
+    assert not nxt.skipped
+    assert [it["status"] for it in store.items_for_run(dead.run_id)] == ["failed", "failed"]  # abandoned
+    res = engine.enumerate(store, store.get_integration(integ.id), nxt.run_id)
+    for chunk in range(res.chunks):
+        engine.process_chunk(store, nxt.run_id, chunk)
+    assert engine.reconcile(store, nxt.run_id).status == "success"
+    assert ops.list_failed_items(store, integration_id=integ.id) == []
+    run = store.get_run(dead.run_id)
+    assert (run["status"], run["failed_count"], run["superseded_count"]) == ("success", 0, 2)
+    assert DEST == {"1": "v1", "2": "v1"}

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel
+
 from integrations_dagster.authoring.rate_limit import RateLimit
 
 if TYPE_CHECKING:
+    from integrations_dagster.authoring.events import SyncItemEvent
     from integrations_dagster.authoring.integration import Integration
+    from integrations_dagster.engine.push import Mutation, PushOutcome
     from integrations_dagster.authoring.session import SyncSession
 
 
@@ -48,12 +52,62 @@ class Provider:
     #: Items per mapped step for this provider; None: ``SyncSettings.chunk_size``. Providers whose
     #: listeners are cheap per item (batch upserts) want bigger chunks: fewer Dagster steps.
     chunk_size: ClassVar[int | None] = None
+    #: pydantic models of the integration's metadata and credentials (None: not checked). ``add``
+    #: validates against them and names each missing, wrong or unknown field; declare
+    #: ``model_config = ConfigDict(extra="forbid")`` to catch misspelt keys.
+    metadata_model: ClassVar[type[BaseModel] | None] = None
+    credentials_model: ClassVar[type[BaseModel] | None] = None
+
+    #: Mutations per push request for this provider; None: ``SyncSettings.push_batch_size``.
+    push_batch_size: ClassVar[int | None] = None
 
     def sync(self, integration: Integration, session: SyncSession) -> None:
         raise NotImplementedError(f"provider {type(self).__name__} must implement sync()")
 
     def reduce_checkpoints(self, checkpoints: list[Any]) -> Any:
         return reduce_by_max(checkpoints)
+
+    # --- typed configuration ------------------------------------------------------------------
+    def validate_config(self, metadata: Any, credentials: Any, *, name: str = "") -> None:
+        """Raise ``InvalidIntegrationConfig`` when metadata or credentials do not match the models."""
+        from integrations_dagster.authoring.config import validate_integration_config
+
+        validate_integration_config(self.key, name, self.metadata_model, self.credentials_model_for(credentials),
+                                    metadata, credentials)
+
+    def credentials_model_for(self, credentials: Any) -> type[BaseModel] | None:
+        """The model ``credentials`` must match (override when a provider takes several kinds, e.g. a
+        token or an app installation); default ``credentials_model``."""
+        return self.credentials_model
+
+    def metadata_of(self, integration: Integration) -> Any:
+        """The integration's metadata as ``metadata_model`` (the plain dict when there is none)."""
+        if self.metadata_model is None:
+            return integration.metadata
+        from integrations_dagster.authoring.config import validate_integration_config
+
+        validate_integration_config(self.key, integration.name, self.metadata_model, None, integration.metadata, None)
+        return self.metadata_model.model_validate(integration.metadata)
+
+    # --- push direction (issue 13): implement both to get Tether's push -> pull cycle ----------
+    def push(self, integration: Integration, batch: list[Mutation], session: SyncSession) -> list[PushOutcome]:
+        """Send ``batch`` (pending mutations, id order) to the server; one outcome per mutation:
+        ``Applied``, ``Rejected(reason, details)`` or ``Conflict(server_state)``. Raise on a
+        transport error (the batch stays pending). ``session.http`` is the integration's client."""
+        raise NotImplementedError(f"provider {type(self).__name__} does not push")
+
+    def conflict_event(self, integration: Integration, mutation: Mutation, server_state: Any) -> SyncItemEvent:
+        """The event that applies a conflict's server state locally: dispatched as a tracked item of
+        the run (listeners, retries, failed items, operator verbs: as for a pulled snapshot)."""
+        raise NotImplementedError(f"provider {type(self).__name__} pushes but has no conflict_event()")
+
+    def conflict_external_id(self, integration: Integration, mutation: Mutation) -> str:
+        """External id of a conflict's item; match the pulled snapshots' ids so a later version of the
+        same record supersedes it. Default ``entity:key``."""
+        return f"{mutation.entity}:{mutation.key}"
+
+    def supports_push(self) -> bool:
+        return type(self).push is not Provider.push
 
     # --- hooks with sensible defaults -------------------------------------------------------
     def enumerate(self, integration: Integration, session: SyncSession) -> None:

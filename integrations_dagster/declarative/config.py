@@ -104,12 +104,26 @@ class OffsetPaging(_Model):
     total_path: str | None = None
 
 
+class SinceKeysetPaging(_Model):
+    """A list sorted ascending by a timestamp the API filters with an inclusive ``since`` (GitHub
+    issues, ``sort=updated``): each next page asks ``since=<last key>``, so items edited while the
+    list is read are never skipped (``http.SinceKeysetPaginator``; docs/RELIABILITY.md)."""
+
+    kind: Literal["since_keyset"]
+    key: str = "updated_at"
+    id_key: str = "id"
+    since_param: str = "since"
+    page_param: str = "page"
+    per_page_param: str = "per_page"
+    per_page: int = Field(100, ge=1)
+
+
 class SinglePage(_Model):
     kind: Literal["single"]
 
 
 Paging = Annotated[
-    LinkHeaderPaging | PageNumberPaging | CursorPaging | HasMorePaging | OffsetPaging | SinglePage,
+    LinkHeaderPaging | PageNumberPaging | CursorPaging | HasMorePaging | OffsetPaging | SinceKeysetPaging | SinglePage,
     Field(discriminator="kind"),
 ]
 

@@ -63,6 +63,9 @@ def _paginator(p: Any) -> Any:
     if isinstance(p, cfg.OffsetPaging):
         return pg.OffsetPaginator(offset_param=p.offset_param, limit_param=p.limit_param, limit=p.limit,
                                   total_path=p.total_path)
+    if isinstance(p, cfg.SinceKeysetPaging):
+        return pg.SinceKeysetPaginator(key=p.key, id_key=p.id_key, since_param=p.since_param,
+                                       page_param=p.page_param, per_page_param=p.per_page_param, per_page=p.per_page)
     return _SinglePage()
 
 

@@ -116,9 +116,10 @@ class SyncEngine:
         trigger: str = "manual",
         is_run_alive: RunAliveCheck | None = None,
         owner: Any = None,
+        direction: str | None = None,
     ) -> StartResult:
         return runs.start_run(self, store, integration_id, dagster_run_id=dagster_run_id, trigger=trigger,
-                              is_run_alive=is_run_alive, owner=owner)
+                              is_run_alive=is_run_alive, owner=owner, direction=direction)
 
     def enumerate(
         self,
@@ -128,8 +129,10 @@ class SyncEngine:
         *,
         log: Any = log_default,
         http_factory: Callable[[SyncSession], Any] | None = None,
+        direction: str | None = None,
     ) -> EnumerationResult:
-        return enumeration.enumerate_run(self, store, integration, run_id, log=log, http_factory=http_factory)
+        return enumeration.enumerate_run(self, store, integration, run_id, log=log, http_factory=http_factory,
+                                         direction=direction)
 
     def fail_enumeration(self, store: Store, integration: Integration, run_id: int, exc: BaseException) -> None:
         enumeration.fail_enumeration(self, store, integration, run_id, exc)

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.session import SyncSession
 from integrations_dagster.engine.reconcile import apply_health
+from integrations_dagster.engine.push import Direction, SyncResult, parse_direction, push_pending
 from integrations_dagster.engine.results import EnumerationResult
+from integrations_dagster.errors import IntegrationsError
 from integrations_dagster.security.redaction import safe_error
 from integrations_dagster.status import RunStatus
 from integrations_dagster.store import Store
 from integrations_dagster.store import runs as run_sql
+from integrations_dagster.store.outbox import Outbox
 
 if TYPE_CHECKING:
     from integrations_dagster.engine.engine import SyncEngine
@@ -29,15 +32,57 @@ def enumerate_run(
     *,
     log: Any = log_default,
     http_factory: Callable[[SyncSession], Any] | None = None,
+    direction: Direction | str | None = None,
 ) -> EnumerationResult:
-    """Run the provider; on any exception discard what it dispatched and fail the run."""
-    provider = engine.provider(integration.provider_key)
+    """Run the provider; on any exception discard what it dispatched and fail the run.
+
+    For a provider that pushes (issue 13), ``direction`` (default ``sync``) decides the phases:
+    push the outbox's pending mutations (``engine.push.push_pending``; its counts are written to
+    the run at once, so they survive a later failure), dispatch every conflict's server state that
+    no run has delivered yet as a tracked item, then pull (the provider's ``enumerate``). A pull-only
+    run still delivers undelivered conflicts. Outcomes of pushed mutations are committed per batch
+    and are never rolled back: if the pull then fails, only the run's items are discarded and the
+    conflicts stay undelivered for the next run.
+    """
+    try:
+        provider = engine.provider(integration.provider_key)
+    except Exception as exc:  # a provider removed from the code: fail the run now, do not leave it enumerating
+        fail_enumeration(engine, store, integration, run_id, exc)
+        raise
+    pushes = provider.supports_push()
+    way = parse_direction(direction) if pushes else None
+    if not pushes and direction not in (None, "", Direction.PULL, Direction.SYNC):
+        fail = IntegrationsError(f"provider {provider.key!r} does not push; only pull runs are possible")
+        fail_enumeration(engine, store, integration, run_id, fail)
+        raise fail
     session = SyncSession(store=store, run_id=run_id, integration=integration, settings=engine.settings, log=log,
                           chunk_size=provider.chunk_size)
     if http_factory is not None:
         session._http_factory = lambda: http_factory(session)
+    delivered: list[int] = []
+    pushed: SyncResult | None = None
     try:
-        provider.enumerate(integration, session)
+        if way is not None:
+            box = Outbox(store)
+            if way.pushes:
+                pushed = SyncResult()
+                try:
+                    push_pending(
+                        box, integration, lambda i, batch: provider.push(i, batch, session),
+                        push_batch_size=provider.push_batch_size or engine.settings.push_batch_size,
+                        max_retry_attempts=engine.settings.max_retry_attempts, run_id=run_id, result=pushed,
+                    )
+                finally:
+                    with store.begin() as conn:
+                        run_sql.set_push_summary(conn, run_id, pushed.push_summary())
+                log.info(f"{integration}: pushed {pushed.pushed}, conflicts {pushed.conflicts}, "
+                         f"rejected {pushed.failed}, retried later {pushed.retried} (sync run {run_id})")
+            for m in box.undelivered_conflicts(integration.id):
+                session.dispatch(provider.conflict_event(integration, m, m.server_state), checkpoint_value=None,
+                                 external_id=provider.conflict_external_id(integration, m))
+                delivered.append(m.id)
+        if way is None or way.pulls:
+            provider.enumerate(integration, session)
         session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
     except BaseException as exc:
         session.stop_writing()  # no batch may land after the discard below
@@ -53,6 +98,7 @@ def enumerate_run(
             conn, run_id, RunStatus.ENUMERATING, "finish its enumeration",
             status=RunStatus.PROCESSING, items_total=session.dispatched, chunks=session.chunks, enumerated_at=now,
         )
+        Outbox.mark_delivered(conn, delivered, run_id)
     log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
     return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)
 

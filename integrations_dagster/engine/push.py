@@ -39,6 +39,7 @@ class Mutation:
     operation: str
     payload: Any
     attempts: int = 0
+    server_state: Any = None  # a conflict's: the server's current record
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class SyncResult:
     rejections: list[PushRejection] = field(default_factory=list)
     pull_errors: int = 0
     skipped: bool = False
+    #: Rejected with reason ``error`` and put back to pending (below ``max_retry_attempts``).
+    retried: int = 0
+
+    def push_summary(self) -> dict[str, int]:
+        return {"pushed": self.pushed, "conflicts": self.conflicts, "failed": self.failed, "retried": self.retried}
 
     def by_reason(self, reason: str) -> list[PushRejection]:
         return [r for r in self.rejections if r.reason == reason]
@@ -127,7 +133,31 @@ def check_outcomes(batch: Sequence[Mutation], outcomes: Sequence[PushOutcome]) -
 
 
 PushFn = Callable[[Any, list[Mutation]], Sequence[PushOutcome]]
-ConflictFn = Callable[[Mutation, Any], None]
+
+
+class Direction(StrEnum):
+    """What one run of a provider's job does (run tag ``integrations/direction``)."""
+
+    SYNC = "sync"  # push, then pull (Tether's TetherClient::sync)
+    PUSH = "push"  # push only (conflicts' server states are still applied locally)
+    PULL = "pull"  # pull only
+
+    @property
+    def pushes(self) -> bool:
+        return self is not Direction.PULL
+
+    @property
+    def pulls(self) -> bool:
+        return self is not Direction.PUSH
+
+
+def parse_direction(value: str | None) -> Direction:
+    if value is None or value == "":
+        return Direction.SYNC
+    try:
+        return Direction(value)
+    except ValueError:
+        raise ValueError(f"direction must be one of sync, push, pull; got {value!r}") from None
 
 
 def push_pending(
@@ -137,7 +167,8 @@ def push_pending(
     *,
     push_batch_size: int = 50,
     max_retry_attempts: int = 3,
-    on_conflict: ConflictFn | None = None,
+    run_id: int | None = None,
+    result: SyncResult | None = None,
 ) -> SyncResult:
     """Tether's push cycle for one integration over ``outbox`` (a ``store.outbox.Outbox``).
 
@@ -146,10 +177,14 @@ def push_pending(
     3. each batch goes to ``push``; a transport error (any exception) propagates and the batch stays
        ``pending`` with nothing lost; 4. outcomes are written in one transaction per batch.
     A mutation retried with ``error`` is sent again in a later push, not in this one.
+
+    A conflict's server state is kept on the mutation (``server_state``); the engine dispatches it
+    as a tracked item of the run (``engine.cycle``), like a pulled snapshot, not through a callback.
+    ``result`` (filled in place) keeps what earlier batches did when a later one raises.
     """
     if push_batch_size < 1:
         raise ValueError(f"push_batch_size must be at least 1, got {push_batch_size}")
-    result = SyncResult()
+    result = result if result is not None else SyncResult()
     seen: set[int] = set()
     while True:
         batch = list(outbox.eligible(integration.id, limit=push_batch_size, exclude=seen))
@@ -161,15 +196,33 @@ def push_pending(
             m.id: decide(outcomes[m.mutation_id], attempts=m.attempts + 1, max_retry_attempts=max_retry_attempts)
             for m in batch
         }
-        outbox.record_outcomes(decisions)
+        outbox.record_outcomes(decisions, run_id=run_id)
         for m in batch:
             d = decisions[m.id]
             if d.status is MutationStatus.SYNCED:
                 result.pushed += 1
             elif d.status is MutationStatus.CONFLICT:
                 result.conflicts += 1
-                if on_conflict is not None:
-                    on_conflict(m, d.server_state)
             elif d.status is MutationStatus.FAILED:
                 result.failed += 1
                 result.rejections.append(PushRejection(m.mutation_id, m.entity, m.key, d.reason or "", d.details))
+            else:
+                result.retried += 1
+
+
+def run_sync_result(run: Any, rejections: Sequence[Any] = ()) -> SyncResult:
+    """Tether's SyncResult of one sync run (a ``sync_runs`` row as a mapping) and its rejected
+    mutations (outbox rows): pushed / conflicts / failed from its push, pulled = items applied
+    locally (pulled snapshots and conflicts' server states), pull_errors = items that failed."""
+    summary = run.get("push_summary") or {}
+    return SyncResult(
+        pushed=int(summary.get("pushed", 0)),
+        pulled=int(run.get("success_count") or 0),
+        conflicts=int(summary.get("conflicts", 0)),
+        failed=int(summary.get("failed", 0)),
+        rejections=[PushRejection(r["mutation_id"], r["entity"], r["entity_key"], r["reason"] or "", r["details"])
+                    for r in rejections],
+        pull_errors=int(run.get("failed_count") or 0),
+        skipped=run.get("status") == "skipped",
+        retried=int(summary.get("retried", 0)),
+    )

@@ -180,7 +180,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             # superseded, they hold no cursor and are never retried (engine.supersede).
             changed_runs = supersede_failed(conn, integ.id, now)
             if changed_runs:
-                counts = store.item_counts(conn, run_id)
+                counts = with_pruned(store.item_counts(conn, run_id), run.pruned_counts)
                 others = [r for r in changed_runs if r != run_id]
         total = sum(counts.values())
         base: dict[str, Any] = dict(
@@ -195,6 +195,8 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             superseded_count=counts.get("superseded", 0),
             pending_count=unfinished,
             request_count=run.request_count,
+            direction=getattr(run, "direction", None),
+            push_summary=getattr(run, "push_summary", None),
         )
         if not reconcilable(run):
             return ReconcileResult(final=run.status != RunStatus.ENUMERATING, changed=False, status=run.status,

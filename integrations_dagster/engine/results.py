@@ -64,9 +64,19 @@ class ReconcileResult:
     request_count: int = 0
     duration_seconds: float | None = None
     request_ids: list[int] = field(default_factory=list)
+    #: Issue 13: ``sync`` / ``push`` / ``pull`` for a provider that pushes, and what its push did.
+    direction: str | None = None
+    push_summary: dict[str, int] | None = None
 
     def as_metadata(self) -> dict[str, Any]:
-        return {
+        push: dict[str, Any] = {}
+        if self.direction is not None:
+            summary = self.push_summary or {}
+            push = {"direction": self.direction, "pushed": int(summary.get("pushed", 0)),
+                    "push_conflicts": int(summary.get("conflicts", 0)),
+                    "push_rejected": int(summary.get("failed", 0)),
+                    "push_retried": int(summary.get("retried", 0))}
+        return push | {
             "status": self.status,
             "sync_run_id": self.run_id,
             "cursor_before": display(self.cursor_before),

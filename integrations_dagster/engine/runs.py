@@ -36,6 +36,7 @@ def start_run(
     trigger: str = "manual",
     is_run_alive: RunAliveCheck | None = None,
     owner: Any = None,
+    direction: str | None = None,
 ) -> StartResult:
     """Create a sync run unless another run of this integration is still in flight.
 
@@ -72,12 +73,12 @@ def start_run(
             run_sql.insert_run(
                 conn, integration_id=integration_id, dagster_run_id=dagster_run_id, status=RunStatus.SKIPPED,
                 trigger=trigger, cursor_before=row.cursor, cursor_after=row.cursor, error=reason,
-                started_at=now, finished_at=now,
+                started_at=now, finished_at=now, direction=direction,
             )
             return StartResult(run_id=None, skipped_reason=reason)
         run_id = run_sql.insert_run(
             conn, integration_id=integration_id, dagster_run_id=dagster_run_id, status=RunStatus.ENUMERATING,
-            trigger=trigger, cursor_before=row.cursor, started_at=now,
+            trigger=trigger, cursor_before=row.cursor, started_at=now, direction=direction,
             owner_host=getattr(owner, "host", None), owner_pid=getattr(owner, "pid", None),
         )
     for old in abandoned:  # settle the runs we just failed: partial/failed with counts, cursor held

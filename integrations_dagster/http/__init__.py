@@ -32,7 +32,9 @@ from integrations_dagster.http.paginators import (
     PageNumberPaginator,
     PageRequest,
     Paginator,
+    PullPage,
     SinceKeysetPaginator,
+    SyncCursorPaginator,
     get_path,
 )
 from integrations_dagster.security.redact import redact_headers, redact_text, redact_url
@@ -55,10 +57,12 @@ __all__ = [
     "Paginator",
     "SinceKeysetPaginator",
     "PayloadValidationError",
+    "PullPage",
     "RateBudget",
     "RateLimitedError",
     "RequestLogEntry",
     "RequestRecorder",
+    "SyncCursorPaginator",
     "backoff_delay",
     "get_path",
     "parse_retry_after",

@@ -24,6 +24,7 @@ Rules, in order, for each attempt (at most ``max_attempts``):
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 import threading
@@ -41,6 +42,7 @@ from integrations_dagster.http.errors import (
     ApiError,
     AuthenticationError,
     BudgetExhausted,
+    PaginationError,
     PayloadValidationError,
     RateLimitedError,
 )
@@ -450,6 +452,13 @@ class ApiClient:
             # matters on the fetch thread of a big sync.
             return pydantic_core.from_json(response.content)
         except ValueError as exc:
+            try:
+                # pydantic-core refuses a lone surrogate escape ("\ud800", e.g. an emoji cut in half
+                # upstream); the standard parser keeps it, so the one bad item is recorded invalid at
+                # dispatch instead of the whole page failing every run.
+                return json.loads(response.text)
+            except ValueError:
+                pass
             raise PayloadValidationError(
                 endpoint=self._endpoint(response.request),
                 field="<body>",
@@ -550,6 +559,7 @@ class ApiClient:
     ) -> Iterator[tuple[str, list[Any]]]:
         url = path
         current = paginator.first_request(dict(params or {}))
+        seen: set[str] = set()
         skip: frozenset[Any] = frozenset()
         identity = getattr(paginator, "identity", None)
         while True:
@@ -558,6 +568,15 @@ class ApiClient:
             target = httpx.URL(url)
             if current:
                 target = target.copy_merge_params(current)
+            # A page asked for twice means the API's next links (or cursors) go round in a circle:
+            # following them would dispatch the same items until the job times out.
+            absolute = str(self._http.build_request("GET", str(target)).url)  # a next link is absolute
+            if absolute in seen:
+                raise PaginationError(
+                    f"pagination cycle: page {len(seen) + 1} points back to {redact_url(absolute)}, "
+                    f"already fetched; stopping instead of fetching the same pages forever"
+                )
+            seen.add(absolute)
             response = self.send("GET", str(target), params=None)
             endpoint = self._endpoint(response.request)
             items = self._extract_items(self._parse_body(response), items_path, endpoint)
@@ -651,6 +670,26 @@ class ApiClient:
         depth = self.prefetch_pages if prefetch is None else prefetch
         for _endpoint, items in self._prefetched(pages, depth):
             yield items
+
+    def pull_pages(
+        self, path: str, *, paginator: Any, params: Mapping[str, Any] | None = None
+    ) -> Iterator[Any]:
+        """Yield the ``PullPage``s of a pull protocol (``SyncCursorPaginator``): POST the cursor as
+        JSON (or GET it as a query param when ``paginator.method`` is ``"GET"``), one page at a time."""
+        method = getattr(paginator, "method", "GET").upper()
+        current = paginator.first_request(dict(params or {}))
+        while True:
+            if method == "GET":
+                response = self.send("GET", path, params=current)
+            else:
+                response = self.send(method, path, json=current)
+            page = paginator.page(self._parse_body(response))
+            del response
+            nxt = paginator.next_after(page, current)
+            yield page
+            if nxt is None:
+                return
+            current = dict(nxt.params)
 
     def iter_items(
         self,

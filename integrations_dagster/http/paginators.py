@@ -307,3 +307,63 @@ class OffsetPaginator:
         out = dict(params)
         out[self.offset_param] = offset
         return PageRequest(params=out)
+
+
+@dataclass(frozen=True)
+class PullPage:
+    """One page of Tether's pull protocol: the snapshots, the cursor to resume from, more to come."""
+
+    snapshots: list[Any]
+    new_sync_cursor: Any
+    has_more: bool
+
+
+class SyncCursorPaginator:
+    """Tether's pull protocol (seed 002): the stored cursor in (``None`` = a full pull), and per page
+    ``snapshots``, ``new_sync_cursor`` and ``has_more`` out; repeat with the new cursor while
+    ``has_more``. The request is a POST with the cursor in the JSON body (``method``); use it with
+    ``ApiClient.pull_pages``, which yields ``PullPage``s so a provider can checkpoint each snapshot
+    with its page's ``new_sync_cursor``.
+
+    ``has_more`` true with no cursor, or with a cursor that did not advance, raises
+    ``PaginationError`` (stopping would drop snapshots; repeating would never end).
+    """
+
+    method = "POST"
+
+    def __init__(self, cursor: Any = None, *, cursor_param: str = "cursor", items_path: str = "snapshots",
+                 cursor_path: str = "new_sync_cursor", has_more_path: str = "has_more") -> None:
+        self.cursor = cursor
+        self.cursor_param = cursor_param
+        self.items_path = items_path
+        self.cursor_path = cursor_path
+        self.has_more_path = has_more_path
+
+    def first_request(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = dict(params)
+        out[self.cursor_param] = self.cursor
+        return out
+
+    def page(self, body: Any) -> PullPage:
+        if not isinstance(body, Mapping):
+            raise PaginationError(f"pull answer is not a JSON object: {type(body).__name__}")
+        snapshots = get_path(body, self.items_path)
+        if snapshots is None:
+            snapshots = []
+        if not isinstance(snapshots, list):
+            raise PaginationError(f"{self.items_path!r} is not a list")
+        return PullPage(list(snapshots), get_path(body, self.cursor_path), bool(get_path(body, self.has_more_path)))
+
+    def next_request(self, response: httpx.Response, items: list[Any], params: dict[str, Any]) -> PageRequest | None:
+        return self.next_after(self.page(_json_body(response)), params)
+
+    def next_after(self, page: PullPage, params: dict[str, Any]) -> PageRequest | None:
+        if not page.has_more:
+            return None
+        if page.new_sync_cursor is None or page.new_sync_cursor == "":
+            raise PaginationError(f"{self.has_more_path!r} is true but {self.cursor_path!r} is missing")
+        if params.get(self.cursor_param) == page.new_sync_cursor:
+            raise PaginationError(f"cursor {self.cursor_path!r} did not advance; refusing to loop")
+        out = dict(params)
+        out[self.cursor_param] = page.new_sync_cursor
+        return PageRequest(params=out)

@@ -88,11 +88,13 @@ def add_integration(
     cron: str | None = None,
     tenant: str | None = None,
 ) -> Integration:
-    """Create an integration (due at once). The provider must be one the engine knows."""
-    if engine is not None:
-        engine.provider(provider_key)  # UnknownProvider names the known ones
+    """Create an integration (due at once). The provider must be one the engine knows, and its metadata
+    and credentials must match the provider's ``metadata_model`` / ``credentials_model``."""
     if not name or not name.strip():
         raise IntegrationsError("an integration needs a non-empty name")
+    if engine is not None:
+        # UnknownProvider names the known ones; InvalidIntegrationConfig names each missing or wrong field
+        engine.provider(provider_key).validate_config(metadata or {}, credentials or {}, name=name.strip())
     if interval_minutes is not None and cron is not None:
         raise IntegrationsError("give either an interval or a cron expression, not both")
     if interval_minutes is not None and interval_minutes < 1:
@@ -173,6 +175,10 @@ def status_rows(
             "pending_items": int(row.pending),
             "failed_items": int(row.failed),
             "superseded_items": int(row.superseded),
+            # issue 13: the outbox (mutations waiting to be pushed, rejected, conflicting)
+            "outbox_pending": int(row.outbox_pending),
+            "outbox_failed": int(row.outbox_failed),
+            "outbox_conflict": int(row.outbox_conflict),
         }
         for row in rows
     ]
@@ -200,6 +206,106 @@ def list_failed_items(
     if integration_id is not None:
         store.get_integration(integration_id, tenant=tenant, decrypt=False)  # not found -> error
     return [item_dict(x) for x in store.failed_items(integration_id=integration_id, tenant=tenant)]
+
+
+# --- failed and conflicting mutations (issue 13): the outbox's counterpart of failed items -------
+def mutation_dict(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "integration_id": row["integration_id"],
+        "mutation_id": row["mutation_id"],
+        "entity": row["entity"],
+        "key": row["entity_key"],
+        "operation": row["operation"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "reason": row["reason"],
+        "details": row["details"],
+        "server_state": row["server_state"],
+        "sync_run_id": row.get("sync_run_id"),
+        "skip_reason": row.get("skip_reason"),
+        "finished_at": iso(row["finished_at"]),
+    }
+
+
+def list_failed_mutations(
+    store: Store, *, integration_id: int | None = None, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    """Failed (rejected) and conflicting mutations: each holds back the later mutations of its key."""
+    from integrations_dagster.store.outbox import Outbox
+
+    if integration_id is not None:
+        store.get_integration(integration_id, tenant=tenant, decrypt=False)
+    rows = Outbox(store).list(integration_id)
+    if tenant is not None and integration_id is None:
+        allowed = {i.id for i in store.list_integrations(tenant=tenant)}
+        rows = [r for r in rows if r["integration_id"] in allowed]
+    return [mutation_dict(r) for r in rows]
+
+
+@dataclass
+class MutationActionResult:
+    """What ``retry_mutations`` / ``skip_mutation`` did."""
+
+    integration_id: int
+    mutation_ids: list[int]
+    changed: int
+    status: str
+    outbox: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mutation_integration(store: Store, mutation_pk: int, tenant: str | None) -> int:
+    from integrations_dagster.store.outbox import Outbox, OutboxError
+
+    try:
+        row = Outbox(store).get(mutation_pk)
+    except OutboxError as exc:
+        raise IntegrationsError(str(exc)) from None
+    store.get_integration(row["integration_id"], tenant=tenant, decrypt=False)  # other tenant: not found
+    if row["status"] not in ("failed", "conflict"):
+        raise IntegrationsError(f"mutation {mutation_pk} is {row['status']}, not failed or conflict")
+    return int(row["integration_id"])
+
+
+def retry_mutations(
+    store: Store, *, mutation_ids: Sequence[int] = (), integration_id: int | None = None, tenant: str | None = None
+) -> MutationActionResult:
+    """Failed or conflicting mutations back to pending (attempts reset): the next push sends them
+    (``integrations push ID``, the push sensor, or the next cycle). ``integration_id`` alone: all of
+    that integration's failed and conflicting mutations."""
+    from integrations_dagster.store.outbox import Outbox
+
+    box = Outbox(store)
+    ids = list(mutation_ids)
+    if ids:
+        owners = {_mutation_integration(store, i, tenant) for i in ids}
+        if len(owners) != 1 or (integration_id is not None and owners != {integration_id}):
+            raise IntegrationsError("the mutations to retry must belong to one integration")
+        integration_id = owners.pop()
+    elif integration_id is not None:
+        store.get_integration(integration_id, tenant=tenant, decrypt=False)
+        ids = [r["id"] for r in box.list(integration_id)]
+        if not ids:
+            raise IntegrationsError(f"integration {integration_id} has no failed or conflicting mutations")
+    else:
+        raise IntegrationsError("name mutation ids or an integration")
+    changed = box.retry(ids)
+    return MutationActionResult(integration_id, ids, changed, "pending", box.counts(integration_id))
+
+
+def skip_mutation(
+    store: Store, mutation_pk: int, *, reason: str | None = None, tenant: str | None = None
+) -> MutationActionResult:
+    """Give up on a failed or conflicting mutation (reason kept): the later mutations of its key go on."""
+    from integrations_dagster.store.outbox import Outbox
+
+    integration_id = _mutation_integration(store, mutation_pk, tenant)
+    box = Outbox(store)
+    changed = box.skip([mutation_pk], reason=reason or "skipped by an operator")
+    return MutationActionResult(integration_id, [mutation_pk], changed, "skipped", box.counts(integration_id))
 
 
 # --- skip and retry ----------------------------------------------------------------------------
@@ -546,6 +652,8 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "cursor_before": run["cursor_before"],
         "cursor_after": run["cursor_after"],
         "error": run["error"],
+        "direction": run.get("direction"),
+        "push": run.get("push_summary"),
     }
 
 

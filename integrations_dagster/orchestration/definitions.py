@@ -39,12 +39,15 @@ from integrations_dagster.engine.engine import ReconcileResult, SyncEngine
 from integrations_dagster.engine.health import HealthPolicy
 from integrations_dagster.authoring.listeners import ListenersArg
 from integrations_dagster.authoring.provider import Provider
-from integrations_dagster.orchestration.resource import IntegrationsResource
+from integrations_dagster.orchestration.resource import IntegrationsResource, database_url_config
 from integrations_dagster.settings import SyncSettings
 
 PROVIDER_TAG = "integrations/provider"
 INTEGRATION_TAG = "integrations/integration_id"
 TRIGGER_TAG = "integrations/trigger"
+#: Issue 13: ``sync`` (push then pull; the default), ``push`` or ``pull``, for a provider that pushes.
+#: Set by ``integrations push|pull|sync`` and the push sensor; settable in the Launchpad's tags.
+DIRECTION_TAG = "integrations/direction"
 ALIVE_STATUSES = {
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -138,7 +141,15 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 allow_retries=False,
             )
         from integrations_dagster.engine.owner import owner_from_tags
+        from integrations_dagster.engine.push import parse_direction
 
+        try:
+            direction = parse_direction(context.run.tags.get(DIRECTION_TAG)).value if provider.supports_push() else None
+        except ValueError as exc:
+            raise Failure(description=f"tag {DIRECTION_TAG}: {exc}", allow_retries=False) from None
+        if direction is None and context.run.tags.get(DIRECTION_TAG) == "push":
+            raise Failure(description=f"provider {key!r} does not push; a push run is not possible",
+                          allow_retries=False)
         start = engine.start_run(
             store,
             integration_id,
@@ -146,6 +157,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             trigger=context.run.tags.get(TRIGGER_TAG, "manual"),
             is_run_alive=run_alive_check(context.instance),
             owner=owner_from_tags(context.run.tags, context.run_id),
+            direction=direction,
         )
         if start.skipped:
             context.log.warning(start.skipped_reason or "skipped")
@@ -162,6 +174,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             result = engine.enumerate(
                 store, integration, start.run_id, log=context.log,
                 http_factory=http_factory_for(engine, store, provider, integration, start.run_id),
+                direction=direction,
             )
         except Exception as exc:
             from integrations_dagster.security.redaction import safe_error
@@ -341,6 +354,9 @@ def build_definitions(
             pass
         else:
             all_sensors.extend(build_sync_sensors(engine=engine, settings=settings, jobs=jobs_by_name))
+        from integrations_dagster.orchestration.push_sensor import build_push_sensors
+
+        all_sensors.extend(build_push_sensors(engine=engine, settings=settings))
         from integrations_dagster.orchestration.checks import build_health_sensor
 
         all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
@@ -353,7 +369,7 @@ def build_definitions(
             op_jobs, op_schedules = build_operator_definitions(engine=engine)
             jobs.extend(op_jobs)
             schedules.extend(op_schedules)
-    res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=settings.database_url),
+    res: dict[str, Any] = {"integrations": IntegrationsResource(database_url=database_url_config(settings.database_url)),
                            BATCH_IO_KEY: id_from_mapping_key}
     res.update(resources or {})
     defs = Definitions(

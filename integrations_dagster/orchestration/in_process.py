@@ -20,7 +20,14 @@ from dagster import (
     build_reconstructable_job,
 )
 
-from integrations_dagster.orchestration.definitions import INTEGRATION_TAG, PROVIDER_TAG, TRIGGER_TAG, job_name, partitions_name
+from integrations_dagster.orchestration.definitions import (
+    DIRECTION_TAG,
+    INTEGRATION_TAG,
+    PROVIDER_TAG,
+    TRIGGER_TAG,
+    job_name,
+    partitions_name,
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,9 @@ def ensure_partition(instance: DagsterInstance, provider_key: str, integration_i
         instance.add_dynamic_partitions(name, [key])
 
 
-def sync_tags(provider_key: str, integration_id: int, trigger: str) -> dict[str, str]:
-    return {
+def sync_tags(provider_key: str, integration_id: int, trigger: str, direction: str | None = None) -> dict[str, str]:
+    extra = {DIRECTION_TAG: direction} if direction else {}
+    return extra | {
         "dagster/partition": str(integration_id),
         "dagster/partition_set": f"{job_name(provider_key)}_partition_set",
         PROVIDER_TAG: provider_key,
@@ -87,6 +95,7 @@ def execute_sync(
     tags: dict[str, str] | None = None,
     log_level: str = "DEBUG",
     workspace: str | os.PathLike[str] | None = None,
+    direction: str | None = None,
 ) -> DagsterRun:
     """Execute one sync run in this process against ``instance``; it appears in the UI's run history.
 
@@ -95,7 +104,7 @@ def execute_sync(
     ``$INTEGRATIONS_WORKSPACE``, else ``./workspace.yaml``), so the UI can re-execute it.
     """
     ensure_partition(instance, provider_key, integration_id)
-    all_tags = sync_tags(provider_key, integration_id, trigger)
+    all_tags = sync_tags(provider_key, integration_id, trigger, direction)
     all_tags.update(tags or {})
     # Like execute_job, but the run carries its code location's origin, so the UI can re-execute it.
     from integrations_dagster.orchestration.reexecutable import execute_run_with_origin

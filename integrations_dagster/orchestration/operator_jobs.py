@@ -3,6 +3,8 @@
 - ``integrations_skip_item``: skip a failed item (reason kept), then reconcile its run.
 - ``integrations_retry_failed_items``: give every failed item of an integration one attempt now.
 - ``integrations_advance_cursor``: reclaim stuck items and reconcile the integration's runs.
+- ``integrations_retry_mutations``: failed or conflicting outbox mutations back to pending (issue 13).
+- ``integrations_skip_mutation``: give up on a failed or conflicting mutation (reason kept).
 - ``integrations_prune``: delete old success/skipped items and request log rows; also on the daily
   schedule ``integrations_prune_daily`` (03:00 UTC, running by default: it only deletes rows that
   are complete and older than 30 days, which is what the seed's scheduled prune does).
@@ -39,6 +41,8 @@ SKIP_JOB = "integrations_skip_item"
 RETRY_JOB = "integrations_retry_failed_items"
 ADVANCE_JOB = "integrations_advance_cursor"
 PRUNE_JOB = "integrations_prune"
+RETRY_MUTATIONS_JOB = "integrations_retry_mutations"
+SKIP_MUTATION_JOB = "integrations_skip_mutation"
 PRUNE_SCHEDULE = "integrations_prune_daily"
 PRUNE_CRON = "0 3 * * *"
 
@@ -72,6 +76,23 @@ class PruneConfig(Config):
     days: int = Field(default=ops.DEFAULT_PRUNE_DAYS, ge=0,
                       description="Delete success/skipped item rows and request log rows older than this many "
                       "days. Failed rows always stay until resolved.")
+    tenant: str | None = Field(default=None, description=_TENANT_HELP)
+
+
+class RetryMutationsConfig(Config):
+    integration_id: int | None = Field(
+        default=None, description="Every failed and conflicting mutation of this integration (when no ids are given)."
+    )
+    mutation_ids: list[int] = Field(
+        default_factory=list, description="Ids of failed or conflicting mutations (see `integrations list-failed-mutations`)."
+    )
+    tenant: str | None = Field(default=None, description=_TENANT_HELP)
+
+
+class SkipMutationConfig(Config):
+    mutation_id: int = Field(description="Id of the failed or conflicting mutation to give up on.")
+    reason: str = Field(default="skipped by an operator from the Dagster UI",
+                        description="Why it is given up; kept on the mutation as skip_reason.")
     tenant: str | None = Field(default=None, description=_TENANT_HELP)
 
 
@@ -175,6 +196,42 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
         context.add_output_metadata(res.as_dict())
         return res.as_dict()
 
+    @op(name="retry_mutations")
+    def retry_mutations_op(context: OpExecutionContext, config: RetryMutationsConfig,
+                           integrations: IntegrationsResource) -> dict:
+        """Failed or conflicting mutations back to pending; the next push (sensor or cycle) sends them."""
+        try:
+            res = ops.retry_mutations(integrations.get_store(), mutation_ids=config.mutation_ids,
+                                      integration_id=config.integration_id, tenant=config.tenant)
+        except (IntegrationsError, LookupError) as exc:
+            raise _fail(exc) from None
+        context.add_output_metadata({"integration_id": res.integration_id, "retried": res.changed,
+                                     "outbox": MetadataValue.json(res.outbox)})
+        return res.as_dict()
+
+    @op(name="skip_mutation")
+    def skip_mutation_op(context: OpExecutionContext, config: SkipMutationConfig,
+                         integrations: IntegrationsResource) -> dict:
+        """Give up on a failed or conflicting mutation so the later mutations of its key are pushed."""
+        try:
+            res = ops.skip_mutation(integrations.get_store(), config.mutation_id, reason=config.reason,
+                                    tenant=config.tenant)
+        except (IntegrationsError, LookupError) as exc:
+            raise _fail(exc) from None
+        context.add_output_metadata({"integration_id": res.integration_id, "skipped": res.changed,
+                                     "outbox": MetadataValue.json(res.outbox)})
+        return res.as_dict()
+
+    @job(name=RETRY_MUTATIONS_JOB, executor_def=in_process_executor, tags={"integrations/operator": "retry-mutations"},
+         description="Put failed or conflicting outbox mutations back to pending (the next push sends them).")
+    def retry_mutations_job():  # type: ignore[no-untyped-def]
+        retry_mutations_op()
+
+    @job(name=SKIP_MUTATION_JOB, executor_def=in_process_executor, tags={"integrations/operator": "skip-mutation"},
+         description="Give up on a failed or conflicting outbox mutation (reason kept).")
+    def skip_mutation_job():  # type: ignore[no-untyped-def]
+        skip_mutation_op()
+
     @job(name=SKIP_JOB, executor_def=in_process_executor, tags={"integrations/operator": "skip"},
          description="Skip a failed sync item (reason kept) so the cursor can move on.")
     def skip_job():  # type: ignore[no-untyped-def]
@@ -204,4 +261,4 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
         default_status=DefaultScheduleStatus.RUNNING,
         description="Daily prune with the default retention (30 days).",
     )
-    return [skip_job, retry_job, advance_job, prune_job], [schedule]
+    return [skip_job, retry_job, advance_job, prune_job, retry_mutations_job, skip_mutation_job], [schedule]

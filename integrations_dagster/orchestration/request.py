@@ -124,6 +124,7 @@ def request_sync(
     use_daemon: bool | None = None,
     timeout: float | None = None,
     poll_interval: float = 1.0,
+    direction: str | None = None,
 ) -> SyncRequest:
     """Request an immediate sync of one integration; return the run that will do it.
 
@@ -147,7 +148,7 @@ def request_sync(
         return SyncRequest(run_id=active.run_id, created=False, status=active.status, mode="existing")
     req = _start_sync(instance=instance, provider_key=provider_key, integration_id=integration_id,
                       definitions_ref=definitions_ref, wait=wait, workspace=workspace, trigger=trigger,
-                      use_daemon=use_daemon, timeout=timeout, poll_interval=poll_interval)
+                      use_daemon=use_daemon, timeout=timeout, poll_interval=poll_interval, direction=direction)
     return SyncRequest(run_id=req.run_id, created=req.created, status=req.status, mode=req.mode,
                        reclaimed=tuple(reclaimed))
 
@@ -164,16 +165,18 @@ def _start_sync(
     use_daemon: bool | None,
     timeout: float | None,
     poll_interval: float,
+    direction: str | None = None,
 ) -> SyncRequest:
     if use_daemon is None:
         use_daemon = daemon_running(instance)
     if not use_daemon:
         ref = definitions_ref or definitions_ref_from_workspace(workspace)
-        run = execute_sync(ref, provider_key, integration_id, instance=instance, trigger=trigger, workspace=workspace)
+        run = execute_sync(ref, provider_key, integration_id, instance=instance, trigger=trigger, workspace=workspace,
+                           direction=direction)
         return SyncRequest(run_id=run.run_id, created=True, status=run.status, mode="in_process")
     run_id = submit_to_queue(
         instance=instance, provider_key=provider_key, integration_id=integration_id, workspace=workspace,
-        trigger=trigger, definitions_ref=definitions_ref,
+        trigger=trigger, definitions_ref=definitions_ref, direction=direction,
     )
     run = instance.get_run_by_id(run_id)
     status = run.status if run is not None else DagsterRunStatus.QUEUED
@@ -190,6 +193,7 @@ def submit_to_queue(
     workspace: str | os.PathLike[str] | None = None,
     trigger: str = "manual",
     definitions_ref: DefinitionsRef | None = None,
+    direction: str | None = None,
 ) -> str:
     """Submit a sync run to the instance's run queue; return its id.
 
@@ -200,7 +204,7 @@ def submit_to_queue(
     if not path.exists():
         raise IntegrationsError(f"workspace file {path} not found (set INTEGRATIONS_WORKSPACE or pass workspace=)")
     ensure_partition(instance, provider_key, integration_id)
-    tags = sync_tags(provider_key, integration_id, trigger)
+    tags = sync_tags(provider_key, integration_id, trigger, direction)
     from integrations_dagster.orchestration.reexecutable import submit_run_to_queue
 
     try:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, select, text, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from integrations_dagster.status import COMPLETED, SUPERSEDABLE, UNFINISHED, ItemStatus
@@ -248,7 +248,8 @@ def mark_superseded(conn: Connection, superseded: dict[int, int], reasons: dict[
         return []
     conn.execute(
         update(_t)
-        .where(_t.c.id == bindparam("b_id"), _t.c.status.in_(SUPERSEDABLE))
+        # or_ of equalities, not IN: an executemany cannot expand an IN list
+        .where(_t.c.id == bindparam("b_id"), or_(*(_t.c.status == st for st in SUPERSEDABLE)))
         .values(status=ItemStatus.SUPERSEDED, finished_at=now, next_attempt_at=None,
                 skip_reason=bindparam("b_reason")),
         [{"b_id": i, "b_reason": reasons[i]} for i in superseded],

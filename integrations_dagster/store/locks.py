@@ -119,10 +119,16 @@ def _lock_file(path: str) -> int:
         _pid = os.getpid()
     fd = _files.get(path)
     if fd is None:
-        # Never closed while the process lives: closing any descriptor of the file would drop every
-        # POSIX lock this process holds on it.
+        # Kept open while this process holds any lock on the file: closing any descriptor of the file
+        # drops every POSIX lock the process holds on it.
         fd = _files[path] = os.open(path + "-chunks.lock", os.O_RDWR | os.O_CREAT, 0o600)
     return fd
+
+
+def _close_if_unused(path: str) -> None:
+    """Close the lock file once this process holds no chunk of it (called under the registry lock)."""
+    if path in _files and not any(k[0] == path for k in _held):
+        os.close(_files.pop(path))
 
 
 @contextmanager
@@ -144,6 +150,7 @@ def _sqlite_chunk_lock(store: Store, run_id: int, chunk: int) -> Iterator[bool]:
                     fcntl.lockf(_lock_file(path), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
                 except OSError:  # another process holds it
                     held = False
+                    _close_if_unused(path)
             if held:
                 _held.add(key)
     try:
@@ -156,3 +163,4 @@ def _sqlite_chunk_lock(store: Store, run_id: int, chunk: int) -> Iterator[bool]:
                     import fcntl
 
                     fcntl.lockf(_files[path], fcntl.LOCK_UN, 1, offset)
+                    _close_if_unused(path)

@@ -86,6 +86,10 @@ sync_runs = Table(
     # host a pid that is gone means the run is dead (``_owner.owner_alive``). Migration 0004_runs.
     Column("owner_host", String(255), nullable=True),
     Column("owner_pid", Integer, nullable=True),
+    # Issue 13 (migration 0013_outbox_cycle): "sync" (push then pull), "push" or "pull"; None for a
+    # provider without push. ``push_summary``: {"pushed", "conflicts", "failed", "retried"} of its push.
+    Column("direction", String(10), nullable=True),
+    Column("push_summary", JSON, nullable=True),
     # What pruning the run's item rows would lose (migration 0015_run_summary): the counts of pruned
     # rows by status, and the checkpoints a later reconcile needs (engine.cursor, "kept checkpoints").
     Column("pruned_counts", JSON(none_as_null=True), nullable=True),
@@ -220,6 +224,13 @@ outbox = Table(
     Column("server_state", JSON, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # Migration 0013_outbox_cycle: the sync run whose push decided it last; for a conflict, the run
+    # that dispatched the server's state as a tracked item (None: not delivered yet, e.g. that
+    # run's enumeration failed after the push: the next run dispatches it).
+    Column("sync_run_id", Integer, nullable=True),
+    Column("delivered_run_id", Integer, nullable=True),
+    Column("skip_reason", Text, nullable=True),  # why an operator skipped it
     Index("ix_outbox_integration_status", "integration_id", "status", "id"),
     Index("ix_outbox_key", "integration_id", "entity", "entity_key", "id"),
+    Index("ix_outbox_undelivered", "integration_id", "status", "delivered_run_id"),
 )

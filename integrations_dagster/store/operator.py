@@ -38,7 +38,8 @@ def cursor_of(store: Store, integration_id: int) -> Any:
 
 
 def status_rows(store: Store, *, integration_id: int | None = None, tenant: str | None = None) -> list[Any]:
-    """One row per integration with its latest run and its pending/failed item counts (one query)."""
+    """One row per integration with its latest run, its pending/failed item counts and its outbox
+    counts (one query)."""
     items = (
         select(
             _t.c.integration_id.label("iid"),
@@ -49,6 +50,18 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
         .where(_t.c.status.in_((*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED)))
         .group_by(_t.c.integration_id)
         .subquery("item_counts")
+    )
+    _o = m.outbox
+    box = (  # issue 13: the outbox's pending / failed / conflict mutations, in the same statement
+        select(
+            _o.c.integration_id.label("iid"),
+            func.sum(case((_o.c.status == "pending", 1), else_=0)).label("pending"),
+            func.sum(case((_o.c.status == "failed", 1), else_=0)).label("failed"),
+            func.sum(case((_o.c.status == "conflict", 1), else_=0)).label("conflict"),
+        )
+        .where(_o.c.status.in_(("pending", "failed", "conflict")))
+        .group_by(_o.c.integration_id)
+        .subquery("outbox_counts")
     )
     latest = select(_r.c.integration_id.label("iid"), func.max(_r.c.id).label("run_id")).group_by(
         _r.c.integration_id
@@ -63,9 +76,13 @@ def status_rows(store: Store, *, integration_id: int | None = None, tenant: str 
             func.coalesce(items.c.pending, 0).label("pending"),
             func.coalesce(items.c.failed, 0).label("failed"),
             func.coalesce(items.c.superseded, 0).label("superseded"),
+            func.coalesce(box.c.pending, 0).label("outbox_pending"),
+            func.coalesce(box.c.failed, 0).label("outbox_failed"),
+            func.coalesce(box.c.conflict, 0).label("outbox_conflict"),
         )
         .select_from(
             _i.outerjoin(items, items.c.iid == _i.c.id)
+            .outerjoin(box, box.c.iid == _i.c.id)
             .outerjoin(latest, latest.c.iid == _i.c.id)
             .outerjoin(last, last.c.id == latest.c.run_id)
         )

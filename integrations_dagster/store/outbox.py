@@ -83,12 +83,63 @@ class Outbox:
             stmt = stmt.where(t.c.id.not_in(ex))
         with self.store.engine.connect() as conn:
             rows = conn.execute(stmt.order_by(t.c.id).limit(limit)).mappings().all()
-        return [
-            Mutation(r["id"], r["mutation_id"], r["entity"], r["entity_key"], r["operation"], r["payload"], r["attempts"])
-            for r in rows
-        ]
+        return [_mutation(r) for r in rows]
 
-    def record_outcomes(self, decisions: Mapping[int, Decision]) -> None:
+    def undelivered_conflicts(self, integration_id: int) -> list[Mutation]:
+        """Conflicts whose server state no run has delivered as a tracked item yet (id order)."""
+        stmt = select(t).where(
+            t.c.integration_id == integration_id, t.c.status == MutationStatus.CONFLICT.value,
+            t.c.delivered_run_id.is_(None),
+        )
+        with self.store.engine.connect() as conn:
+            return [_mutation(r) for r in conn.execute(stmt.order_by(t.c.id)).mappings()]
+
+    @staticmethod
+    def mark_delivered(conn: Connection, ids: Iterable[int], run_id: int) -> None:
+        """In the transaction that ends the run's enumeration: these conflicts' states are its items."""
+        ids = list(ids)
+        if ids:
+            conn.execute(update(t).where(t.c.id.in_(ids), t.c.delivered_run_id.is_(None)).values(delivered_run_id=run_id))
+
+    def run_rejections(self, run_id: int) -> list[dict[str, Any]]:
+        """Mutations a run's push left failed (rejected), id order."""
+        stmt = select(t).where(t.c.sync_run_id == run_id, t.c.status == MutationStatus.FAILED.value)
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt.order_by(t.c.id)).mappings()]
+
+    def pending_integrations(self) -> dict[int, Any]:
+        """Integration id -> when its oldest pending mutation was recorded (for the push sensor)."""
+        stmt = (
+            select(t.c.integration_id, func.min(t.c.created_at))
+            .where(t.c.status == MutationStatus.PENDING.value)
+            .group_by(t.c.integration_id)
+        )
+        with self.store.engine.connect() as conn:
+            return {int(i): at for i, at in conn.execute(stmt)}
+
+    def pending_for_provider(self, provider_key: str) -> dict[int, Any]:
+        """Enabled integrations of ``provider_key`` with pending mutations -> their oldest one's time
+        (the push sensor's one query)."""
+        from integrations_dagster.store.models import integrations as i
+
+        stmt = (
+            select(t.c.integration_id, func.min(t.c.created_at))
+            .join(i, i.c.id == t.c.integration_id)
+            .where(t.c.status == MutationStatus.PENDING.value, i.c.provider_key == provider_key, i.c.enabled.is_(True))
+            .group_by(t.c.integration_id)
+            .order_by(t.c.integration_id)
+        )
+        with self.store.engine.connect() as conn:
+            return {int(iid): at for iid, at in conn.execute(stmt)}
+
+    def get(self, mutation_pk: int) -> dict[str, Any]:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.id == mutation_pk)).mappings().first()
+        if row is None:
+            raise OutboxError(f"mutation {mutation_pk} not found")
+        return dict(row)
+
+    def record_outcomes(self, decisions: Mapping[int, Decision], *, run_id: int | None = None) -> None:
         if not decisions:
             return
         now = utcnow()
@@ -102,6 +153,8 @@ class Outbox:
                 details=bindparam("new_details"),
                 server_state=bindparam("new_server_state"),
                 finished_at=bindparam("new_finished_at"),
+                sync_run_id=run_id,
+                delivered_run_id=None,  # a new conflict's state is delivered by this run's enumeration
             )
         )
         rows = [
@@ -133,14 +186,32 @@ class Outbox:
         """Failed or conflicting mutations back to pending (attempts reset); returns how many."""
         return self._move(ids, ("failed", "conflict"), MutationStatus.PENDING, reset=True)
 
-    def skip(self, ids: Iterable[int]) -> int:
+    def skip(self, ids: Iterable[int], *, reason: str | None = None) -> int:
         """Give up on failed or conflicting mutations: finished, they no longer block their key."""
-        return self._move(ids, ("failed", "conflict"), MutationStatus.SKIPPED, reset=False)
+        return self._move(ids, ("failed", "conflict"), MutationStatus.SKIPPED, reset=False,
+                          extra={"skip_reason": reason})
 
-    def _move(self, ids: Iterable[int], from_: tuple[str, ...], to: MutationStatus, *, reset: bool) -> int:
-        values: dict[str, Any] = {"status": to.value}
+    def counts_by_integration(self, ids: Iterable[int] | None = None) -> dict[int, dict[str, int]]:
+        """Per integration, mutations per status (one grouped query)."""
+        stmt = select(t.c.integration_id, t.c.status, func.count()).group_by(t.c.integration_id, t.c.status)
+        if ids is not None:
+            stmt = stmt.where(t.c.integration_id.in_(list(ids)))
+        out: dict[int, dict[str, int]] = {}
+        with self.store.engine.connect() as conn:
+            for iid, status, n in conn.execute(stmt):
+                out.setdefault(int(iid), {s.value: 0 for s in MutationStatus})[status] = int(n)
+        return out
+
+    def _move(self, ids: Iterable[int], from_: tuple[str, ...], to: MutationStatus, *, reset: bool,
+              extra: dict[str, Any] | None = None) -> int:
+        values: dict[str, Any] = {"status": to.value, **(extra or {})}
         if reset:
-            values.update(attempts=0, finished_at=None)
+            values.update(attempts=0, finished_at=None, reason=None, details=None, skip_reason=None)
         with self.store.begin() as conn:
             res = conn.execute(update(t).where(t.c.id.in_(list(ids)), t.c.status.in_(from_)).values(**values))
             return res.rowcount or 0
+
+
+def _mutation(r: Mapping[str, Any]) -> Mutation:
+    return Mutation(r["id"], r["mutation_id"], r["entity"], r["entity_key"], r["operation"], r["payload"],
+                    r["attempts"], r["server_state"])

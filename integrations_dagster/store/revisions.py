@@ -12,7 +12,10 @@ import ast
 import functools
 from pathlib import Path
 
-from sqlalchemy import Connection, text
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by at_head only: store/quick.py reads heads without it
+    from sqlalchemy import Connection
 
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
 
@@ -60,6 +63,8 @@ def at_head(conn: Connection) -> bool:
 
     Use a connection of its own: on PostgreSQL a failed read aborts the transaction it ran in.
     """
+    from sqlalchemy import text
+
     heads = head_revisions()
     if heads is None:
         return False

@@ -43,6 +43,10 @@ def insert_run(conn: Connection, **values: Any) -> int:
     return int(conn.execute(m.sync_runs.insert().values(**values).returning(m.sync_runs.c.id)).scalar_one())
 
 
+def set_push_summary(conn: Connection, run_id: int, summary: dict[str, int]) -> None:
+    conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == run_id).values(push_summary=summary))
+
+
 def integration_cursor(conn: Connection, integration_id: int) -> Any:
     return conn.execute(select(m.integrations.c.cursor).where(m.integrations.c.id == integration_id)).scalar()
 

@@ -21,7 +21,9 @@ from integrations_dagster import (
 from providers.github.tables import activities
 from integrations_dagster.http import LinkHeaderPaginator
 
-from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, shift_iso, upsert
+from providers.github.common import (
+    GITHUB_API, GITHUB_HEADERS, GitHubActivityMetadata, GitHubCredentials, credentials_model_for, hours_ago, shift_iso, upsert,
+)
 
 STREAMS = ("notifications", "events")
 #: How far before the cursor each run re-reads (metadata ``overlap_seconds``): GitHub documents that
@@ -84,6 +86,11 @@ class GitHubActivityProvider(Provider):
 
         return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
+    metadata_model = GitHubActivityMetadata
+    credentials_model = GitHubCredentials
+
+    def credentials_model_for(self, credentials: Any) -> Any:
+        return credentials_model_for(credentials)  # a token or a GitHub App installation
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = integration.metadata

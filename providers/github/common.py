@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from sqlalchemy import Connection, Table
 
@@ -16,6 +18,77 @@ GITHUB_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version
 def hours_ago(hours: float) -> str:
     """ISO-8601 UTC with a Z, the form GitHub's ``since`` takes and its timestamps use."""
     return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_timestamp(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO-8601 timestamp such as 2024-01-31T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise ValueError("must name its time zone, e.g. 2024-01-31T00:00:00Z")
+    return value
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Since = Annotated[str | None, AfterValidator(_iso_timestamp)]
+BaseUrl = Annotated[str | None, AfterValidator(_http_url)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class GitHubCredentials(BaseModel):
+    """A personal access token (or any token GitHub takes as ``Authorization: Bearer``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: Annotated[SecretStr, AfterValidator(_not_empty)]
+
+
+class GitHubAppCredentials(BaseModel):
+    """A GitHub App installation (``providers.github.app`` mints its installation tokens)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    app_id: Name
+    private_key: Annotated[SecretStr, AfterValidator(_not_empty)]
+    installation_id: Name
+
+
+def credentials_model_for(credentials: Any) -> type[BaseModel]:
+    """A token, or a GitHub App installation when any of its fields is given."""
+    if isinstance(credentials, dict) and any(k in credentials for k in ("app_id", "private_key", "installation_id")):
+        return GitHubAppCredentials
+    return GitHubCredentials
+
+
+class GitHubIssuesMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    owner: Name
+    repo: Name
+    base_url: BaseUrl = None
+    since: Since = None
+    #: Issues per page (GitHub takes 1-100); smaller pages only for tests and slow APIs.
+    per_page: int = Field(default=100, ge=1, le=100)
+
+
+class GitHubActivityMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    username: Name | None = None
+    base_url: BaseUrl = None
+    since: Since = None
+    #: How far back each run re-reads events (late arrivals); default ``activity.OVERLAP_SECONDS``.
+    overlap_seconds: float | None = Field(default=None, ge=0)
 
 
 def shift_iso(stamp: str, seconds: float) -> str:

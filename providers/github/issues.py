@@ -1,7 +1,7 @@
 """GitHub issues, incrementally: ``GET /repos/{owner}/{repo}/issues?since=<cursor>``, keyset paging on ``since``.
 
 Metadata: ``owner``, ``repo``, optional ``base_url`` (GitHub Enterprise, the fake API) and
-``since`` (first-run start; default 24 hours back). Credential: ``token``, or a GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
+``since`` (first-run start; default 24 hours back), ``per_page`` (1-100, default 100). Credential: ``token``, or a GitHub App installation (``app_id``, ``private_key``, ``installation_id``: ``providers.github.app``). Checkpoint: the issue's
 ``updated_at``; external id: its ``id``. An issue that does not validate is recorded as a failed
 item with its raw payload (``dispatch_invalid``): the run goes red, the cursor holds before it, and
 an operator sees it in ``list-failed-items`` and can skip it.
@@ -20,7 +20,9 @@ from integrations_dagster import (
 from providers.github.tables import github_issues
 from integrations_dagster.http import SinceKeysetPaginator
 
-from providers.github.common import GITHUB_API, GITHUB_HEADERS, hours_ago, require, upsert
+from providers.github.common import (
+    GITHUB_API, GITHUB_HEADERS, GitHubCredentials, credentials_model_for, GitHubIssuesMetadata, hours_ago, require, upsert,
+)
 
 
 class GitHubUser(TypedDict):  # TypedDicts, not models: validated as strictly, at a fifth of the cost per issue
@@ -54,6 +56,12 @@ class GitHubIssueSynced(SyncItemEvent):
     issue: dict[str, Any]
 
 
+def _raw_id(raw: Any) -> str | int | None:
+    """The id of an item that did not validate, when it has a usable one (an item may not even be an object)."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
 class GitHubProvider(Provider):
     key = "github"
     default_sync_interval = 5
@@ -74,6 +82,11 @@ class GitHubProvider(Provider):
         return setup_integration(self, callback, metadata, needs=("owner", "repo"))
     http_headers = GITHUB_HEADERS
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
+    metadata_model = GitHubIssuesMetadata
+    credentials_model = GitHubCredentials
+
+    def credentials_model_for(self, credentials: Any) -> Any:
+        return credentials_model_for(credentials)  # a token or a GitHub App installation
 
     def sync_incremental(self, integration: Integration, session: SyncSession) -> None:
         meta = require(integration, "owner", "repo")
@@ -84,10 +97,10 @@ class GitHubProvider(Provider):
         params = {"since": since, "state": "all", "sort": "updated", "direction": "asc"}
         for raw, issue, error in session.http.iter_items(
             f"/repos/{meta['owner']}/{meta['repo']}/issues", params=params,
-            paginator=SinceKeysetPaginator(key="updated_at", id_key="id", per_page=100), item_model=GitHubIssue,
+            paginator=SinceKeysetPaginator(key="updated_at", id_key="id", per_page=int(meta.get("per_page") or 100)), item_model=GitHubIssue,
         ):
             if issue is None:
-                session.dispatch_invalid(raw, error or "invalid", checkpoint_value=checkpoint, external_id=raw.get("id"))
+                session.dispatch_invalid(raw, error or "invalid", checkpoint_value=checkpoint, external_id=_raw_id(raw))
                 continue
             checkpoint = issue.updated_at
             session.dispatch(GitHubIssueSynced(integration_id=integration.id, issue=raw),

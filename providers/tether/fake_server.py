@@ -7,7 +7,8 @@ Rules (deterministic, for tests and the demo):
   the server's current record;
 - mutations are de-duplicated by ``mutation_id`` (a resent applied mutation is answered applied again
   and not applied twice: ``applied_count`` counts distinct applications);
-- ``fail_next`` > 0 makes the next requests answer 503 (a transport failure).
+- ``fail_next`` > 0 makes the next requests answer 503 (a transport failure); ``fail_path["/pull"]``
+  (or ``"/push"``) only that endpoint's;
 Run alone: ``python -m providers.tether.fake_server`` (prints its URL).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,6 +30,15 @@ class TetherState:
         self.error_times = error_times
         self.page_size = page_size
         self.fail_next = 0
+        self.fail_path: dict[str, int] = {}  # "/push" or "/pull" -> how many next requests answer 503
+        self.push_requests = 0
+        self.received: dict[str, int] = {}  # mutation_id -> how many times it was sent
+        # Kill tests: after applying push request number ``hold_after_push``, the answer waits until
+        # ``release`` is set (``held`` tells the test the batch is applied and unanswered).
+        self.hold_after_push: int | None = None
+        self.push_delay = 0.0  # seconds every push answer waits (after applying), for random kills
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.applied_count = 0
         self.clock = 0  # microsecond-ish cursor: increments per change
         self.changes: list[tuple[int, tuple[str, str]]] = []
@@ -44,6 +55,7 @@ class TetherState:
         conflicts: list[dict[str, Any]] = []
         for m in mutations:
             mid = m["mutation_id"]
+            self.received[mid] = self.received.get(mid, 0) + 1
             if mid in self.seen:  # de-duplicated by mutation id
                 applied.append(mid)
                 continue
@@ -67,7 +79,10 @@ class TetherState:
 
     def pull(self, cursor: int | None) -> dict[str, Any]:
         since = cursor or 0
-        newer = [(c, ek) for c, ek in self.changes if c > since]
+        latest: dict[tuple[str, str], int] = {}
+        for c, ek in self.changes:  # each record once, at its latest change
+            latest[ek] = c
+        newer = sorted((c, ek) for ek, c in latest.items() if c > since)
         page = newer[: self.page_size]
         snapshots = [self.records[ek] for _, ek in page]
         new_cursor = page[-1][0] if page else since
@@ -82,19 +97,31 @@ def serve(state: TetherState, host: str = "127.0.0.1", port: int = 0) -> Threadi
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             with state.lock:
-                if state.fail_next > 0:
-                    state.fail_next -= 1
+                if self.path == "/push":
+                    state.push_requests += 1
+                if state.fail_next > 0 or state.fail_path.get(self.path, 0) > 0:
+                    if state.fail_next > 0:
+                        state.fail_next -= 1
+                    else:
+                        state.fail_path[self.path] -= 1
                     self.send_response(503)
                     self.end_headers()
                     return
+                hold = False
                 if self.path == "/push":
                     out = state.push(body.get("mutations", []))
+                    hold = state.hold_after_push == state.push_requests
                 elif self.path == "/pull":
                     out = state.pull(body.get("cursor"))
                 else:
                     self.send_response(404)
                     self.end_headers()
                     return
+            if self.path == "/push" and state.push_delay:
+                time.sleep(state.push_delay)
+            if hold:  # applied; the client has not heard back (outside the lock: other requests go on)
+                state.held.set()
+                state.release.wait(timeout=60)
             data = json.dumps(out).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

@@ -30,6 +30,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 40
@@ -73,11 +74,31 @@ def _env(db_url: str, home: Path, log: Path) -> dict[str, str]:
     return env
 
 
-def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float) -> Trial:
+#: Where a targeted kill aims (``--targeted``): the moment it waits for, then a small random delay.
+TARGETS = ("startup", "enumerating", "processing", "settling")
+
+
+def _reached(target: str, store: Any, integration_id: int, log: Path, k: int) -> bool:
+    if target == "startup":
+        return True
+    if target == "enumerating":
+        return bool(store.runs_for_integration(integration_id, limit=1))
+    delivered = len(log.read_text().split())
+    return delivered >= (k if target == "processing" else ITEMS)
+
+
+def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, *, targeted: bool = False) -> Trial:
+    """One trial. ``targeted``: instead of a delay from the start (where a loaded machine puts most
+    kills in start-up), aim at a phase chosen at random: start-up (a delay in [0, 3) s), the sync
+    run's first appearance (enumeration), the k-th delivery (k random: mid-chunk or between chunks),
+    or the last delivery (reconcile and teardown), then a random delay of up to 0.2 s."""
     from integrations_dagster.store import Store
 
     rng = random.Random(seed)
-    trial = Trial(db=db, seed=seed, delay=round(rng.uniform(0, max_delay), 3))
+    target = rng.choice(TARGETS) if targeted else ""
+    k = rng.randint(1, ITEMS - 1)
+    delay = rng.uniform(0, 3.0) if target == "startup" else rng.uniform(0, 0.2) if targeted else rng.uniform(0, max_delay)
+    trial = Trial(db=db, seed=seed, delay=round(delay, 3))
     script = Path(sys.executable).parent / "integrations"
     home = workdir / "dagster_home"
     home.mkdir(parents=True)
@@ -89,6 +110,10 @@ def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float) 
 
     proc = subprocess.Popen([str(script), "sync", str(integ.id), "--wait"], env=env, cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    if targeted:
+        deadline = time.monotonic() + 120
+        while not _reached(target, store, integ.id, log, k) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
     time.sleep(trial.delay)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -153,6 +178,7 @@ def main() -> None:
     ap.add_argument("--max-delay", type=float, default=12.0)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--out")
+    ap.add_argument("--targeted", action="store_true", help="aim each kill at a phase chosen at random")
     ap.add_argument("--table", nargs="*")
     args = ap.parse_args()
     if args.table is not None:
@@ -171,7 +197,7 @@ def main() -> None:
         else:
             url = f"sqlite:///{tmp}/integrations.sqlite"
         for n in range(args.trials):
-            t = run_trial(url, args.db, args.seed + n, Path(tmp) / f"t{n}", args.max_delay)
+            t = run_trial(url, args.db, args.seed + n, Path(tmp) / f"t{n}", args.max_delay, targeted=args.targeted)
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(asdict(t)) + "\n")
             print(t, flush=True)

@@ -19,5 +19,5 @@ TRIALS = int(os.environ.get("INTEGRATIONS_KILL_TRIALS", "3"))
 @pytest.mark.parametrize("n", range(TRIALS))
 def test_kill9_trial(db_url, tmp_path, n):
     db = "sqlite" if db_url.startswith("sqlite") else "postgres"
-    trial = run_trial(db_url, db, seed=7000 + n, workdir=tmp_path / "trial", max_delay=10.0)
+    trial = run_trial(db_url, db, seed=7000 + n, workdir=tmp_path / "trial", max_delay=10.0, targeted=True)
     assert trial.violations == [], trial

@@ -76,7 +76,8 @@ def tick(defs: Any, instance: DagsterInstance, provider_key: str = "synthetic", 
          apply: bool = True) -> Tick:
     """Evaluate the provider's sync sensor once, as the daemon would, and (optionally) apply its
     dynamic-partition requests to the instance the way the daemon does after a tick."""
-    sensor = defs.resolve_sensor_def(f"{provider_key}_sync_sensor")
+    name = provider_key if provider_key.endswith("_push") else f"{provider_key}_sync"
+    sensor = defs.resolve_sensor_def(f"{name}_sensor")
     context = build_sensor_context(instance_ref=instance.get_ref(), definitions=defs, cursor=cursor,
                                    resources=defs.resources)
     capture = _Capture()

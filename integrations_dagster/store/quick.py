@@ -1,0 +1,156 @@
+"""Read paths for the CLI's answers-at-once verbs, over the plain DB-API driver (no SQLAlchemy).
+
+``integrations status`` must answer in a fraction of ``import dagster``; importing SQLAlchemy alone
+costs more than that budget here. This module answers ``status`` with ``sqlite3`` (standard library) or
+``psycopg`` directly, with the same query as ``store.operator.status_rows`` and the same JSON shape as
+``operations.actions.status_rows`` (``tests/test_cli_fast.py`` checks both paths give identical output on
+SQLite and PostgreSQL). It only reads, and only a database already at the migrations' head: anything
+else (a new database, a pending migration, a URL form it does not know) returns ``None`` and the caller
+takes the full path, which migrates.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from integrations_dagster.errors import IntegrationNotFound
+from integrations_dagster.status import UNFINISHED, ItemStatus
+
+_PG_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg"}
+
+
+def _connect(url: str) -> tuple[Any, str] | None:
+    """(DB-API connection, paramstyle marker) for a URL this module understands, else None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    if scheme == "sqlite":
+        path = rest[1:] if rest.startswith("/") else None  # sqlite:///relative or sqlite:////absolute
+        if not path or "?" in path or path == ":memory:":
+            return None
+        import os
+        import sqlite3
+
+        if not os.path.isfile(path):
+            return None
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        return conn, "?"
+    if scheme in _PG_SCHEMES:
+        import psycopg
+
+        parts = urlsplit(url)
+        if parts.query:
+            return None
+        kwargs: dict[str, Any] = {"host": parts.hostname or "localhost", "dbname": unquote(parts.path.lstrip("/"))}
+        if parts.port:
+            kwargs["port"] = parts.port
+        if parts.username:
+            kwargs["user"] = unquote(parts.username)
+        if parts.password:
+            kwargs["password"] = unquote(parts.password)
+        return psycopg.connect(connect_timeout=5, autocommit=True, **kwargs), "%s"
+    return None
+
+
+def _at_head(cur: Any) -> bool:
+    from integrations_dagster.store.revisions import head_revisions
+
+    heads = head_revisions()
+    if heads is None:
+        return False
+    try:
+        cur.execute("SELECT version_num FROM alembic_version")
+        return {row[0] for row in cur.fetchall()} == set(heads)
+    except Exception:
+        return False
+
+
+def _json(value: Any, sqlite: bool) -> Any:
+    if sqlite and isinstance(value, (str, bytes)):
+        return json.loads(value)
+    return value
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite: "YYYY-MM-DD HH:MM:SS.ffffff", written as UTC
+        value = datetime.fromisoformat(value)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tuple[str, list[Any]]:
+    unfinished = ", ".join(mark for _ in UNFINISHED)
+    counted_statuses = (*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED)
+    counted = ", ".join(mark for _ in counted_statuses)
+    params: list[Any] = [*UNFINISHED, ItemStatus.FAILED, ItemStatus.SUPERSEDED, *counted_statuses]
+    sql = (
+        "SELECT i.id, i.tenant, i.provider_key, i.name, i.enabled, i.health, i.cursor, i.last_synced_at, "
+        "i.next_sync_at, last_run.id, last_run.status, last_run.dagster_run_id, "
+        "coalesce(item_counts.pending, 0), coalesce(item_counts.failed, 0), coalesce(item_counts.superseded, 0), "
+        "coalesce(outbox_counts.pending, 0), coalesce(outbox_counts.failed, 0), coalesce(outbox_counts.conflict, 0) "
+        "FROM integrations AS i "
+        "LEFT OUTER JOIN (SELECT integration_id AS iid, "
+        f"sum(CASE WHEN status IN ({unfinished}) THEN 1 ELSE 0 END) AS pending, "
+        f"sum(CASE WHEN status = {mark} THEN 1 ELSE 0 END) AS failed, "
+        f"sum(CASE WHEN status = {mark} THEN 1 ELSE 0 END) AS superseded "
+        f"FROM sync_items WHERE status IN ({counted}) GROUP BY integration_id) AS item_counts "
+        "ON item_counts.iid = i.id "
+        "LEFT OUTER JOIN (SELECT integration_id AS iid, "
+        "sum(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending, "
+        "sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed, "
+        "sum(CASE WHEN status = 'conflict' THEN 1 ELSE 0 END) AS conflict "
+        "FROM outbox_mutations WHERE status IN ('pending', 'failed', 'conflict') GROUP BY integration_id) AS outbox_counts "
+        "ON outbox_counts.iid = i.id "
+        "LEFT OUTER JOIN (SELECT integration_id AS iid, max(id) AS run_id FROM sync_runs GROUP BY integration_id) "
+        "AS latest_run ON latest_run.iid = i.id "
+        "LEFT OUTER JOIN sync_runs AS last_run ON last_run.id = latest_run.run_id"
+    )
+    where = []
+    if integration_id is not None:
+        where.append(f"i.id = {mark}")
+        params.append(integration_id)
+    if tenant is not None:
+        where.append(f"i.tenant = {mark}")
+        params.append(tenant)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + " ORDER BY i.id", [p.value if isinstance(p, ItemStatus) else p for p in params]
+
+
+def status_rows(url: str, *, integration_id: int | None = None, tenant: str | None = None) -> list[dict[str, Any]] | None:
+    """``operations.actions.status_rows`` without SQLAlchemy; None when this path cannot answer."""
+    try:
+        opened = _connect(url)
+    except Exception:
+        return None  # let the full path report the error the way it always does
+    if opened is None:
+        return None
+    conn, mark = opened
+    sqlite = mark == "?"
+    try:
+        cur = conn.cursor()
+        if not _at_head(cur):
+            return None
+        sql, params = _status_sql(mark, integration_id, tenant)
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    except Exception:
+        return None
+    finally:
+        conn.close()
+    if integration_id is not None and not rows:
+        raise IntegrationNotFound(integration_id)
+    return [
+        {
+            "id": r[0], "tenant": r[1], "provider": r[2], "name": r[3], "enabled": bool(r[4]), "health": r[5],
+            "cursor": _json(r[6], sqlite), "last_synced_at": _iso(r[7]), "next_sync_at": _iso(r[8]),
+            "last_run_id": r[9], "last_run_status": r[10], "last_dagster_run_id": r[11],
+            "pending_items": int(r[12]), "failed_items": int(r[13]), "superseded_items": int(r[14]),
+            "outbox_pending": int(r[15]), "outbox_failed": int(r[16]), "outbox_conflict": int(r[17]),
+        }
+        for r in rows
+    ]
