@@ -135,7 +135,7 @@ def _pages(fake: Any) -> Iterator[list[dict]]:
             params = None
 
 
-def child_loop(url: str, issues: int) -> dict:
+def child_loop(url: str, issues: int, fake_url: str | None = None) -> dict:
     from sqlalchemy import create_engine
 
     from integrations_dagster import Store
@@ -144,7 +144,11 @@ def child_loop(url: str, issues: int) -> dict:
     Store.for_url(url)  # same schema (migrations), no tracking used
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     from providers.github.common import pg_upsert  # one multi-row INSERT ... ON CONFLICT per page
-    with FakeServer(issues) as fake:
+    import contextlib
+    from types import SimpleNamespace
+
+    with (contextlib.nullcontext(SimpleNamespace(url=fake_url, owner="acme", repo="widgets")) if fake_url
+          else FakeServer(issues)) as fake:
         t0 = time.perf_counter()
         requests = 0
         for page in _pages(fake):
@@ -224,8 +228,35 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def peers(n: int, repeat: int) -> list[list[str]]:
-    """Whole processes: the CLI's full and no-change sync beside dlt's, on one fake GitHub of ``n`` issues."""
+def _peer_db(n: int, k: int) -> str:
+    return f"{DB}_peer_{n}_{k}"
+
+
+class SyncServer:
+    """``integrations serve`` for one peer repeat (started after the cold runs, stopped at the end)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([str(CLI), "serve"], env=env, cwd=Path(__file__).resolve().parents[1],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError(f"integrations serve did not start: {line!r}")
+
+    def __enter__(self) -> SyncServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def peers(n: int, repeat: int, dagster_storage: str = "sqlite") -> list[list[str]]:
+    """Whole processes on one fake GitHub of ``n`` issues: the CLI's full and no-change sync, cold (a fresh
+    ``integrations`` process that imports Dagster) and through a warm ``integrations serve``, beside dlt's
+    and the hand loop's whole process. Cold and warm sync their own integration (same issues)."""
     import statistics
 
     import psycopg
@@ -233,39 +264,75 @@ def peers(n: int, repeat: int) -> list[list[str]]:
     from integrations_dagster import Store
 
     root = Path(__file__).resolve().parents[1]
-    times: dict[str, list[float]] = {"cli full": [], "dlt full": [], "cli none": [], "dlt none": []}
+    kinds = ["cli full", "warm full", "dlt full", "loop full", "cli none", "warm none", "dlt none"]
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+
+    def note(key: str, seconds: float) -> None:  # as it happens, so an interrupted run still shows its figures
+        times[key].append(seconds)
+        print(f"peers {n} {key}: {seconds:.2f} s", file=sys.stderr, flush=True)
+
     with FakeServer(n) as fake:
-        for _ in range(repeat):
-            url = fresh_database(DB)
+        for k in range(repeat):
+            # A database per repeat: ``Store.for_url`` keeps one migrated store per URL in this process, so
+            # re-creating the same database would leave the cached store pointing at a database without
+            # its tables (the repeat >= 2 failure). Each is dropped at the end (``main``'s ``finally``).
+            url = fresh_database(_peer_db(n, k))
             with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as pipes:
+                if dagster_storage == "postgres":
+                    dagster_url = fresh_database(_peer_db(n, k) + "_dagster")
+                    Path(home, "dagster.yaml").write_text(
+                        "storage:\n  postgres:\n    postgres_url: "
+                        f"{dagster_url.replace('postgresql://', 'postgresql+psycopg2://', 1)}\n"
+                        "telemetry:\n  enabled: false\n")
+                else:
+                    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
                 env = {**os.environ, "PYTHONPATH": str(root), "DAGSTER_DISABLE_TELEMETRY": "yes",
                        "DAGSTER_HOME": home, "INTEGRATIONS_DATABASE_URL": url,
                        "INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS": "1"}
                 os.environ["INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS"] = "1"
                 store = Store.for_url(url)
-                integ = store.create_integration(
-                    provider_key="github", name="bench", credentials={"token": TOKEN},
-                    metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url,
-                              "since": "2000-01-01T00:00:00Z"})
+                meta = {"owner": fake.owner, "repo": fake.repo, "base_url": fake.url, "since": "2000-01-01T00:00:00Z"}
+                cold = store.create_integration(provider_key="github", name="cold", credentials={"token": TOKEN},
+                                                metadata=meta)
+                warm = store.create_integration(provider_key="github", name="warm", credentials={"token": TOKEN},
+                                                metadata=meta)
                 store.engine.dispose()
-                cli = [str(CLI), "sync", str(integ.id), "--wait", "--json"]
+                cli = [str(CLI), "sync", str(cold.id), "--wait", "--json"]
+                via_server = [str(CLI), "sync", str(warm.id), "--wait", "--json"]
                 dlt = [str(DLT_PY), str(Path(__file__).resolve().parent / "dlt_github.py"), fake.url, fake.owner,
                        fake.repo, TOKEN, url.replace("postgres@", "postgres:trust@", 1), pipes]  # dlt wants one
-                times["cli full"].append(_timed(cli, env))
-                times["dlt full"].append(_timed(dlt, env))
-                times["cli none"].append(_timed(cli, env))
-                times["dlt none"].append(_timed(dlt, env))
+                loop = [sys.executable, __file__, "--child", "loop-process", url, str(n), fake.url]
+                note("cli full", _timed(cli, env))
+                note("dlt full", _timed(dlt, env))
+                note("cli none", _timed(cli, env))
+                note("dlt none", _timed(dlt, env))
+                note("loop full", _timed(loop, env))
+                with SyncServer(env):
+                    note("warm full", _timed(via_server, env))
+                    note("warm none", _timed(via_server, env))
                 with psycopg.connect(url) as conn:
-                    ours = conn.execute("SELECT count(*) FROM github_issues").fetchone()[0]
+                    counts = dict(conn.execute("SELECT integration_id, count(*) FROM github_issues "
+                                               "GROUP BY integration_id").fetchall())
                     theirs = conn.execute("SELECT count(*) FROM dlt_github.github_issues").fetchone()[0]
-                assert ours == theirs == n, (ours, theirs, n)
+                    served = conn.execute("SELECT count(*) FROM sync_runs WHERE integration_id = %s",
+                                          (warm.id,)).fetchone()[0]
+                assert counts.get(cold.id) == counts.get(warm.id) == theirs == n, (counts, theirs, n)
+                assert served == 2, served  # both warm syncs ran (through the server)
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
+    labels = {"cli": "integrations sync ID --wait (cold process)", "warm": "integrations sync ID --wait "
+              "(warm `integrations serve`)", "dlt": "dlt rest_api (dlt 1.31)", "loop": "hand-written httpx loop"}
     for kind, label in (("full", "full sync"), ("none", "no-change sync (1 request)")):
-        c, d = med[f"cli {kind}"], med[f"dlt {kind}"]
-        runs = ", ".join(f"{a / b:.2f}" for a, b in zip(times[f"cli {kind}"], times[f"dlt {kind}"]))
-        rows.append([f"{n:,}", label, "integrations sync ID --wait", f"{c:.2f}", f"{c / d:.2f}x (runs: {runs})"])
-        rows.append([f"{n:,}", label, "dlt rest_api (dlt 1.31)", f"{d:.2f}", "1.00x"])
+        d = med[f"dlt {kind}"]
+        for who in ("cli", "warm", "dlt", "loop"):
+            key = f"{who} {kind}"
+            if key not in med:
+                continue
+            c = med[key]
+            runs = ", ".join(f"{a / b:.2f}" for a, b in zip(times[key], times[f"dlt {kind}"]))
+            vs_loop = f"{c / med['loop full']:.2f}x" if kind == "full" else "-"
+            rows.append([f"{n:,}", label, labels[who], f"{c:.2f}",
+                         "1.00x" if who == "dlt" else f"{c / d:.2f}x (runs: {runs})", vs_loop])
     return rows
 
 
@@ -282,6 +349,8 @@ def main() -> None:
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=DLT_PY.exists(),
                         help="whole-process CLI vs dlt (full and no-change); needs bash bench/setup-dlt.sh")
     parser.add_argument("--floor", action="store_true", help="also the floor: page walk alone, COPY + merge alone")
+    parser.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="sqlite",
+                        help="peers: the Dagster instance's storage (default SQLite under DAGSTER_HOME)")
     parser.add_argument("--only-peers", action="store_true", help="skip the in-process framework/loop table")
     parser.add_argument("--declarative", action="store_true",
                         help="also GitHub issues as configuration (providers/github/issues.yaml) beside the coded provider")
@@ -295,13 +364,15 @@ def main() -> None:
             out = child_framework(url, int(issues), None, provider_key="github_issues_rest")
         elif kind == "floor":
             out = child_floor(url, int(issues))
+        elif kind == "loop-process":  # the peers' whole-process loop, on the peers' fake server
+            out = child_loop(url, int(issues), fake_url=rest[0])
         else:
             out = child_loop(url, int(issues))
         print(json.dumps(out))
         return
     rows = []
+    sizes = [int(s) for s in args.sizes.split(",")]
     try:
-        sizes = [int(s) for s in args.sizes.split(",")]
         for n in [] if args.only_peers else sizes:
             loops, fws = [], []
             for _ in range(args.repeat):  # alternating, so drift on a shared machine hits both alike
@@ -344,14 +415,19 @@ def main() -> None:
             print_table(["issues", "pages", "floor: walk pages, no DB (s)", "floor: COPY + merge (s)"], frows)
         if args.peers:
             print()
-            print_table(["issues", "sync", "whole process", "wall s (median)", "vs dlt"],
-                        [r for n in sizes for r in peers(n, args.repeat)])
+            print_table(["issues", "sync", "whole process", "wall s (median)", "vs dlt", "vs loop"],
+                        [r for n in sizes for r in peers(n, args.repeat, args.dagster_storage)])
         if not args.no_limiter and not args.only_peers:
             print()
             print_table(["budget", "requests", "wall s", "max in any window", "never over", "budget used",
                          ">= 95%"], limiter(fresh_database(DB), 40, 2.0, 30000))
     finally:
         drop_database(DB)
+        if args.peers:
+            for n in sizes:
+                for k in range(args.repeat):
+                    drop_database(_peer_db(n, k))
+                    drop_database(_peer_db(n, k) + "_dagster")
 
 
 if __name__ == "__main__":

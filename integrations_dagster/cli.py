@@ -511,6 +511,11 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     the exit code is 0 only when the sync succeeded.
     """
     env: Env = ctx.obj
+    code = _via_sync_server(env, ["sync", str(integration_id), *(["--wait"] if wait else []),
+                                  *(["--tenant", tenant] if tenant is not None else []),
+                                  *(["--json"] if as_json else [])])
+    if code is not None:  # a warm `integrations serve` ran exactly this command
+        ctx.exit(code)
     env.runs_jobs = True  # the engine comes from the real Definitions the run uses
     integ = env.store.get_integration(integration_id, tenant=_tenant(env, tenant), decrypt=False)
     if not integ.enabled:
@@ -534,6 +539,37 @@ def sync_cmd(ctx: click.Context, integration_id: int, wait: bool, tenant: str | 
     else:
         _print_summary(data)
     ctx.exit(0 if data["status"] == "success" else 1)
+
+
+def _via_sync_server(env: Env, verb_args: list[str]) -> int | None:
+    """The exit code of ``verb_args`` run by a warm ``integrations serve`` with this identity, else None."""
+    from integrations_dagster.operations.warm_client import identity, run_via_server
+
+    root: list[str] = []
+    if env._database_url:
+        root += ["--database-url", env._database_url]
+    root += ["--defs", env.defs_spec]
+    if env.tenant is not None:
+        root += ["--tenant", env.tenant]
+    if env.verbose:
+        root.append("--verbose")
+    return run_via_server([*root, *verb_args], identity(env._database_url, env.defs_spec))
+
+
+@cli.command("serve")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="Unix socket to listen on. Default: $INTEGRATIONS_SYNC_SERVER, else $DAGSTER_HOME/integrations-sync.sock.")
+@click.pass_context
+def serve_cmd(ctx: click.Context, socket_path: str | None) -> None:
+    """Keep Dagster warm for `integrations sync`: imports Dagster and the definitions once, then runs
+    each `sync` sent to its socket in a fork of itself (the same run, output and exit code; no
+    Python start or `import dagster` per sync). Runs until SIGTERM or Ctrl-C."""
+    env: Env = ctx.obj
+    if not os.environ.get("DAGSTER_HOME"):
+        raise UserError("DAGSTER_HOME is not set: point it at the Dagster instance's home folder")
+    from integrations_dagster.orchestration.sync_server import serve
+
+    serve(database_url=env._database_url, defs_spec=env.defs_spec, path=socket_path)
 
 
 @cli.command("retry")

@@ -66,10 +66,20 @@ class SyncSettings(BaseSettings):
     job_timeout: float = Field(
         default=1800, gt=0, description="Seconds after which an enumeration or a processing claim is presumed dead."
     )
-    executor: Literal["in_process", "multiprocess"] = Field(
-        default="in_process", description="Executor for sync jobs; in-process avoids ~0.6 s per step."
+    executor: Literal["in_process", "multiprocess", "celery"] = Field(
+        default="in_process",
+        description="Executor for sync jobs; in-process avoids ~0.6 s per step. celery: every step is a Celery task "
+        "run by warm dagster-celery workers (README 'Scaling out').",
     )
     max_concurrent_steps: int = Field(default=4, ge=1, description="multiprocess executor: steps at once.")
+    celery_broker: str = Field(
+        default="pyamqp://guest:guest@127.0.0.1:5672//", description="celery executor: the broker URL (RabbitMQ)."
+    )
+    celery_backend: str = Field(default="rpc://", description="celery executor: the result backend.")
+    celery_queue: str = Field(
+        default="dagster", min_length=1,
+        description="celery executor: the queue steps are sent to (workers listen with `-q QUEUE`).",
+    )
     sensor_interval_seconds: int = Field(
         default=30, ge=1, description="Minimum seconds between two ticks of each provider's sync sensor."
     )
@@ -79,6 +89,23 @@ class SyncSettings(BaseSettings):
     sensor_max_runs_per_tick: int = Field(
         default=100, ge=1, description="Due integrations examined (and runs requested) per sensor tick; the rest "
         "wait for the next tick."
+    )
+
+    batch_size: int = Field(
+        default=200, ge=0, description="Small due integrations per <key>_sync_batch run (a shard, one mapped step "
+        "per integration); 0 turns batching off (one <key>_sync run per integration). docs/BENCHMARKS.md, Fleet."
+    )
+    batch_max_items: int = Field(
+        default=2000, ge=0, description="An integration whose last enumerated run had more items than this (or "
+        "that never synced) gets its own partitioned <key>_sync run, with its chunks mapped across steps."
+    )
+    schedule_from: Literal["due", "finish"] = Field(
+        default="due", description="Runs the sync sensor launched: the next sync is one interval after the due "
+        "time (no drift by queueing and run time), or after the run finished (the interval is a pause)."
+    )
+    sensor_max_integrations_per_tick: int = Field(
+        default=2000, ge=1, description="With batching on: due integrations examined per sensor tick (own runs "
+        "are still capped by sensor_max_runs_per_tick)."
     )
 
     @field_validator("item_backoff")

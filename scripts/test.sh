@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/start-postgres.sh
+bash scripts/start-rabbitmq.sh  # the Celery broker of tests/test_celery.py
 bash scripts/install-chromium.sh  # the browser tests drive Debian's Chromium
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DAGSTER_DISABLE_TELEMETRY=yes

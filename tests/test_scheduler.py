@@ -35,8 +35,10 @@ def test_sensors_are_built_per_provider_with_configured_interval_and_status(db_u
     defs = build(db_url, clock)
     sensor = defs.resolve_sensor_def("synthetic_sync_sensor")
     assert sensor.minimum_interval_seconds == 30 and sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.job_name == "synthetic_sync"
-    assert defs.resolve_sensor_def("manual_sync_sensor").job_name == "manual_sync"
+    # it targets the partitioned job and the batch job (small due integrations share batch runs)
+    assert sorted(j.name for j in sensor.jobs) == ["synthetic_sync", "synthetic_sync_batch"]
+    assert sorted(j.name for j in defs.resolve_sensor_def("manual_sync_sensor").jobs) == [
+        "manual_sync", "manual_sync_batch"]
     other = build(db_url, clock, sensor_interval_seconds=5, sensor_default_running=False)
     sensor = other.resolve_sensor_def("synthetic_sync_sensor")
     assert sensor.minimum_interval_seconds == 5 and sensor.default_status == DefaultSensorStatus.STOPPED
@@ -151,7 +153,8 @@ def test_enumeration_older_than_job_timeout_is_abandoned(store, db_url, dagster_
 def test_cap_per_tick_and_cursor_chain_reach_every_due_integration(store, db_url, dagster_instance, clock):
     """With more due integrations than the cap, the cursor carries the position to the next tick, so
     integrations stuck in flight at the head of the queue cannot starve the rest."""
-    defs = build(db_url, clock, sensor_max_runs_per_tick=2)
+    # with batching, at most sensor_max_integrations_per_tick are examined per tick (here 2, like the run cap)
+    defs = build(db_url, clock, sensor_max_runs_per_tick=2, sensor_max_integrations_per_tick=2)
     engine = engine_of(defs)
     ids = [i.id for i in make(store, 5)]
     for iid in ids[:2]:

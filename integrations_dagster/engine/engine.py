@@ -177,5 +177,8 @@ class SyncEngine:
     def next_cursor(self, conn: Connection, provider: Provider, run_id: int, *, has_failures: bool) -> Any:
         return _reconcile.next_cursor(self, conn, provider, run_id, has_failures=has_failures)
 
+    def resumable_run(self, store: Store, integration_id: int, dagster_run_id: str) -> Any:
+        return runs.resumable_run(store, integration_id, dagster_run_id)
+
     def unfinished_runs(self, store: Store, integration_id: int) -> list[int]:
         return runs.unfinished_runs(store, integration_id)

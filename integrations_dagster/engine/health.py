@@ -101,8 +101,15 @@ def after_run(
     now: datetime,
     default_interval: int | None,
     policy: HealthPolicy,
+    keep_claim: bool = False,
 ) -> dict[str, Any]:
-    """The integration columns to write after a run ends with ``run_status``."""
+    """The integration columns to write after a run ends with ``run_status``.
+
+    ``keep_claim`` (a run the sync sensor launched, ``schedule_from="due"``): the sensor already moved
+    ``next_sync_at`` one interval past the due time (``claim_next``); when the health is unchanged (the
+    claim used the same multiplier) and that time is still ahead, it stays, so the cadence is one interval
+    from due time to due time and does not drift by the run's queueing and duration. Otherwise the next
+    time counts from ``now``."""
     if run_status == RunStatus.SUCCESS:
         failures, auth_failures = 0, 0
     elif run_status in (RunStatus.PARTIAL, RunStatus.FAILED):
@@ -127,10 +134,38 @@ def after_run(
             values["disabled_reason"] = f"disabled automatically after {auth_failures} consecutive authentication failures"
         values["next_sync_at"] = None
     else:
-        values["next_sync_at"] = schedule_next(
-            integration, now=now, default_interval=default_interval, multiplier=policy.multiplier(health)
-        )
+        claimed = getattr(integration, "next_sync_at", None)
+        if (keep_claim and values["health"] == integration.health and claimed is not None
+                and _utc(claimed) > _utc(now)):
+            values["next_sync_at"] = claimed
+        else:
+            values["next_sync_at"] = schedule_next(
+                integration, now=now, default_interval=default_interval, multiplier=policy.multiplier(health)
+            )
     return values
+
+
+def _utc(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def claim_next(
+    integration: Any, *, now: datetime, default_interval: int | None, multiplier: float, from_due: bool = True
+) -> datetime | None:
+    """The ``next_sync_at`` the sync sensor writes when it requests a sync of a due ``integration``.
+
+    ``from_due``: one interval after the time it was due (its ``next_sync_at``), so ticks every 30 s do not
+    add up to 30 s of drift per cycle; when that is already past (the integration is more than an interval
+    late) one interval from ``now``, so a late integration syncs once, not in a burst of catch-ups.
+    Without ``from_due``: one interval from ``now``."""
+    due = getattr(integration, "next_sync_at", None)
+    if from_due and due is not None:
+        claim = schedule_next(integration, now=_utc(due), default_interval=default_interval, multiplier=multiplier)
+        if claim is not None and claim > _utc(now):
+            return claim
+    return schedule_next(integration, now=now, default_interval=default_interval, multiplier=multiplier)
 
 
 def schedule_next(integration: Any, *, now: datetime, default_interval: int | None, multiplier: float) -> datetime | None:

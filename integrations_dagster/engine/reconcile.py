@@ -119,7 +119,7 @@ def settlement_changed(
 
 
 def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, status: str, auth: bool,
-                 now: datetime) -> None:
+                 now: datetime, trigger: str | None = None) -> None:
     """Write the health and next sync time ``engine.health.after_run`` derives for a run's end."""
     row = run_sql.integration_row(conn, integration_id)
     if row is None:
@@ -132,6 +132,7 @@ def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, stat
         now=now,
         default_interval=provider.default_sync_interval if provider else None,
         policy=engine.health,
+        keep_claim=trigger == "schedule" and engine.settings.schedule_from == "due",
     )
     if values:
         values["updated_at"] = now
@@ -247,7 +248,7 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
             if cursor_after != integ.cursor:
                 run_sql.update_integration_row(conn, integ.id, {"cursor": cursor_after, "updated_at": now})
             if counts_health:
-                apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now)
+                apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now, run.trigger)
             if counts["failed"]:
                 to_notify = item_sql.take_unnotified_failures(store, conn, run_id)
         elif run.kept_checkpoints is None and outcome.kept is not None:

@@ -94,3 +94,11 @@ def start_run(
 def unfinished_runs(store: Store, integration_id: int) -> list[int]:
     """Enumerated runs of the integration that are processing, partial or failed (oldest first)."""
     return run_sql.settleable_runs(store, integration_id, RUN_SETTLEABLE)
+
+
+def resumable_run(store: Store, integration_id: int, dagster_run_id: str) -> Any:
+    """The enumerated sync run of ``integration_id`` that Dagster run ``dagster_run_id`` owns and that is not
+    settled for good (processing, partial or failed), or None. A batch step that is retried in the same
+    Dagster run, or re-executed from failure (``dagster_run_id`` = the parent run), continues that sync run
+    instead of starting another one."""
+    return run_sql.resumable_run(store, integration_id, dagster_run_id, RUN_SETTLEABLE)

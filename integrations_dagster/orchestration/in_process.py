@@ -119,6 +119,8 @@ def reexecute_from_failure(
         raise LookupError(f"Dagster run {dagster_run_id} not found")
     from integrations_dagster.orchestration.reexecutable import reexecute_run_from_failure
 
+    # The parent's run config stays (a batch run's shard is in it), with this process's console level.
+    config = {**(parent.run_config or {}), **_console(log_level)}
     return reexecute_run_from_failure(
-        ref, dagster_run_id, instance=instance, extra_tags={TRIGGER_TAG: "retry"}, run_config=_console(log_level)
+        ref, dagster_run_id, instance=instance, extra_tags={TRIGGER_TAG: "retry"}, run_config=config
     )

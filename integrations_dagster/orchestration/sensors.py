@@ -54,7 +54,9 @@ from integrations_dagster.orchestration.definitions import (
     job_name,
     partitions_name,
 )
-from integrations_dagster.engine.health import DISABLED, schedule_next
+from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick
+from integrations_dagster.engine.health import DISABLED, claim_next
+from integrations_dagster.store import runs as run_sql
 from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.orchestration.resource import IntegrationsResource
 from integrations_dagster.settings import SyncSettings
@@ -65,6 +67,8 @@ from integrations_dagster.status import RUN_IN_FLIGHT, RunStatus
 PARTITION_TAG = "dagster/partition"
 PARTITION_SET_TAG = "dagster/partition_set"
 SCHEDULE_TRIGGER = "schedule"
+#: skipped integrations named one by one in a tick's log (the rest are counted)
+SKIP_LINES = 20
 
 
 def sensor_name(provider_key: str) -> str:
@@ -117,6 +121,10 @@ class TickReport:
     added_partitions: list[str] = field(default_factory=list)
     deleted_partitions: list[str] = field(default_factory=list)
     cursor: SyncSensorCursor = field(default_factory=SyncSensorCursor)
+    #: the shards sent to ``<key>_sync_batch`` runs (their ids are also in ``requested``)
+    batches: list[list[int]] = field(default_factory=list)
+    #: the integrations that got their own ``<key>_sync`` run
+    own_runs: list[int] = field(default_factory=list)
 
 
 def _due_query(provider: Provider, cursor: SyncSensorCursor, now: datetime, limit: int) -> Any:
@@ -146,8 +154,10 @@ def evaluate_sync_tick(
     provider: Provider,
     engine: Any,
     max_runs: int,
+    batching: bool = False,
 ) -> tuple[SensorResult, TickReport]:
-    """One tick of ``provider``'s sync sensor (see the module docstring)."""
+    """One tick of ``provider``'s sync sensor (see the module docstring). With ``batching`` (the sensor
+    also targets ``<key>_sync_batch``) small due integrations are sharded into batch runs."""
     key = provider.key
     log = context.log
     now = as_utc(engine.clock())
@@ -162,8 +172,13 @@ def evaluate_sync_tick(
         ids = {str(x) for x in conn.execute(
             select(m.integrations.c.id).where(m.integrations.c.provider_key == key)).scalars()}
         # 2. due integrations, one page after the cursor
-        rows = conn.execute(_due_query(provider, cursor, now, max_runs)).all()
+        settings = engine.settings
+        batching = batching and settings.batch_size > 0
+        limit = max(settings.sensor_max_integrations_per_tick, max_runs) if batching else max_runs
+        rows = conn.execute(_due_query(provider, cursor, now, limit)).all()
+        fetched_full = len(rows) >= limit
         due_ids = [int(r.id) for r in rows]
+        sizes = run_sql.last_enumerated_sizes(conn, due_ids) if batching and due_ids else {}
         # 3b. our own in-flight runs of those integrations
         in_flight_sync: dict[int, Any] = {}
         if due_ids:
@@ -184,13 +199,21 @@ def evaluate_sync_tick(
     if report.deleted_partitions:
         requests_for_partitions.append(partitions.build_delete_request(report.deleted_partitions))
 
-    # 3a. Dagster runs of this job that are queued or running
+    # 3a. Dagster runs of this provider's sync jobs (partitioned and batch) that are queued or running:
+    # one query (both jobs carry the provider tag); a batch run's members are in its run config
     alive_runs: dict[str, Any] = {}
     alive_run_ids: set[str] = set()
     if due_ids:
-        for run in context.instance.get_runs(
-            RunsFilter(job_name=job_name(key), statuses=list(ALIVE_STATUSES))
-        ):
+        from integrations_dagster.orchestration.batch import batch_job_name, batch_members
+
+        for run in context.instance.get_runs(RunsFilter(tags={PROVIDER_TAG: key}, statuses=list(ALIVE_STATUSES))):
+            if run.job_name == batch_job_name(key):
+                alive_run_ids.add(run.run_id)
+                for member in batch_members(key, run.run_config):
+                    alive_runs.setdefault(str(member), run)
+                continue
+            if run.job_name != job_name(key):
+                continue
             from integrations_dagster.orchestration.definitions import fail_if_owner_dead
 
             if fail_if_owner_dead(context.instance, run):  # its process is gone: not in flight
@@ -204,6 +227,7 @@ def evaluate_sync_tick(
     run_requests: list[RunRequest] = []
     claims: list[dict[str, Any]] = []
     report.due = due_ids
+    eligible: list[Any] = []
     for row in rows:
         iid = int(row.id)
         dagster_run = alive_runs.get(str(iid))
@@ -223,9 +247,76 @@ def evaluate_sync_tick(
                 f"integration {iid}: sync run {sync_run.id} ({sync_run.status}) was abandoned by Dagster run "
                 f"{sync_run.dagster_run_id}; the new run cleans it up"
             )
-        next_at = as_utc(row.next_sync_at)
-        run_requests.append(
-            RunRequest(
+        eligible.append(row)
+
+    # 4. own runs and batch shards (a pure decision: engine.fleet.plan_tick)
+    candidates = [DueIntegration(id=int(r.id), next_sync_at=as_utc(r.next_sync_at), last_items=sizes.get(int(r.id)))
+                  for r in eligible]
+    if batching:
+        plan = plan_tick(candidates, batch_size=settings.batch_size, big_items=settings.batch_max_items,
+                         max_own_runs=max_runs)
+    else:
+        plan = TickPlan(own_runs=[c.id for c in candidates[:max_runs]], taken=min(len(candidates), max_runs))
+    due_of = {c.id: c for c in candidates}
+    placed = set(plan.own_runs) | set(plan.batched)
+    stopped_early = plan.taken < len(candidates)
+    for row in eligible:
+        iid = int(row.id)
+        if iid not in placed:
+            continue
+        if iid in plan.own_runs:
+            run_requests.append(_own_run_request(key, iid, as_utc(row.next_sync_at), batching))
+            report.own_runs.append(iid)
+        report.requested.append(iid)
+        claim = claim_next(
+            row, now=now, default_interval=provider.default_sync_interval,
+            multiplier=engine.health.multiplier(row.health), from_due=settings.schedule_from == "due",
+        ) or now + timedelta(seconds=engine.settings.job_timeout)
+        claims.append({"b_id": iid, "b_claim": claim, "b_now": now})
+    if plan.batches:
+        from integrations_dagster.orchestration.batch import BATCH_SIZE_TAG, batch_job_name, batch_run_config
+
+        for members in plan.batches:
+            run_requests.append(RunRequest(
+                job_name=batch_job_name(key),
+                run_key=batch_run_key([due_of[i] for i in members]),
+                run_config=batch_run_config(key, members),
+                tags={PROVIDER_TAG: key, TRIGGER_TAG: SCHEDULE_TRIGGER, BATCH_SIZE_TAG: str(len(members))},
+            ))
+            report.batches.append(list(members))
+
+    # 5. claim what was requested (only rows that are still due: never clobber a fresh reconcile)
+    if claims:
+        i = m.integrations
+        with store.begin() as conn:
+            conn.execute(
+                update(i)
+                .where(i.c.id == bindparam("b_id"), i.c.next_sync_at <= bindparam("b_now"))
+                .values(next_sync_at=bindparam("b_claim")),
+                claims,
+            )
+
+    lines = list(report.skipped.values())
+    for line in lines[:SKIP_LINES]:
+        log.info(line)
+    if len(lines) > SKIP_LINES:  # a live batch run holds hundreds: the first lines say which run
+        log.info(f"... and {len(lines) - SKIP_LINES} more integrations skipped in flight")
+    if stopped_early:
+        # the plan stopped at the own-run cap: continue after the last integration it placed
+        last = candidates[plan.taken - 1] if plan.taken else None
+        report.cursor = (SyncSensorCursor(after_next_sync_at=last.next_sync_at, after_id=last.id) if last
+                         else cursor)
+    elif fetched_full:
+        last = rows[-1]
+        report.cursor = SyncSensorCursor(after_next_sync_at=as_utc(last.next_sync_at), after_id=int(last.id))
+    else:
+        report.cursor = SyncSensorCursor()
+    return _finish(key, log, report, run_requests, requests_for_partitions, due_ids)
+
+
+def _own_run_request(key: str, iid: int, next_at: datetime, batching: bool) -> RunRequest:
+    return RunRequest(
+                job_name=job_name(key) if batching else None,
                 partition_key=str(iid),
                 run_key=run_key_for(iid, next_at),
                 # The partition tags are set here, already resolved: the partition exists (or is
@@ -239,34 +330,15 @@ def evaluate_sync_tick(
                     TRIGGER_TAG: SCHEDULE_TRIGGER,
                 },
             )
-        )
-        report.requested.append(iid)
-        claim = schedule_next(
-            row, now=now, default_interval=provider.default_sync_interval,
-            multiplier=engine.health.multiplier(row.health),
-        ) or now + timedelta(seconds=engine.settings.job_timeout)
-        claims.append({"b_id": iid, "b_claim": claim, "b_now": now})
 
-    # 5. claim what was requested (only rows that are still due: never clobber a fresh reconcile)
-    if claims:
-        i = m.integrations
-        with store.begin() as conn:
-            conn.execute(
-                update(i)
-                .where(i.c.id == bindparam("b_id"), i.c.next_sync_at <= bindparam("b_now"))
-                .values(next_sync_at=bindparam("b_claim")),
-                claims,
-            )
 
-    for line in report.skipped.values():
-        log.info(line)
-    if len(rows) >= max_runs:
-        last = rows[-1]
-        report.cursor = SyncSensorCursor(after_next_sync_at=as_utc(last.next_sync_at), after_id=int(last.id))
-    else:
-        report.cursor = SyncSensorCursor()
+def _finish(key: str, log: Any, report: TickReport, run_requests: list[RunRequest],
+            requests_for_partitions: list[Any], due_ids: list[int]) -> tuple[SensorResult, TickReport]:
+    batched = sum(len(b) for b in report.batches)
     log.info(
-        f"{key}: {len(due_ids)} due, {len(run_requests)} requested, {len(report.skipped)} skipped in flight"
+        f"{key}: {len(due_ids)} due, {len(report.requested)} requested, {len(report.skipped)} skipped in flight"
+        + (f" ({len(report.own_runs)} own runs, {batched} in {len(report.batches)} batch runs)"
+           if report.batches else "")
         + (f", +{len(report.added_partitions)}/-{len(report.deleted_partitions)} partitions"
            if report.added_partitions or report.deleted_partitions else "")
         + ("" if report.cursor.at_start else f"; page full, next tick continues after integration "
@@ -323,40 +395,57 @@ def build_sync_sensor(
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
     max_runs_per_tick: int = 100,
+    jobs: Sequence[Any] = (),
 ) -> SensorDefinition:
-    """The sync sensor of one provider: requests a ``<key>_sync`` run per due integration."""
+    """The sync sensor of one provider: requests a ``<key>_sync`` run per due integration; given ``jobs``
+    (the provider's ``<key>_sync`` and ``<key>_sync_batch`` job definitions) it also shards small due
+    integrations into batch runs (``engine.fleet.plan_tick``)."""
     key = provider.key
+    batching = len(jobs) > 1
+    target: dict[str, Any] = {"jobs": list(jobs)} if batching else {"job_name": job_name(key)}
 
     @sensor(
         name=name or sensor_name(key),
-        job_name=job_name(key),
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(
             f"Requests a {job_name(key)} run for every {key} integration whose next_sync_at has passed "
-            f"(at most {max_runs_per_tick} per tick), skipping integrations whose previous run is still in "
-            "flight, and keeps the partitions equal to the integrations."
+            f"(at most {max_runs_per_tick} per tick)"
+            + (f", or groups small ones into {key}_sync_batch runs" if batching else "")
+            + ", skipping integrations whose previous run is still in flight, and keeps the partitions "
+            "equal to the integrations."
         ),
+        **target,
     )
     def _sync_sensor(context: SensorEvaluationContext, integrations: IntegrationsResource) -> SensorResult:
         result, _ = evaluate_sync_tick(
-            context, store=integrations.get_store(), provider=provider, engine=engine, max_runs=max_runs_per_tick
+            context, store=integrations.get_store(), provider=provider, engine=engine, max_runs=max_runs_per_tick,
+            batching=batching,
         )
         return result
 
     return _sync_sensor
 
 
-def build_sync_sensors(*, engine: Any, settings: SyncSettings) -> Sequence[SensorDefinition]:
-    """One ``<key>_sync_sensor`` per provider, configured by ``settings`` (called by ``build_definitions``)."""
+def build_sync_sensors(
+    *, engine: Any, settings: SyncSettings, jobs: dict[str, Any] | None = None
+) -> Sequence[SensorDefinition]:
+    """One ``<key>_sync_sensor`` per provider, configured by ``settings`` (called by ``build_definitions``;
+    ``jobs`` by name: with a provider's ``<key>_sync_batch`` there and ``batch_size`` > 0, it batches)."""
+    from integrations_dagster.orchestration.batch import batch_job_name
+
     status = DefaultSensorStatus.RUNNING if settings.sensor_default_running else DefaultSensorStatus.STOPPED
-    return [
-        build_sync_sensor(
+    jobs = jobs or {}
+    out = []
+    for p in engine.providers.values():
+        pair = [jobs.get(job_name(p.key)), jobs.get(batch_job_name(p.key))]
+        targets = pair if settings.batch_size > 0 and all(j is not None for j in pair) else []
+        out.append(build_sync_sensor(
             provider=p,
             engine=engine,
             minimum_interval_seconds=settings.sensor_interval_seconds,
             default_status=status,
             max_runs_per_tick=settings.sensor_max_runs_per_tick,
-        )
-        for p in engine.providers.values()
-    ]
+            jobs=targets,
+        ))
+    return out

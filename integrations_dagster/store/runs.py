@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from integrations_dagster.status import RUN_IN_FLIGHT, UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import models as m
@@ -107,6 +107,36 @@ def settleable_runs(store: Store, integration_id: int, statuses: Sequence[str]) 
             .where(m.sync_runs.c.enumerated_at.is_not(None))
             .order_by(m.sync_runs.c.id)
         ).scalars()]
+
+
+def last_enumerated_sizes(conn: Connection, integration_ids: Sequence[int]) -> dict[int, int]:
+    """``{integration id: items_total}`` of each integration's latest enumerated sync run (one query);
+    integrations that never had one are absent (their first sync)."""
+    if not integration_ids:
+        return {}
+    sr = m.sync_runs
+    latest = (
+        select(func.max(sr.c.id).label("id"))
+        .where(sr.c.integration_id.in_(list(integration_ids)), sr.c.enumerated_at.is_not(None))
+        .group_by(sr.c.integration_id)
+        .subquery()
+    )
+    rows = conn.execute(select(sr.c.integration_id, sr.c.items_total).join(latest, sr.c.id == latest.c.id))
+    return {int(r.integration_id): int(r.items_total) for r in rows}
+
+
+def resumable_run(store: Store, integration_id: int, dagster_run_id: str, statuses: Sequence[str]) -> Any:
+    """The latest enumerated sync run of the integration that Dagster run ``dagster_run_id`` owns and that
+    is in ``statuses`` (id, chunks, status), or None: what a retried or re-executed batch step resumes."""
+    sr = m.sync_runs
+    with store.engine.connect() as conn:
+        return conn.execute(
+            select(sr.c.id, sr.c.chunks, sr.c.status)
+            .where(sr.c.integration_id == integration_id, sr.c.dagster_run_id == dagster_run_id)
+            .where(sr.c.enumerated_at.is_not(None), sr.c.status.in_(tuple(statuses)))
+            .order_by(sr.c.id.desc())
+            .limit(1)
+        ).first()
 
 
 def has_newer_run(conn: Connection, integration_id: int, run_id: int) -> bool:

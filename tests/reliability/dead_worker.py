@@ -144,18 +144,17 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
         else:
             trial.problems.append(f"Dagster run {dagster_run_id} was not marked FAILURE within {timeout:.0f} s")
 
-        def resynced() -> dict[str, Any] | None:
-            later = [r for r in store.runs_for_integration(integ.id, limit=10)
-                     if r["dagster_run_id"] != dagster_run_id and r["status"] == "success"]
+        def resynced() -> bool:
             cursor = store.get_integration(integ.id).cursor
-            return later[0] if later and cursor == str(items - 1) else None
+            latest = store.runs_for_integration(integ.id, limit=1)
+            return cursor is not None and int(cursor) == items - 1 and bool(latest) \
+                and latest[0]["status"] == "success"
 
-        again = _wait(resynced, timeout, step=0.5)
-        if again:
+        if _wait(resynced, timeout, step=0.5):
             trial.resync_seconds = round(time.monotonic() - killed_at, 1)
-            run = instance.get_run_by_id(again["dagster_run_id"]) if again["dagster_run_id"] else None
-            trial.resynced_by = ("run retry" if run is not None and run.tags.get("dagster/parent_run_id")
-                                 else (run.tags.get("integrations/trigger", "?") if run is not None else "?"))
+            retries = [r for r in instance.get_runs() if r.parent_run_id == dagster_run_id
+                       and r.status == DagsterRunStatus.SUCCESS]
+            trial.resynced_by = "run retry" if retries else "the sensor's next run"
         else:
             trial.problems.append(f"the integration did not sync to the maximum within {timeout:.0f} s of the kill")
     delivered = {ext for _pid, ext in fleet.deliveries()}
@@ -166,12 +165,17 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
 
 
 def measure(db_url: str, db: str, trials: int, items: int, delay: float, poll_interval: int | None,
-            timeout: float, workdir: Path) -> list[DeadWorkerTrial]:
+            timeout: float, workdir: Path, on_trial: Any = None) -> list[DeadWorkerTrial]:
     fleet = Fleet(db_url, workdir, poll_interval, delay)
     effective = poll_interval if poll_interval is not None else yaml.safe_load(
         (ROOT / "dagster.yaml").read_text())["run_monitoring"]["poll_interval_seconds"]
+    results = []
     try:
-        return [run_trial(fleet, db_url, db, n, items, effective, timeout) for n in range(trials)]
+        for n in range(trials):
+            results.append(run_trial(fleet, db_url, db, n, items, effective, timeout))
+            if on_trial is not None:
+                on_trial(results[-1])
+        return results
     finally:
         fleet.close()
 
@@ -226,13 +230,15 @@ def main() -> None:
             url = args.pg_url
         else:
             url = f"sqlite:///{tmp}/integrations.sqlite"
-        results = measure(url, args.db, args.trials, args.items, args.delay, args.poll, args.timeout, Path(tmp))
-    for t in results:
-        print(t, flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(asdict(t)) + "\n")
-    print(summary(results))
+        def report(t: DeadWorkerTrial) -> None:
+            print(t, flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(asdict(t)) + "\n")
+
+        results = measure(url, args.db, args.trials, args.items, args.delay, args.poll, args.timeout, Path(tmp),
+                          on_trial=report)
+    print(summary(results), flush=True)
 
 
 if __name__ == "__main__":

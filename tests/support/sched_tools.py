@@ -44,7 +44,25 @@ class Tick:
 
     @property
     def requested(self) -> list[int]:
-        return [int(r.partition_key) for r in self.run_requests]
+        """Integrations requested: own runs (their partition) and batch runs' members, in request order."""
+        out: list[int] = []
+        for r in self.run_requests:
+            out.extend([int(r.partition_key)] if r.partition_key is not None else self.members(r))
+        return out
+
+    @property
+    def own_runs(self) -> list[int]:
+        return [int(r.partition_key) for r in self.run_requests if r.partition_key is not None]
+
+    @property
+    def batches(self) -> list[list[int]]:
+        return [self.members(r) for r in self.run_requests if r.partition_key is None]
+
+    @staticmethod
+    def members(request: Any) -> list[int]:
+        from integrations_dagster.orchestration.batch import batch_members
+
+        return batch_members(request.tags["integrations/provider"], request.run_config)
 
     @property
     def cursor(self) -> str | None:
