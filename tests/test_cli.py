@@ -39,7 +39,7 @@ STATUS_KEYS = {"id", "tenant", "provider", "name", "enabled", "health", "cursor"
 ITEM_KEYS = {"id", "integration_id", "sync_run_id", "external_id", "checkpoint", "status", "attempts", "last_error",
              "skip_reason", "failed_at"}
 SYNC_KEYS = {"integration_id", "dagster_run_id", "dagster_status", "created", "sync_run_id", "status", "total",
-             "succeeded", "failed", "skipped", "requests", "cursor_before", "cursor_after", "error"}
+             "succeeded", "failed", "skipped", "superseded", "requests", "cursor_before", "cursor_after", "error"}
 ITEM_ACTION_KEYS = {"item_id", "integration_id", "sync_run_id", "item_status", "attempts", "last_error",
                     "skip_reason", "run_status", "cursor_before", "cursor_after", "changed"}
 ADVANCE_KEYS = {"integration_id", "reclaimed_items", "abandoned_items", "runs", "cursor_before", "cursor_after"}

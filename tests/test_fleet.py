@@ -150,7 +150,7 @@ def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_i
             assert integ.cursor == checkpoint_for(4)
             assert sorted(e for i, e in fleet_app.SEEN if i == iid) == [f"item-{k}" for k in range(5)]
             [mat] = timeline(dagster_instance, iid)
-            assert mat["status"] == "success" and mat["items_total"] == 5
+            assert mat["status"] == "success" and mat["total"] == 5
     [bad_mat] = timeline(dagster_instance, bad)
     assert bad_mat["status"] == "failed" and bad_mat["failed"] == 5
     # the failure names the integration and its items, like the partitioned job's chunk failure
@@ -213,7 +213,7 @@ def test_a_long_retry_wait_hands_the_step_back_and_its_retry_finishes_the_same_s
     assert [e.step_key for e in restarts] == [f"{STEP}[i{flaky}]"]
     assert sorted(e for i, e in fleet_app.SEEN if i == flaky) == ["item-0", "item-1", "item-2"]
     [mat] = timeline(dagster_instance, flaky)  # one sync run, settled once
-    assert mat["status"] == "success" and mat["items_total"] == 3
+    assert mat["status"] == "success" and mat["total"] == 3
     assert store.get_integration(flaky).cursor == checkpoint_for(2)
 
 
@@ -228,7 +228,7 @@ def test_incremental_batch_sync_and_an_integration_with_nothing_new(db_url, dags
     assert sorted(fleet_app.SEEN) == [(a, "item-3"), (a, "item-4")]
     assert store.get_integration(a).cursor == checkpoint_for(4)
     assert store.get_integration(b).cursor == checkpoint_for(2)
-    assert [m["items_total"] for m in timeline(dagster_instance, b)] == [0, 3]  # newest first
+    assert [m["total"] for m in timeline(dagster_instance, b)] == [0, 3]  # newest first
 
 
 def test_single_flight_across_batch_and_partitioned_runs(db_url, dagster_instance):

@@ -187,7 +187,7 @@ def test_no_password_or_token_in_dagster_storage_or_graphql(setting, monkeypatch
 
         for iid, items in ((gh, 150), (syn, 20)):
             result = json.loads(cli(env, "sync", iid, "--wait", "--json"))
-            assert (result["status"], result["dagster_status"], result["items"]) == ("success", "SUCCESS", items)
+            assert (result["status"], result["dagster_status"], result["total"]) == ("success", "SUCCESS", items)
 
     key = env["INTEGRATIONS_SECRET_KEY"]  # the credentials' encryption key is a secret too
     needles = [PASSWORD.encode(), TOKEN.encode(), key.encode()]

@@ -212,8 +212,9 @@ def test_an_older_version_retried_inside_the_step_stops_once_the_newer_one_succe
 def test_github_upsert_never_replaces_a_row_with_an_older_updated_at(store):
     from integrations_dagster import StagedBatch
     from providers.github import GitHubIssueSynced, GitHubProvider, upsert_github_issues
-    from providers.github.tables import github_issues
+    from providers.github.tables import GITHUB_TABLES, github_issues
 
+    store.ensure_provider_tables(GITHUB_TABLES)
     integ = store.create_integration(provider_key="github", name="g", metadata={"owner": "o", "repo": "r"})
     base = {"id": 42, "number": 42, "state": "open", "user": None, "labels": [], "created_at": "2024-01-01T00:00:00Z"}
 

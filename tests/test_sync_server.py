@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from integrations_dagster.operations.warm_client import socket_path
 from integrations_dagster.security.secrets import generate_key
 from tests.test_cli_fast import probe
 
@@ -109,7 +110,7 @@ def test_a_killed_server_leaves_a_socket_the_client_ignores(env, server):
     iid = out.strip()
     server.kill()
     server.wait(10)
-    sock = Path(env["DAGSTER_HOME"]) / "integrations-sync.sock"
+    sock = Path(socket_path(env))
     assert sock.exists()  # SIGKILL: nothing removed it
     t0 = time.monotonic()
     code, loaded, out, err = probe(env, "sync", iid, "--wait", "--json")

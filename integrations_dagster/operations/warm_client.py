@@ -33,7 +33,16 @@ def socket_path(environ: Mapping[str, str] | None = None) -> str | None:
     if env.get(SOCKET_ENV):
         return env[SOCKET_ENV]
     home = env.get("DAGSTER_HOME")
-    return os.path.join(home, SOCKET_NAME) if home else None
+    if not home:
+        return None
+    path = os.path.join(home, SOCKET_NAME)
+    if len(os.fsencode(path)) < 100:  # AF_UNIX paths are limited to 107 bytes
+        return path
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"integrations-sync-{digest}.sock")
 
 
 def identity(database_url: str | None, defs_spec: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

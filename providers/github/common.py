@@ -55,6 +55,20 @@ class GitHubCredentials(BaseModel):
     token: Annotated[SecretStr, AfterValidator(_not_empty)]
 
 
+class GitHubOAuthCredentials(BaseModel):
+    """A user's OAuth token from ``integrations connect`` (refreshed by the HTTP layer when it expires)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    access_token: Annotated[SecretStr, AfterValidator(_not_empty)]
+    refresh_token: SecretStr | None = None
+    expires_at: float | str | None = None
+    token_type: str | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scope: str | None = None
+
+
 class GitHubAppCredentials(BaseModel):
     """A GitHub App installation (``providers.github.app`` mints its installation tokens)."""
 
@@ -62,12 +76,17 @@ class GitHubAppCredentials(BaseModel):
     app_id: Name
     private_key: Annotated[SecretStr, AfterValidator(_not_empty)]
     installation_id: Name
+    #: The cached installation token and its expiry (written by ``providers.github.app``).
+    installation_token: SecretStr | None = None
+    installation_token_expires_at: float | str | None = None
 
 
 def credentials_model_for(credentials: Any) -> type[BaseModel]:
     """A token, or a GitHub App installation when any of its fields is given."""
     if isinstance(credentials, dict) and any(k in credentials for k in ("app_id", "private_key", "installation_id")):
         return GitHubAppCredentials
+    if isinstance(credentials, dict) and "access_token" in credentials:
+        return GitHubOAuthCredentials
     return GitHubCredentials
 
 
@@ -75,6 +94,8 @@ class GitHubIssuesMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     owner: Name
     repo: Name
+    #: The account's login, recorded by ``integrations connect`` (GitHub ``/user``).
+    login: str | None = None
     base_url: BaseUrl = None
     since: Since = None
     #: Issues per page (GitHub takes 1-100); smaller pages only for tests and slow APIs.
@@ -84,6 +105,8 @@ class GitHubIssuesMetadata(BaseModel):
 class GitHubActivityMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     username: Name | None = None
+    #: The account's login, recorded by ``integrations connect`` (GitHub ``/user``).
+    login: str | None = None
     base_url: BaseUrl = None
     since: Since = None
     #: How far back each run re-reads events (late arrivals); default ``activity.OVERLAP_SECONDS``.
