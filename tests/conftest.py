@@ -55,6 +55,8 @@ def _empty_tables(store: Store) -> None:
     # dropped: the store remembers it created them).
     existing = set(inspect(store.engine).get_table_names())
     names += [t.name for t in reversed(github_metadata.sorted_tables) if t.name in existing]
+    # Destination tables of declarative REST providers (created on first use, named rest_*).
+    names += sorted(n for n in existing if n.startswith("rest_") and n not in names)
     with store.begin() as conn:
         if store.is_sqlite:
             for n in names:

@@ -220,7 +220,7 @@ def test_the_issues_example_names_repo_and_the_token(db_url, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "Error: github integration 'x': metadata is missing repo; credentials is missing token "
-        "(github takes metadata: owner (required), repo (required), base_url, since, per_page; credentials: token (required))")
+        "(github takes metadata: owner (required), repo (required), login, base_url, since, per_page; credentials: token (required))")
 
 
 def test_a_valid_config_is_stored_as_given_and_typed_on_read(store, monkeypatch):
