@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from tests.reliability.killsuite import fresh_database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -220,16 +222,7 @@ def main() -> None:
         if args.workdir:
             tmp = args.workdir
             Path(tmp).mkdir(parents=True, exist_ok=True)
-        if args.db == "postgres":
-            import psycopg
-
-            name = args.pg_url.rsplit("/", 1)[1]
-            with psycopg.connect(args.pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.execute(f'CREATE DATABASE "{name}"')
-            url = args.pg_url
-        else:
-            url = f"sqlite:///{tmp}/integrations.sqlite"
+        url = fresh_database(args.db, args.pg_url, Path(tmp))
         def report(t: DeadWorkerTrial) -> None:
             print(t, flush=True)
             if args.out:

@@ -156,6 +156,20 @@ def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, 
     return trial
 
 
+def fresh_database(db: str, pg_url: str, workdir: Path) -> str:
+    """An empty state database for a long run: ``pg_url``'s database dropped and created again, or a
+    new SQLite file in ``workdir``."""
+    if db != "postgres":
+        return f"sqlite:///{workdir}/integrations.sqlite"
+    import psycopg
+
+    base, name = pg_url.rsplit("/", 1)
+    with psycopg.connect(base + "/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return pg_url
+
+
 def table(trials: list[dict]) -> str:
     by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for t in trials:
@@ -186,16 +200,7 @@ def main() -> None:
         print(table(trials))
         return
     with tempfile.TemporaryDirectory(prefix="killsuite-") as tmp:
-        if args.db == "postgres":
-            import psycopg
-
-            name = args.pg_url.rsplit("/", 1)[1]
-            with psycopg.connect(args.pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.execute(f'CREATE DATABASE "{name}"')
-            url = args.pg_url
-        else:
-            url = f"sqlite:///{tmp}/integrations.sqlite"
+        url = fresh_database(args.db, args.pg_url, Path(tmp))
         for n in range(args.trials):
             t = run_trial(url, args.db, args.seed + n, Path(tmp) / f"t{n}", args.max_delay, targeted=args.targeted)
             with open(args.out, "a") as fh:
