@@ -50,6 +50,10 @@ class DeadWorkerTrial:
     resync_seconds: float | None = None
     resynced_by: str = ""
     problems: list[str] = field(default_factory=list)
+    #: What happened after the kill, for the record: each Dagster run of the integration (status, run
+    #: failure reason, whether Dagster will retry it, retry number, parent) and each of our sync runs.
+    dagster_runs: list[str] = field(default_factory=list)
+    sync_runs: list[str] = field(default_factory=list)
 
 
 def write_home(home: Path, poll_interval: int | None) -> None:
@@ -159,11 +163,33 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
             trial.resynced_by = "run retry" if retries else "the sensor's next run"
         else:
             trial.problems.append(f"the integration did not sync to the maximum within {timeout:.0f} s of the kill")
+        record_history(trial, instance, store, integ.id)
     delivered = {ext for _pid, ext in fleet.deliveries()}
     lost = sorted(ours - delivered)
     if lost:
         trial.problems.append(f"items never delivered: {lost[:5]}")
     return trial
+
+
+def record_history(trial: DeadWorkerTrial, instance: Any, store: Any, integration_id: int) -> None:
+    from dagster import RunsFilter
+
+    ours = store.runs_for_integration(integration_id, limit=20)
+    runs = {r.run_id: r for r in instance.get_runs(
+        filters=RunsFilter(tags={"integrations/integration_id": str(integration_id)}))}
+    for row in ours:  # a batch run carries no integration tag: take the runs our sync runs name, and their groups
+        group = instance.get_run_group(row["dagster_run_id"]) if row["dagster_run_id"] else None
+        for r in (group[1] if group else []):
+            runs[r.run_id] = r
+    for r in sorted(runs.values(), key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp):
+        tags = r.tags
+        trial.dagster_runs.append(
+            f"{r.run_id[:8]} {r.job_name} {r.status.value} reason={tags.get('dagster/failure_reason', '-')} "
+            f"will_retry={tags.get('dagster/will_retry', '-')} retry={tags.get('dagster/retry_number', '-')} "
+            f"parent={(r.parent_run_id or '-')[:8]}")
+    for row in reversed(ours):
+        trial.sync_runs.append(f"{row['id']} {row['status']} dagster={(row['dagster_run_id'] or '-')[:8]} "
+                               f"error={(row.get('error') or '')[:120]}")
 
 
 def measure(db_url: str, db: str, trials: int, items: int, delay: float, poll_interval: int | None,
