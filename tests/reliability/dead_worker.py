@@ -137,6 +137,7 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
         return trial
     runs = store.runs_for_integration(integ.id, limit=1)
     dagster_run_id = runs[0]["dagster_run_id"] if runs else None
+    killed_sync_run = runs[0]["id"] if runs else None
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
     trial.killed_pid = pid
@@ -158,9 +159,10 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
 
         if _wait(resynced, timeout, step=0.5):
             trial.resync_seconds = round(time.monotonic() - killed_at, 1)
-            retries = [r for r in instance.get_runs() if r.parent_run_id == dagster_run_id
-                       and r.status == DagsterRunStatus.SUCCESS]
-            trial.resynced_by = "run retry" if retries else "the sensor's next run"
+            # The dead run's own sync run finished: a re-execution of the killed Dagster run (the daemon's
+            # run retry) completed it. A newer sync run: the sensor launched a new sync, which reclaimed it.
+            latest = store.runs_for_integration(integ.id, limit=1)[0]
+            trial.resynced_by = "run retry" if latest["id"] == killed_sync_run else "the sensor's next run"
         else:
             trial.problems.append(f"the integration did not sync to the maximum within {timeout:.0f} s of the kill")
         record_history(trial, instance, store, integ.id)
