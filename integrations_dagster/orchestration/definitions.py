@@ -203,7 +203,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         retry_policy=RetryPolicy(max_retries=3, delay=1, backoff=Backoff.EXPONENTIAL),
         tags={"kind": "listeners"},
     )
-    def process_op(context: OpExecutionContext, integrations: IntegrationsResource, chunk: dict) -> dict:
+    def process_op(context: OpExecutionContext, integrations: IntegrationsResource, chunk: dict[str, Any]) -> dict[str, Any]:
         """Run the listeners of one chunk's unfinished items, retrying each item inside the step."""
         store = integrations.get_store()
         reopen = context.run.parent_run_id is not None and context.retry_number == 0
@@ -228,7 +228,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         return {"run_id": chunk["run_id"], "chunk": chunk["chunk"], "succeeded": res.succeeded}
 
     @op(name=f"{key}_reconcile", tags={"kind": "reconcile"})
-    def reconcile_op(context: OpExecutionContext, integrations: IntegrationsResource, chunks: list) -> dict:
+    def reconcile_op(context: OpExecutionContext, integrations: IntegrationsResource, chunks: list[dict[str, Any]]) -> dict[str, Any]:
         """Settle the run: counts, status, cursor (idempotent; chunk steps may have done it already)."""
         if not chunks:  # the run was skipped (single flight) or had no items: settled by enumerate
             return {}

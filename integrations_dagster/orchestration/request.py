@@ -178,8 +178,8 @@ def _start_sync(
         instance=instance, provider_key=provider_key, integration_id=integration_id, workspace=workspace,
         trigger=trigger, definitions_ref=definitions_ref, direction=direction,
     )
-    run = instance.get_run_by_id(run_id)
-    status = run.status if run is not None else DagsterRunStatus.QUEUED
+    queued = instance.get_run_by_id(run_id)
+    status = queued.status if queued is not None else DagsterRunStatus.QUEUED
     if wait:
         status = wait_for_run(instance, run_id, timeout=timeout, poll_interval=poll_interval)
     return SyncRequest(run_id=run_id, created=True, status=status, mode="queued")

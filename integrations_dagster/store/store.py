@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, true
 from sqlalchemy.engine import make_url
@@ -36,8 +36,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime | None) -> datetime | None: ...
 def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: they were written as UTC."""
+    """SQLite hands back naive datetimes: they were written as UTC (a datetime in, a datetime out)."""
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
