@@ -165,6 +165,7 @@ class InMemoryRateBudget:
 
 @functools.lru_cache(maxsize=256)
 def _list_adapter(model: type[pydantic.BaseModel]) -> pydantic.TypeAdapter[list[Any]]:
+    # ``list[model]`` of a model known only at run time: no static type can name it.
     return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]
 
 

@@ -224,33 +224,33 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
 
     @job(name=RETRY_MUTATIONS_JOB, executor_def=in_process_executor, tags={"integrations/operator": "retry-mutations"},
          description="Put failed or conflicting outbox mutations back to pending (the next push sends them).")
-    def retry_mutations_job():  # type: ignore[no-untyped-def]
+    def retry_mutations_job() -> None:
         retry_mutations_op()
 
     @job(name=SKIP_MUTATION_JOB, executor_def=in_process_executor, tags={"integrations/operator": "skip-mutation"},
          description="Give up on a failed or conflicting outbox mutation (reason kept).")
-    def skip_mutation_job():  # type: ignore[no-untyped-def]
+    def skip_mutation_job() -> None:
         skip_mutation_op()
 
     @job(name=SKIP_JOB, executor_def=in_process_executor, tags={"integrations/operator": "skip"},
          description="Skip a failed sync item (reason kept) so the cursor can move on.")
-    def skip_job():  # type: ignore[no-untyped-def]
+    def skip_job() -> None:
         skip_item_op()
 
     @job(name=RETRY_JOB, executor_def=in_process_executor, tags={"integrations/operator": "retry"},
          description="Re-run an integration's failed items now (one attempt each). To re-run a failed sync "
          "run's chunks with their full retries instead, open that run and choose Re-execute from failure.")
-    def retry_job():  # type: ignore[no-untyped-def]
+    def retry_job() -> None:
         retry_failed_op()
 
     @job(name=ADVANCE_JOB, executor_def=in_process_executor, tags={"integrations/operator": "advance-cursor"},
          description="Reclaim items stuck in processing and reconcile an integration's runs so its cursor moves.")
-    def advance_job():  # type: ignore[no-untyped-def]
+    def advance_job() -> None:
         advance_op()
 
     @job(name=PRUNE_JOB, executor_def=in_process_executor, tags={"integrations/operator": "prune"},
          description="Delete success/skipped sync items and request log rows older than N days (default 30).")
-    def prune_job():  # type: ignore[no-untyped-def]
+    def prune_job() -> None:
         prune_op()
 
     schedule = ScheduleDefinition(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from integrations_dagster.errors import IntegrationsError
 from integrations_dagster.orchestration.definitions import ALIVE_STATUSES, job_name
@@ -68,7 +68,7 @@ class SyncRequest:
         return self.status in TERMINAL_STATUSES
 
 
-def find_active_run(instance: DagsterInstance, provider_key: str, integration_id: int):  # type: ignore[no-untyped-def]
+def find_active_run(instance: DagsterInstance, provider_key: str, integration_id: int) -> DagsterRun | None:
     """The newest queued or in-flight run of this integration's sync job, or None (one query)."""
     runs = instance.get_runs(
         RunsFilter(

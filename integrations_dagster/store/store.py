@@ -435,7 +435,10 @@ class Store:
             sqlite_rows = [(*r[:10], r[10].replace(tzinfo=None).isoformat(sep=" ")) for r in rows]
             conn.exec_driver_sql(f"INSERT INTO sync_items ({', '.join(cols)}) VALUES ({marks})", sqlite_rows)
             return
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        driver = conn.connection.driver_connection  # psycopg 3's connection (COPY)
+        if driver is None:  # pragma: no cover - a checked-out pool connection always has one
+            raise RuntimeError("no driver connection for COPY")
+        cursor = driver.cursor()
         with cursor.copy(f"COPY sync_items ({', '.join(cols)}) FROM STDIN") as copy:
             write = copy.write_row
             for row in rows:

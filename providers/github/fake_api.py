@@ -147,7 +147,7 @@ class FakeGitHub:
         self.listing_edits_done: list[list[int]] = []  # ids edited so far by edit_while_listing, in order
         self._issues: list[_Issue] = []
         self._views: dict[tuple[str, str, str | None], tuple[list[int], list[str]]] = {}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _FakeServer | None = None
         self._thread: threading.Thread | None = None
         self.rate_limit = rate_limit
         self.rate_limit_window = rate_limit_window
@@ -465,10 +465,7 @@ class FakeGitHub:
         """Bind and serve in a daemon thread; returns once the socket is listening."""
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        server.fake = self  # type: ignore[attr-defined]
+        server = _FakeServer((self.host, self.port), self)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-github", daemon=True
@@ -718,6 +715,17 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+class _FakeServer(ThreadingHTTPServer):
+    """The HTTP server of one ``FakeGitHub`` (its handlers reach it as ``self.server.fake``)."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], fake: FakeGitHub) -> None:
+        super().__init__(address, _Handler)
+        self.fake = fake
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeGitHub/1.0"
@@ -728,7 +736,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _serve(self) -> None:
-        fake: FakeGitHub = self.server.fake  # type: ignore[attr-defined]
+        server = self.server
+        if not isinstance(server, _FakeServer):  # pragma: no cover - the handler is only served by _FakeServer
+            raise TypeError(f"{type(self).__name__} is served by _FakeServer, not {type(server).__name__}")
+        fake = server.fake
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -743,6 +754,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         # Headers and body in one write: two small writes per response interact badly with
         # delayed ACKs and cost a GIL hand-off each when client and server share a process.
+        # ``_headers_buffer`` is CPython's own (BaseHTTPRequestHandler), absent from typeshed.
         self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
         if self.command != "HEAD":
             self._headers_buffer.append(body)  # type: ignore[attr-defined]
