@@ -937,6 +937,53 @@ def db_upgrade_cmd(env: Env, tenant: str | None) -> None:
     click.echo(f"database {_safe_url(store.url)} is at revision {store.current_revision()}")
 
 
+# --- declarative REST providers ----------------------------------------------------------------
+@cli.group("rest", cls=_Group)
+def rest_group() -> None:
+    """Providers written as configuration (docs/REST_PROVIDERS.md)."""
+
+
+@rest_group.command("migrate")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False), metavar="[YAML]...")
+@click.option("--check", is_flag=True, help="Only show what would be done; exit 1 when a table needs a migration.")
+@click.option("--accept", is_flag=True,
+              help="Record the configuration as the next revision of tables you altered yourself (no DDL).")
+@json_option
+@pass_env
+def rest_migrate_cmd(env: Env, files: tuple[str, ...], check: bool, accept: bool, as_json: bool) -> None:
+    """Create or change the destination tables of declarative providers, one recorded revision each.
+
+    YAML: the providers' files; none: every declarative provider of the definitions. New tables are
+    created and new columns added; a change of type, key or nullability is refused with what to do.
+    Running it again does nothing. Example: integrations rest migrate my_api.yaml --check
+    """
+    from integrations_dagster.declarative import RestProvider
+    from integrations_dagster.declarative.migrate import describe, migrate_destinations, plan_destinations, summary
+
+    if check and accept:
+        raise click.UsageError("--check and --accept are mutually exclusive")
+    if files:
+        providers = [RestProvider.from_yaml(f) for f in files]
+    else:
+        providers = [p for p in env.engine.providers.values() if isinstance(p, RestProvider)]
+        if not providers:
+            raise UserError(f"the definitions {env.defs_spec} have no declarative provider: name the YAML file(s)")
+    plans = []
+    for provider in providers:
+        plans += plan_destinations(env.store, provider) if check else migrate_destinations(env.store, provider, accept=accept)
+    if as_json:
+        _emit_json(summary(plans))
+    else:
+        for line in describe(plans):
+            click.echo(line)
+        if not check:
+            applied = [p for p in plans if p.status == "pending"]
+            click.echo(f"applied {len(applied)} migration(s)" + ("" if applied else ": every table is up to date")
+                       if not any(p.refused for p in plans) else "some tables were left as they are (see above)")
+    if any(p.refused for p in plans) or (check and any(p.status == "pending" for p in plans)):
+        sys.exit(1)
+
+
 @cli.command("generate-key")
 @tenant_option
 def generate_key_cmd(tenant: str | None) -> None:

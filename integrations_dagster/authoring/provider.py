@@ -110,6 +110,12 @@ class Provider:
         same record supersedes it. Default ``entity:key``."""
         return f"{mutation.entity}:{mutation.key}"
 
+    def required_listeners(self) -> list[Any]:
+        """Listeners (``ListenerSpec``) without which this provider's items would succeed unstored; the
+        engine refuses definitions that lack one. Default: none (a coded provider's listeners are the
+        app's choice)."""
+        return []
+
     def supports_push(self) -> bool:
         return type(self).push is not Provider.push
 
