@@ -140,7 +140,7 @@ def test_config_errors_name_the_field_and_the_problem(tmp_path):  # type: ignore
     assert isinstance(RestProvider(good), RestProvider)
 
 
-def test_missing_metadata_for_a_path_placeholder_is_named(store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
+def test_missing_metadata_for_a_path_placeholder_is_named(migrated, store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
     integ = store.create_integration(provider_key="github_issues_rest", name="x", metadata={"owner": "a",
                                      "base_url": "http://127.0.0.1:9"}, credentials={"token": TOKEN})
     assert execute_sync(ref(db_url), "github_issues_rest", integ.id, instance=dagster_instance).status == DagsterRunStatus.FAILURE
