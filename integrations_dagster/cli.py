@@ -342,7 +342,7 @@ def connect_cmd(env: Env, provider: str, authorize: bool, client_id: str | None,
     (GitHub: GET /user), names it and stores the credentials encrypted. Or, with a token response you
     already have: integrations connect github --callback token.json --meta owner=acme --meta repo=widgets
     """
-    from integrations_dagster.operations import connect as conn_ops
+    from integrations_dagster.operations.connect import complete_authorization, connect, start_authorization
 
     if interval is not None and cron is not None:
         raise click.UsageError("--interval and --cron are mutually exclusive")
@@ -351,7 +351,7 @@ def connect_cmd(env: Env, provider: str, authorize: bool, client_id: str | None,
         raise click.UsageError("give one of --authorize-url (step 1), --code/--state or --redirected-to (step 2), "
                                "or --callback")
     if authorize:
-        start = conn_ops.start_authorization(
+        start = start_authorization(
             env.engine, provider_key=provider, client_id=client_id or "", redirect_uri=redirect_uri,
             scopes=list(scopes) or None, metadata=_pairs(meta, "--meta", parse_json=True), name=name,
             interval_minutes=interval, cron=cron, tenant=_tenant(env, tenant),
@@ -374,7 +374,7 @@ def connect_cmd(env: Env, provider: str, authorize: bool, client_id: str | None,
             error, error_description = query.get("error"), query.get("error_description")
         if not state:
             raise click.UsageError("step 2 needs the callback's state (--state, or --redirected-to with ?state=...)")
-        integ = conn_ops.complete_authorization(
+        integ = complete_authorization(
             env.store, engine=env.engine, state=state, code=code, provider_key=provider, error=error,
             error_description=error_description, client_secret=os.environ.get(client_secret_env) or None,
             tenant=_tenant(env, tenant),
@@ -390,7 +390,7 @@ def connect_cmd(env: Env, provider: str, authorize: bool, client_id: str | None,
             raise UserError(f"--callback {callback_path} is not JSON (expected the token endpoint's answer)") from None
         if not isinstance(callback, dict):
             raise UserError(f"--callback {callback_path}: expected a JSON object")
-        integ = conn_ops.connect(env.store, engine=env.engine, provider_key=provider, callback=callback,
+        integ = connect(env.store, engine=env.engine, provider_key=provider, callback=callback,
                                  metadata=_pairs(meta, "--meta", parse_json=True), name=name,
                                  interval_minutes=interval, cron=cron, tenant=_tenant(env, tenant))
     if as_json:
