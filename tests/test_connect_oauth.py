@@ -179,3 +179,65 @@ def test_cli_two_steps(store, db_url, github, oauth, monkeypatch):  # type: igno
     assert again.exit_code == 1 and "invalid_grant" in again.output
     both = CliRunner().invoke(cli, ["connect", "github", "--authorize-url", "--code", "x"], env=env)
     assert both.exit_code == 2 and "give one of" in both.output
+
+
+# --- a declarative provider with auth kind oauth2 -------------------------------------------------
+OAUTH_YAML = """
+key: items_api
+base_url: https://api.example.test
+auth:
+  kind: oauth2
+  authorization_url: https://auth.example.test/authorize
+  token_url: https://auth.example.test/token
+  scopes: [items.read, offline]
+resources:
+  - name: items
+    path: /items
+    items_path: items
+    external_id: id
+    destination:
+      table: rest_oauth_items
+      primary_key: [id]
+      columns:
+        id: {path: id, type: integer}
+        updated_at: updated_at
+"""
+
+
+def make_rest_defs(database_url: str, yaml_path: str):  # type: ignore[no-untyped-def]
+    from integrations_dagster import SyncSettings, build_definitions
+    from integrations_dagster.declarative import RestProvider
+
+    api = RestProvider.from_yaml(yaml_path)
+    return build_definitions(providers=[api], listeners=[api.listener], sensors=False, operator_jobs=False,
+                             settings=SyncSettings(database_url=database_url, item_backoff=[0.0], item_tries=2))
+
+
+def test_a_declarative_oauth2_provider_connects_and_syncs(store, db_url, oauth, tmp_path, dagster_instance):  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from integrations_dagster import DefinitionsRef
+    from integrations_dagster.declarative import migrate_destinations
+    from integrations_dagster.orchestration.code_location import engine_of
+
+    oauth.code_access_token = None
+    path = tmp_path / "items.yaml"
+    path.write_text(OAUTH_YAML)
+    rest_ref = DefinitionsRef("tests.test_connect_oauth", "make_rest_defs", {"database_url": db_url, "yaml_path": str(path)})
+    eng = engine_of(make_rest_defs(db_url, str(path)))
+    start = start_authorization(eng, provider_key="items_api", client_id="c-9", redirect_uri=REDIRECT,
+                                metadata={"base_url": oauth.url}, authorization_url=oauth.authorize_url,
+                                token_url=oauth.token_url)
+    assert "scope=items.read+offline" in start.url  # the YAML's scopes, space-separated
+    cb = approve(start.url)
+    integ = complete_authorization(store, engine=eng, code=cb["code"], state=cb["state"], client_secret="cs-42")
+    assert integ.name == "items_api account"
+    creds = store.get_integration(integ.id).credentials
+    assert creds["refresh_token"] and creds["token_url"] == oauth.token_url and creds["client_secret"] == "cs-42"
+    (plan,) = migrate_destinations(store, eng.provider("items_api"))
+    assert plan.next_revision == 1
+    oauth.expire_access_tokens()  # the API says 401: refreshed once with the stored refresh token
+    assert execute_sync(rest_ref, "items_api", integ.id, instance=dagster_instance).status == DagsterRunStatus.SUCCESS
+    assert oauth.refreshes == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rest_oauth_items")).scalar() == oauth.items

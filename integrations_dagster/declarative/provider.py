@@ -145,6 +145,15 @@ class RestProvider(Provider):
         self.single = len(config.resources) == 1
         self.ordered_checkpoints = self.single  # type: ignore[misc]
         self.resources = {r.name: r for r in config.resources}
+        auth_cfg = config.auth
+        if isinstance(auth_cfg, cfg.OAuth2Auth) and auth_cfg.authorization_url and auth_cfg.token_url:
+            from integrations_dagster.security.oauth2 import OAuth2Declaration
+
+            self.oauth2 = OAuth2Declaration(  # type: ignore[misc]
+                authorization_url=auth_cfg.authorization_url, token_url=auth_cfg.token_url,
+                scopes=tuple(auth_cfg.scopes), scope_separator=auth_cfg.scope_separator, pkce=auth_cfg.pkce,
+                token_auth_method=auth_cfg.token_auth_method,
+            )
         #: This provider's staged listener: pass it to ``build_definitions(listeners=[...])``.
         self.listener = ListenerSpec(event_type=RestItemSynced, fn=self.upsert, batch=True, staged=True)
 
@@ -164,6 +173,45 @@ class RestProvider(Provider):
     def required_listeners(self) -> list[ListenerSpec]:
         """The engine refuses definitions that lack these (items would succeed without being stored)."""
         return [self.listener]
+
+    # -- account setup -------------------------------------------------------------------------
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup for ``auth: {kind: oauth2}``: the token answer becomes refreshable credentials;
+        with ``auth.identity`` the account is looked up (``GET identity.path``) and names the integration."""
+        from integrations_dagster.http import ApiClient, ApiError
+        from integrations_dagster.operations.connect import IntegrationSetup
+        from integrations_dagster.security.oauth2 import credentials_from_callback
+
+        auth = self.config.auth
+        if not isinstance(auth, cfg.OAuth2Auth):
+            raise IntegrationsError(f"provider {self.key!r}: account setup needs auth kind 'oauth2' "
+                                    f"(this one is {auth.kind if auth else 'none'!r}); use `integrations add`")
+        meta = dict(metadata)
+        callback = dict(callback)
+        creds = credentials_from_callback(
+            callback, datetime.now(UTC), token_url=str(meta.pop("token_url", None) or auth.token_url or "") or None,
+            client_id=meta.pop("client_id", None), client_secret=callback.pop("client_secret", None),
+        )
+        if "token" in creds:  # a long-lived token: this kind reads it as the access token
+            creds = {"access_token": creds.pop("token")}
+        name = f"{self.key} account"
+        if auth.identity is not None:
+            base = str(meta.get("base_url") or self.base_url)
+            token = creds["access_token"]
+            try:
+                with ApiClient(base_url=base, headers={**self.http_headers, "Authorization": f"Bearer {token}"},
+                               max_attempts=2, secrets=[token]) as api:
+                    who = api.get_json(auth.identity.path)
+            except ApiError as exc:
+                raise IntegrationsError(f"connect {self.key}: the API refused the new token ({exc}); nothing was "
+                                        "stored, run the OAuth flow again") from None
+            value = _get(who, auth.identity.field)
+            if value in (None, ""):
+                raise IntegrationsError(f"connect {self.key}: GET {auth.identity.path} answered without "
+                                        f"{auth.identity.field!r}")
+            meta.setdefault("account", str(value))
+            name = str(value)
+        return IntegrationSetup(name=name, metadata=meta, credentials=creds)
 
     # -- destination schema ----------------------------------------------------------------------
     def check_migrated(self, conn: Any) -> None:
