@@ -257,6 +257,19 @@ def credentials_from_callback(
 STATE_MAX_AGE = 600
 
 
+def _authlib_httpx() -> Any:
+    """Authlib's httpx ``OAuth2Client`` and ``OAuthError``. Authlib 1.9 prefers the ``httpx2`` package
+    and warns when it falls back to ``httpx``, which is the client this project uses and pins: the
+    warning is about Authlib's future, not this use, and is not shown."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+        from authlib.integrations.base_client import OAuthError
+        from authlib.integrations.httpx_client import OAuth2Client
+    return OAuth2Client, OAuthError
+
+
 @dataclass(frozen=True)
 class OAuth2Declaration:
     """A provider's OAuth2 (seed 001's ``auth.OAuth2``: authorization and token URLs, scopes)."""
@@ -296,8 +309,7 @@ def authorization_request(
     scopes: tuple[str, ...] | None = None,
 ) -> AuthorizationRequest:
     """The authorization URL (``response_type=code``, client id, scopes, state, PKCE challenge)."""
-    from authlib.integrations.httpx_client import OAuth2Client
-
+    OAuth2Client, _ = _authlib_httpx()
     wanted = decl.scopes if scopes is None else scopes
     with OAuth2Client(client_id=client_id, redirect_uri=redirect_uri,
                       scope=decl.scope_separator.join(wanted) if wanted else None,
@@ -329,9 +341,7 @@ def exchange_code(
 
     Raises ``CredentialsError`` naming the endpoint's error (``invalid_grant``: the code was used,
     expired or the verifier does not match) or the transport problem."""
-    from authlib.integrations.base_client import OAuthError
-    from authlib.integrations.httpx_client import OAuth2Client
-
+    OAuth2Client, OAuthError = _authlib_httpx()
     method = decl.token_auth_method if client_secret else "none"
     extra: dict[str, Any] = {"transport": transport} if transport is not None else {}
     with OAuth2Client(client_id=client_id, client_secret=client_secret, token_endpoint_auth_method=method,
