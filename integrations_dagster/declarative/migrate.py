@@ -9,6 +9,7 @@ since its last migration, stops the run with what changed and the command to run
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from integrations_dagster.declarative.schema import TablePlan, accept_plan, drift, plan_table, schema_of
@@ -29,6 +30,13 @@ def _command(provider: RestProvider) -> str:
     return f"integrations rest migrate {provider.source}" if provider.source else "integrations rest migrate <yaml>"
 
 
+def _named(plan: TablePlan, provider: RestProvider) -> TablePlan:
+    """The plan with ``<yaml>`` in its advice replaced by the provider's file, when it has one."""
+    if not provider.source or not plan.refused:
+        return plan
+    return replace(plan, refused=tuple(r.replace("<yaml>", str(provider.source)) for r in plan.refused))
+
+
 def plan_destinations(store: Store, provider: RestProvider) -> list[TablePlan]:
     """What migrating ``provider``'s destination tables would do (read only)."""
     from integrations_dagster.store import rest_tables
@@ -38,8 +46,8 @@ def plan_destinations(store: Store, provider: RestProvider) -> list[TablePlan]:
     with store.engine.connect() as conn:
         for res in provider.config.resources:
             wanted = schema_of(res.destination)
-            plans.append(plan_table(res.name, wanted, rest_tables.latest(conn, wanted.table),
-                                    rest_tables.live(conn, wanted.table)))
+            plans.append(_named(plan_table(res.name, wanted, rest_tables.latest(conn, wanted.table),
+                                           rest_tables.live(conn, wanted.table)), provider))
     return plans
 
 
@@ -52,10 +60,10 @@ def migrate_destinations(store: Store, provider: RestProvider, *, accept: bool =
 
     out = []
     for res in provider.config.resources:
-        out.append(rest_tables.migrate_table(
+        out.append(_named(rest_tables.migrate_table(
             store, provider_key=provider.key, source=provider.source, resource=res.name,
             wanted=schema_of(res.destination), planner=accept_plan if accept else plan_table,
-        ))
+        ), provider))
     provider.forget_checks()
     return out
 

@@ -225,7 +225,7 @@ def plan_table(
             else:
                 steps.append(KeepColumn(col.name))
     if refused:
-        return TablePlan(resource, wanted, revision, refused=tuple(r + "" for r in refused) + (_ALTER,))
+        return TablePlan(resource, wanted, revision, refused=(*refused, _ALTER))
     return TablePlan(resource, wanted, revision, tuple(steps), records=True)
 
 
