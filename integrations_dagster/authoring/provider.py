@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
@@ -155,7 +156,7 @@ class _BearerAuth:
         import httpx
 
         class Bearer(httpx.Auth):
-            def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+            def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
                 request.headers["Authorization"] = f"Bearer {token}"
                 yield request
 

@@ -121,7 +121,7 @@ class _ApiKeyAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
         if self.header:
             request.headers[self.header] = self.value
-        else:
+        elif self.query:
             request.url = request.url.copy_merge_params({self.query: self.value})
         yield request
 

@@ -3,7 +3,8 @@
 One sensor per provider that pushes, ``<key>_push_sensor``. Each tick (every
 ``push_sensor_interval_seconds``):
 
-1. one query finds the enabled integrations of the provider with pending mutations;
+1. one query finds the enabled integrations of the provider with pending mutations
+   (``Outbox.pending_for_provider``; the in-flight check is ``store.schedule.in_flight_for``);
 2. an integration whose job has a queued or running Dagster run, or a sync run in flight in our
    database, is left alone: a push never overlaps a running cycle (the run's own push, or the next
    tick, takes the mutations);
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dagster import (
+    DagsterRun,
     DefaultSensorStatus,
     DynamicPartitionsDefinition,
     RunRequest,
@@ -34,7 +36,6 @@ from dagster import (
     SensorResult,
     sensor,
 )
-from sqlalchemy import select
 
 from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.orchestration.definitions import (
@@ -48,10 +49,9 @@ from integrations_dagster.orchestration.definitions import (
 )
 from integrations_dagster.orchestration.resource import IntegrationsResource
 from integrations_dagster.settings import SyncSettings
-from integrations_dagster.status import RUN_IN_FLIGHT
 from integrations_dagster.store import Store, as_utc
-from integrations_dagster.store import models as m
 from integrations_dagster.store.outbox import Outbox
+from integrations_dagster.store.schedule import in_flight_for
 
 OUTBOX_TRIGGER = "outbox"
 
@@ -80,12 +80,8 @@ def evaluate_push_tick(
     last_push = {k: v for k, v in last_push.items() if stamp - v < throttle}
     if not pending:
         return SensorResult(skip_message="no pending mutations", cursor=json.dumps({"last_push": last_push}))
-    with store.engine.connect() as conn:
-        in_flight = {int(r.integration_id): r for r in conn.execute(
-            select(m.sync_runs.c.id, m.sync_runs.c.integration_id, m.sync_runs.c.status)
-            .where(m.sync_runs.c.integration_id.in_(list(pending)), m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
-        )}
-    alive: dict[str, Any] = {}
+    in_flight = in_flight_for(store, pending)
+    alive: dict[str, DagsterRun] = {}
     for run in context.instance.get_runs(RunsFilter(job_name=job_name(key), statuses=list(ALIVE_STATUSES))):
         part = run.tags.get("dagster/partition") or run.tags.get(INTEGRATION_TAG)
         if part is not None:

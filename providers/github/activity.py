@@ -49,6 +49,11 @@ def _keep(found: dict[str, Any], entry: tuple[Any, ...]) -> None:
         found[entry[1]] = entry
 
 
+
+def _floor(cursor: str | None, start: str, overlap: float) -> str:
+    """Where a stream's read starts: ``overlap`` seconds before its cursor, or at ``start`` without one."""
+    return shift_iso(cursor, -overlap) if cursor else start
+
 class ActivitySynced(SyncItemEvent):
     integration_id: int
     stream: str
@@ -112,7 +117,7 @@ class GitHubActivityProvider(Provider):
         cursor = {s: (session.cursor or {}).get(s) for s in STREAMS}
         # The overlap window: re-read the last ``overlap`` seconds before the cursor (late and
         # same-second events), and dispatch only what no earlier run delivered (by id + timestamp).
-        floor = {s: shift_iso(cursor[s], -overlap) if cursor[s] else start for s in STREAMS}
+        floor = {s: _floor(cursor[s], start, overlap) for s in STREAMS}
         http, page = session.http, {"per_page": 100}
         found: dict[str, tuple[str, str, str, str | None, str, dict[str, Any]]] = {}
         for raw, n, err in http.iter_items("/notifications", params={**page, "all": "true", "since": floor["notifications"]},
