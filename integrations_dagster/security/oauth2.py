@@ -133,7 +133,8 @@ def refresh(
 ) -> OAuth2Token:
     """Exchange the refresh token for a new access token (refresh_token grant)."""
     if not token.refresh_token:
-        raise RefreshRefused("no refresh token stored: connect the account again (`integrations connect PROVIDER --authorize-url ...`, then `--redirected-to ...`; README: Account setup)")
+        raise RefreshRefused("no refresh token stored: connect the account again (`integrations connect PROVIDER "
+                             "--authorize-url ...`, then `--redirected-to ...`; README: Account setup)")
     data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token, "client_id": client_id}
     if client_secret:
         data["client_secret"] = client_secret
@@ -152,7 +153,8 @@ def refresh(
             raise RefreshRefused(
                 f"token endpoint refused the refresh token ({resp.status_code} {err or 'no error code'}): "
                 "the account's authorization was revoked or the refresh token was already used; "
-                "connect the account again (`integrations connect PROVIDER --authorize-url ...`, then `--redirected-to ...`; README: Account setup)"
+                "connect the account again (`integrations connect PROVIDER --authorize-url ...`, "
+                "then `--redirected-to ...`; README: Account setup)"
             )
         if resp.status_code >= 300:
             raise CredentialsError(f"token endpoint {token_url} answered HTTP {resp.status_code}")
@@ -204,7 +206,8 @@ class OAuth2Strategy:
                        if not (credentials.get(k) or (k == "token_url" and self.token_url))]
             raise RefreshRefused(
                 f"the access token expired or was refused and cannot be refreshed (credentials lack "
-                f"{', '.join(missing)}): connect the account again (`integrations connect PROVIDER --authorize-url ...`, then `--redirected-to ...`; README: Account setup)"
+                f"{', '.join(missing)}): connect the account again (`integrations connect PROVIDER "
+                "--authorize-url ...`, then `--redirected-to ...`; README: Account setup)"
             )
         new = refresh(
             token, token_url=str(url), client_id=str(client_id),
