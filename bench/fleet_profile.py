@@ -110,7 +110,7 @@ def main() -> None:
 
     from bench import fleet_app
     from integrations_dagster import Store
-    from integrations_dagster.orchestration.batch import batch_job_name, batch_run_config
+    from integrations_dagster.orchestration.batch import batch_run_config
     from integrations_dagster.orchestration.in_process import ensure_partition
 
     store = Store.for_url(state_url)

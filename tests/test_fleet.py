@@ -14,7 +14,6 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, ReexecutionOptions, execute_job
 
 from integrations_dagster import Store
-from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick, shard
 from integrations_dagster.orchestration.batch import (
     BATCH_IO_KEY,
@@ -26,6 +25,7 @@ from integrations_dagster.orchestration.batch import (
     members_of,
     step_groups,
 )
+from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.orchestration.in_process import DefinitionsRef, ensure_partition
 from providers.synthetic import checkpoint_for
 from tests.support import fleet_app

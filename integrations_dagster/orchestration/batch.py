@@ -335,7 +335,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
         tags={"kind": "sync"},
     )
     def sync_integration_op(context: OpExecutionContext, integrations: IntegrationsResource,  # type: ignore[no-untyped-def]
-                            integration_ids: list):
+                            integration_ids: list[int]):
         """Enumerate, process every chunk and reconcile each integration of the step, one after the other
         (each its own sync run and cursor); one member's failure does not stop the others."""
         from integrations_dagster.engine.fleet import DONE, START, PriorSync, member_action
