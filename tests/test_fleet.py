@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, ReexecutionOptions, execute_job
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, EventRecordsFilter, ReexecutionOptions, execute_job
 
 from integrations_dagster import Store
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick, shard
@@ -396,3 +396,75 @@ def test_a_scheduled_run_keeps_the_sensor_claim_unless_its_health_changed():
     # a run that outlived its claim: one interval from its end
     assert after_run(integration=Row(T0), run_status="success", keep_claim=True, **kw)["next_sync_at"] == (
         finished + timedelta(minutes=2))
+
+
+# --- a batch step's members: retries and re-execution (pure) -----------------------------------------
+def test_member_action_never_syncs_again_what_synced_in_the_run_group():
+    from integrations_dagster.engine.fleet import DONE, FAILED_BEFORE, REOPEN, RESUME, START, PriorSync, member_action
+
+    def prior(status: str, *, enumerated: bool = True, this_run: bool = False) -> PriorSync:
+        return PriorSync(id=7, status=status, enumerated=enumerated, chunks=1, this_run=this_run)
+
+    assert member_action(None, first_attempt=True) == START
+    for status in ("success", "skipped"):  # synced (or single-flight skipped) in this run or an ancestor
+        assert member_action(prior(status), first_attempt=True) == DONE
+        assert member_action(prior(status, this_run=True), first_attempt=False) == DONE
+    for status in ("partial", "failed", "processing"):
+        assert member_action(prior(status), first_attempt=True) == REOPEN  # re-executed: failed items retried
+        assert member_action(prior(status), first_attempt=False) == RESUME  # a retry of that step: not again
+        assert member_action(prior(status, this_run=True), first_attempt=False) == RESUME
+    # an enumeration that failed: not retried inside the run, started afresh by a re-execution
+    assert member_action(prior("failed", enumerated=False, this_run=True), first_attempt=False) == FAILED_BEFORE
+    assert member_action(prior("failed", enumerated=False), first_attempt=True) == START
+    assert member_action(prior("enumerating", enumerated=False, this_run=True), first_attempt=False) == START
+
+
+def test_health_checks_are_recorded_unless_a_healthy_integration_synced_cleanly_again():
+    from integrations_dagster.engine.fleet import health_checks_unchanged
+
+    clean = dict(health_before="healthy", last_status_before="success", enabled=True, status="success", failed=0)
+    assert health_checks_unchanged(**clean)
+    for change in ({"health_before": "degraded"}, {"last_status_before": "partial"}, {"last_status_before": None},
+                   {"enabled": False}, {"status": "partial", "failed": 1}, {"failed": 2}, {"status": "failed"}):
+        assert not health_checks_unchanged(**{**clean, **change}), change
+
+
+def test_a_batch_records_health_checks_only_where_a_verdict_can_change(db_url, dagster_instance):
+    ref = ref_for(db_url, batch_step_size=3)
+    store = Store.for_url(db_url)
+    ok, bad = (store.create_integration(provider_key="synthetic", name=n, metadata={"items": 2}).id
+               for n in ("ok", "bad"))
+    assert run_batch(ref, dagster_instance, [ok, bad]).success  # first syncs: checks recorded for both
+
+    def checks(iid: int) -> int:  # evaluations of no_failed_items_holding_cursor recorded for the partition
+        recs = dagster_instance.get_event_records(
+            EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), limit=1000)
+        return sum(1 for r in recs if r.event_log_entry.dagster_event.event_specific_data.partition == str(iid)
+                   and r.event_log_entry.dagster_event.event_specific_data.check_name == "no_failed_items_holding_cursor")
+
+    assert checks(ok) == 1 and checks(bad) == 1
+    store.update_integration(ok, metadata={"items": 4})
+    store.update_integration(bad, metadata={"items": 4})
+    fleet_app.BROKEN.add(bad)
+    assert not run_batch(ref, dagster_instance, [ok, bad], raise_on_error=False).success
+    assert checks(ok) == 1  # healthy, synced cleanly again: its passing checks stand
+    assert checks(bad) == 2  # failed items now hold its cursor: recorded at once
+    assert store.get_integration(ok).cursor == checkpoint_for(3)
+    assert [m["status"] for m in timeline(dagster_instance, ok)] == ["success", "success"]  # timeline: every run
+
+
+def test_batch_runs_pool_the_dagster_instance_connections_once():
+    from integrations_dagster.orchestration.batch import pool_dagster_connections
+
+    class Instance:  # what pool_dagster_connections uses of a DagsterInstance
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        def optimize_for_webserver(self, **kw):  # type: ignore[no-untyped-def]
+            self.calls.append(kw)
+
+    one = Instance()
+    pool_dagster_connections(one)
+    pool_dagster_connections(one)
+    assert one.calls == [{"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 3}]
+    pool_dagster_connections(None)  # no instance (a direct invocation): nothing to do

@@ -155,3 +155,14 @@ def member_action(prior: PriorSync | None, *, first_attempt: bool) -> str:
     if first_attempt and not prior.this_run:
         return REOPEN
     return RESUME
+
+
+def health_checks_unchanged(*, health_before: str | None, last_status_before: str | None, enabled: bool,
+                            status: str, failed: int) -> bool:
+    """Whether a batch step may leave the integration's two health checks as they were recorded: it was
+    healthy, enabled and its last run succeeded (so both checks passed, bar lateness, which the health
+    sensor records), and this run succeeded with no failed item. Any other run records both checks (a
+    verdict may have changed); so does the health sensor when a verdict changes later (lateness, operator
+    actions, older failed items superseded). Saves two Dagster events per clean sync."""
+    return (enabled and health_before == "healthy" and last_status_before == "success"
+            and status == "success" and failed == 0)

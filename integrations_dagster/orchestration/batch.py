@@ -262,6 +262,17 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
             out.metadata = {"sync_run_id": int(prior.id)}
             return out
         reopen = action == REOPEN
+        before = integration
+
+        def _checks_for(settled: Any) -> tuple[Any, Any]:
+            """(store, engine) when the health checks are to be recorded, else (None, None)."""
+            from integrations_dagster.engine.fleet import health_checks_unchanged
+
+            same = action not in (RESUME, REOPEN) and health_checks_unchanged(
+                health_before=before.health, last_status_before=before.last_run_status,
+                enabled=bool(before.enabled), status=settled.status, failed=settled.failed)
+            return (None, None) if same else (store, engine)
+
         if action in (RESUME, REOPEN):
             run_id, chunks = int(prior.id), int(prior.chunks)
         else:
@@ -295,7 +306,8 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                 return out
             run_id, chunks = result.run_id, result.chunks
             if result.items == 0:
-                _record(context, engine.reconcile(store, run_id, log=log), store, engine)
+                settled = engine.reconcile(store, run_id, log=log)
+                _record(context, settled, *_checks_for(settled))
                 return out
 
         failed = succeeded = 0
@@ -316,7 +328,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
             out.wait_seconds = min(waits)
             return out
         settled = engine.reconcile(store, run_id, log=log)
-        _record(context, settled, store, engine)
+        _record(context, settled, *_checks_for(settled))
         failed = max(failed, settled.failed if settled.final else 0)
         if failed:
             from integrations_dagster.orchestration.failure_text import ChunkFailure
