@@ -76,12 +76,20 @@ def test_verbs_without_a_job_do_not_import_dagster(env):
         (["disable", iid, "--reason", "maintenance"], 0), (["enable", iid], 0),
         (["advance-cursor", iid], 0), (["skip-sync-item", "999999", "--reason", "gone"], 1),
         (["prune", "--days", "30"], 0), (["generate-key"], 0),
+        (["list-failed-mutations"], 0), (["list-failed-mutations", "--json"], 0),
+        (["retry-mutation", "--integration", iid], 1), (["skip-mutation", "999999"], 1),
+        (["retry-item", "999999"], 1), (["remove", "999999"], 1), (["db", "upgrade"], 0),
     ]
+    #: Listings read the store only: they do not load the engine (httpx, rich, the listeners' machinery).
+    listings = {"list", "show", "timeline", "list-failed-items", "list-failed-mutations"}
     for argv, expected in verbs:
-        code, loaded, out, err = probe(env, *argv)
+        data = probe_all(env, *argv)
+        code, loaded, out, err = data["code"], data["dagster"], data["stdout"], data["stderr"]
         assert code == expected, f"{argv}: exit {code}\n{out}\n{err[-2000:]}"
         assert loaded == [], f"`integrations {' '.join(argv)}` imported Dagster: {loaded[:5]}"
         assert "Traceback" not in err, err
+        if argv[0] in listings:
+            assert not {"httpx", "rich"} & set(data["heavy"]), f"`integrations {' '.join(argv)}`: {data['heavy']}"
     # the data the fast path read is the real data
     code, _, out, _ = probe(env, "status", iid, "--json")
     assert [r["id"] for r in json.loads(out)] == [int(iid)]

@@ -257,13 +257,16 @@ def http_factory_for(
 # --- the listener context ------------------------------------------------------------------
 @dataclass
 class SyncContext:
-    """What a listener can reach while the engine runs it: the integration, the run, the API."""
+    """What a listener (or a provider's ``push``) can reach while the engine runs it: the
+    integration, the run, the API."""
 
     integration: Integration
     sync_run_id: int
     store: Store | None = None
     _factory: Callable[[], ApiClient] | None = None
     _http: ApiClient | None = field(default=None, repr=False)
+    #: False when the client is borrowed (the run's ``session.http`` during a push): not closed here.
+    _owns_http: bool = field(default=True, repr=False)
 
     @property
     def http(self) -> ApiClient:
@@ -275,7 +278,8 @@ class SyncContext:
 
     def close(self) -> None:
         if self._http is not None:
-            self._http.close()
+            if self._owns_http:
+                self._http.close()
             self._http = None
 
 
@@ -283,10 +287,11 @@ _current: contextvars.ContextVar[SyncContext | None] = contextvars.ContextVar("i
 
 
 def current_sync() -> SyncContext:
-    """The sync a listener is running in (raises outside the engine)."""
+    """The sync a listener, or a provider's ``push``, is running in (raises outside the engine)."""
     ctx = _current.get()
     if ctx is None:
-        raise RuntimeError("current_sync() is only available inside a listener run by the sync engine")
+        raise RuntimeError("current_sync() is only available inside a listener or a provider's push run by the "
+                           "sync engine")
     return ctx
 
 

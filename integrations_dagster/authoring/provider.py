@@ -103,7 +103,11 @@ class Provider:
     def push(self, integration: Integration, batch: list[Mutation], session: SyncSession) -> list[PushOutcome]:
         """Send ``batch`` (pending mutations, id order) to the server; one outcome per mutation:
         ``Applied``, ``Rejected(reason, details)`` or ``Conflict(server_state)``. Raise on a
-        transport error (the batch stays pending). ``session.http`` is the integration's client."""
+        transport error (the batch stays pending). ``session.http`` is the integration's client.
+
+        The issue's two-argument form ``push(self, integration, batch)`` works too: the engine reads
+        the override's signature and passes the session only when it takes a third argument (or a
+        keyword ``session``); during either, ``current_sync().http`` is the same client."""
         raise NotImplementedError(f"provider {type(self).__name__} does not push")
 
     def conflict_event(self, integration: Integration, mutation: Mutation, server_state: Any) -> SyncItemEvent:
