@@ -897,6 +897,12 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
                    f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
         click.echo(f"  items {r['total']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
                    f"{r['superseded']} superseded; cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
+        if r.get("direction"):  # a provider that pushes: what the run's push did (docs/PUSH.md)
+            push = r.get("push") or {}
+            click.echo(f"  direction {r['direction']}: " + (
+                f"pushed {push.get('pushed', 0)}, conflicts {push.get('conflicts', 0)}, rejected "
+                f"{push.get('failed', 0)}, retried later {push.get('retried', 0)}" if r.get("push") is not None
+                else "no push"))
         if r["error"]:
             click.echo(f"  error: {_cell(r['error'], 200)}")
         for q in r["request_log"]:

@@ -64,6 +64,9 @@ def test_cycle_verbs_status_and_mutation_operator_verbs(env, db_url, tether) -> 
 
     data = js(env, "sync", str(iid), "--wait")
     assert data["status"] == "success" and data["direction"] == "sync"
+    # the timeline shows the push counts, as text and as JSON
+    assert "direction sync: pushed 1, conflicts 1, rejected 1, retried later 0" in run(env, "timeline", str(iid))
+    assert js(env, "timeline", str(iid))[0]["push"] == {"pushed": 1, "conflicts": 1, "failed": 1, "retried": 0}
     res = data["result"]
     assert (res["pushed"], res["conflicts"], res["failed"], res["skipped"]) == (1, 1, 1, False)
     assert res["rejections"] == [{"mutation_id": res["rejections"][0]["mutation_id"], "entity": "task", "key": "2",
