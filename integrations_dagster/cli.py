@@ -659,8 +659,9 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
         if parent.status.value not in ("FAILURE", "CANCELED"):
             raise UserError(f"Dagster run {dagster_run_id} of sync run {sync_run['id']} is {parent.status.value}, "
                             "not failed; it cannot be re-executed from failure")
-        _progress(f"re-executing Dagster run {dagster_run_id} from failure ({len(failed)} failed items)...")
-        child = reexecute_from_failure(env.ref, dagster_run_id, instance=instance)
+        child = _retry_with_progress(env, instance, integ.id, sync_run["id"],
+                                     f"re-executing Dagster run {dagster_run_id} from failure ({len(failed)} failed "
+                                     "items)", lambda: reexecute_from_failure(env.ref, dagster_run_id, instance=instance))
         data = _sync_summary(env, instance, integ.id, child.run_id, True, sync_run_id=sync_run["id"])
     data["parent_dagster_run_id"] = dagster_run_id
     data["cursor_after"] = store.get_integration(integ.id, decrypt=False).cursor
@@ -670,6 +671,23 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
         click.echo(f"re-executed Dagster run {dagster_run_id} from failure")
         _print_summary(data)
     ctx.exit(0 if data["status"] == "success" else 1)
+
+
+def _retry_with_progress(env: Env, instance: Any, integration_id: int, sync_run_id: int, title: str,
+                         execute: Callable[[], Any]) -> Any:
+    """Like ``_sync_with_progress`` for a re-execution: it continues the known sync run ``sync_run_id``."""
+    from integrations_dagster.operations.progress import Follower, LiveReporter, PlainReporter, quiet_run_output
+
+    with quiet_run_output(verbose=env.verbose) as stream:
+        live = bool(getattr(stream, "isatty", lambda: False)())
+        reporter: Any = LiveReporter(stream) if live else PlainReporter(stream)
+        follower = Follower(env.store, integration_id, reporter.update, sync_run_id=sync_run_id)
+        reporter.start(title)
+        follower.start()
+        try:
+            return execute()
+        finally:
+            reporter.finish(follower.stop())
 
 
 # --- status and items -----------------------------------------------------------------------------
