@@ -351,7 +351,12 @@ def connect_cmd(env: Env, provider: str, callback_path: str, meta: tuple[str, ..
 @pass_env
 def list_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
     """List integrations."""
-    rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import list_integrations as quick_list
+
+    # No SQLAlchemy when the database is already migrated (store/quick.py), as for status.
+    rows = quick_list(env.database_url, tenant=_tenant(env, tenant))
+    if rows is None:
+        rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
     if as_json:
         _emit_json(rows)
         return

@@ -199,3 +199,28 @@ def test_status_on_a_database_not_at_head_takes_the_full_path(env, tmp_path):
     assert data["code"] == 0 and json.loads(data["stdout"]) == [] and "sqlalchemy" in data["heavy"]
     assert quick.status_rows(fresh) == []  # now at head: the quick path answers
     assert quick.status_rows("mysql://nobody@127.0.0.1/x") is None
+
+
+def test_list_on_a_migrated_database_reads_without_sqlalchemy_and_answers_like_the_full_path(env, db_url, monkeypatch):
+    """``integrations list`` answers from the DB-API driver too (store/quick.py): the same rows as
+    ``operations.list_integrations`` for every tenant filter, on both databases, importing none of
+    SQLAlchemy, pydantic, httpx or rich."""
+    from integrations_dagster import Store
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.store import quick
+
+    _populate(db_url)
+    store = Store.for_url(db_url)
+    monkeypatch.setenv("INTEGRATIONS_SECRET_KEY", env["INTEGRATIONS_SECRET_KEY"])
+    store.create_integration(provider_key="synthetic", name="with a secret", credentials={"token": "t0ken"},
+                             metadata={"items": 2, "nested": {"a": [1, "b"]}}, sync_cron="*/5 * * * *")
+    for tenant in (None, "acme", "default", "nobody"):
+        assert quick.list_integrations(db_url, tenant=tenant) == ops.list_integrations(store, tenant=tenant)
+    rows = ops.list_integrations(store)
+    assert [r["has_credentials"] for r in rows][-1] is True and rows[-1]["metadata"]["nested"] == {"a": [1, "b"]}
+    for argv in (["list"], ["list", "--json"], ["list", "--tenant", "acme", "--json"]):
+        data = probe_all(env, *argv)
+        assert data["code"] == 0, data["stderr"][-2000:]
+        assert (data["dagster"], data["heavy"]) == ([], []), f"`integrations {' '.join(argv)}` imported {data['heavy']}"
+    assert json.loads(probe_all(env, "list", "--json")["stdout"]) == json.loads(ops.dumps(rows))
+    assert "t0ken" not in probe_all(env, "list", "--json")["stdout"]
