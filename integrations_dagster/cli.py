@@ -736,13 +736,18 @@ def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as
         return
     if not rows:
         click.echo("no failed items")
-        return
-    _table(
-        ["ID", "INTEGRATION", "EXTERNAL ID", "ATTEMPTS", "FAILED AT", "LAST ERROR"],
-        [[r["id"], r["integration_id"], r["external_id"], r["attempts"], _short_time(r["failed_at"]),
-          r["last_error"]] for r in rows],
-        widths={2: 30, 5: 80},
-    )
+    else:
+        _table(
+            ["ID", "INTEGRATION", "EXTERNAL ID", "ATTEMPTS", "FAILED AT", "LAST ERROR"],
+            [[r["id"], r["integration_id"], r["external_id"], r["attempts"], _short_time(r["failed_at"]),
+              r["last_error"]] for r in rows],
+            widths={2: 30, 5: 80},
+        )
+    # The outbox's counterpart (issue 13): rejected and conflicting mutations have their own ids and verbs.
+    mutations = ops.list_failed_mutations(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if mutations:
+        click.echo(f"also {len(mutations)} failed or conflicting outbox mutation(s): `integrations list-failed-mutations"
+                   + (f" --integration {integration_id}" if integration_id is not None else "") + "`")
 
 
 def _print_item_result(res: ops.ItemActionResult, verb: str) -> None:
