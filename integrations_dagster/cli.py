@@ -730,7 +730,14 @@ def status_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json
 @pass_env
 def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json: bool) -> None:
     """Failed sync items that hold a cursor back: retry them or skip them."""
-    rows = ops.list_failed_items(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import failed_items as quick_failed_items
+
+    quick = quick_failed_items(env.database_url, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if quick is not None:  # a migrated database: no SQLAlchemy (store/quick.py)
+        rows, n_mutations = quick
+    else:
+        rows = ops.list_failed_items(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+        n_mutations = -1  # counted below, only for the text output
     if as_json:
         _emit_json(rows)
         return
@@ -744,9 +751,10 @@ def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as
             widths={2: 30, 5: 80},
         )
     # The outbox's counterpart (issue 13): rejected and conflicting mutations have their own ids and verbs.
-    mutations = ops.list_failed_mutations(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
-    if mutations:
-        click.echo(f"also {len(mutations)} failed or conflicting outbox mutation(s): `integrations list-failed-mutations"
+    if n_mutations < 0:
+        n_mutations = len(ops.list_failed_mutations(env.store, integration_id=integration_id, tenant=_tenant(env, tenant)))
+    if n_mutations:
+        click.echo(f"also {n_mutations} failed or conflicting outbox mutation(s): `integrations list-failed-mutations"
                    + (f" --integration {integration_id}" if integration_id is not None else "") + "`")
 
 

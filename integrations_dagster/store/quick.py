@@ -190,6 +190,54 @@ def list_integrations(url: str, *, tenant: str | None = None) -> list[dict[str, 
     return out
 
 
+def failed_items(
+    url: str, *, integration_id: int | None = None, tenant: str | None = None
+) -> tuple[list[dict[str, Any]], int] | None:
+    """``integrations list-failed-items`` without SQLAlchemy or pydantic: the rows of
+    ``operations.actions.list_failed_items`` and how many failed or conflicting outbox mutations the
+    same filter has; None when this path cannot answer. Raises ``IntegrationNotFound`` as the full path."""
+
+    def sql(mark: str) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if integration_id is not None:
+            where.append(f"g.id = {mark}")
+            params.append(integration_id)
+        if tenant is not None:
+            where.append(f"g.tenant = {mark}")
+            params.append(tenant)
+        scope = " AND ".join(where) or "1 = 1"
+        # One statement: the integration (to tell "not found" from "nothing failed"), its failed items,
+        # and the outbox count, as rows tagged by kind.
+        return (
+            f"SELECT 'integration', g.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM integrations AS g "
+            f"WHERE {scope} AND {'1 = 1' if integration_id is not None else '1 = 0'} "
+            "UNION ALL SELECT 'item', s.id, s.integration_id, s.run_id, s.external_id, s.checkpoint, s.attempts, "
+            "s.last_error, s.skip_reason, s.finished_at FROM sync_items AS s JOIN integrations AS g "
+            f"ON g.id = s.integration_id WHERE s.status = {mark} AND {scope} "
+            "UNION ALL SELECT 'outbox', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+            "FROM outbox_mutations AS o JOIN integrations AS g ON g.id = o.integration_id "
+            f"WHERE o.status IN ('failed', 'conflict') AND {scope}",
+            [*params, ItemStatus.FAILED.value, *params, *params],
+        )
+
+    read = _read(url, sql)
+    if read is None:
+        return None
+    rows, sqlite = read
+    if integration_id is not None and not any(r[0] == "integration" for r in rows):
+        raise IntegrationNotFound(integration_id)
+    items = [
+        {"id": r[1], "integration_id": r[2], "sync_run_id": r[3], "external_id": r[4],
+         "checkpoint": _json(r[5], sqlite), "status": ItemStatus.FAILED.value, "attempts": r[6], "last_error": r[7],
+         "skip_reason": r[8], "failed_at": _iso(r[9])}
+        for r in rows if r[0] == "item"
+    ]
+    items.sort(key=lambda x: x["id"])
+    mutations = sum(int(r[1]) for r in rows if r[0] == "outbox")
+    return items, mutations
+
+
 def status_rows(url: str, *, integration_id: int | None = None, tenant: str | None = None) -> list[dict[str, Any]] | None:
     """``operations.actions.status_rows`` without SQLAlchemy; None when this path cannot answer."""
     read = _read(url, lambda mark: _status_sql(mark, integration_id, tenant))
