@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from integrations_dagster.authoring.session import SyncSession
     from integrations_dagster.authoring.tables import ProviderTables
     from integrations_dagster.engine.push import Mutation, PushOutcome
+    from integrations_dagster.security.oauth2 import OAuth2Declaration
 
 
 def reduce_by_max(checkpoints: list[Any]) -> Any:
@@ -62,6 +63,10 @@ class Provider:
     #: The provider's own destination tables, created and upgraded by the engine before it runs the
     #: provider (``authoring.tables``); None: the provider writes only to tables it manages itself.
     owned_tables: ClassVar[ProviderTables | None] = None
+
+    #: How an account authorizes this provider (OAuth2 authorization and token URLs, scopes): used by
+    #: account setup (``integrations connect KEY --authorize-url``) with ``setup_integration``.
+    oauth2: ClassVar[OAuth2Declaration | None] = None
 
     #: Mutations per push request for this provider; None: ``SyncSettings.push_batch_size``.
     push_batch_size: ClassVar[int | None] = None
@@ -114,6 +119,12 @@ class Provider:
         """External id of a conflict's item; match the pulled snapshots' ids so a later version of the
         same record supersedes it. Default ``entity:key``."""
         return f"{mutation.entity}:{mutation.key}"
+
+    def required_listeners(self) -> list[Any]:
+        """Listeners (``ListenerSpec``) without which this provider's items would succeed unstored; the
+        engine refuses definitions that lack one. Default: none (a coded provider's listeners are the
+        app's choice)."""
+        return []
 
     def supports_push(self) -> bool:
         return type(self).push is not Provider.push

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from dagster import (
     DagsterRun,
@@ -38,6 +37,7 @@ from dagster import (
 )
 
 from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.engine import SyncEngine
 from integrations_dagster.orchestration.definitions import (
     ALIVE_STATUSES,
     DIRECTION_TAG,
@@ -69,7 +69,7 @@ def _parse_cursor(raw: str | None) -> dict[str, float]:
 
 
 def evaluate_push_tick(
-    context: SensorEvaluationContext, *, store: Store, provider: Provider, engine: Any, throttle: float
+    context: SensorEvaluationContext, *, store: Store, provider: Provider, engine: SyncEngine, throttle: float
 ) -> SensorResult:
     key = provider.key
     now = as_utc(engine.clock())
@@ -119,7 +119,7 @@ def evaluate_push_tick(
     )
 
 
-def build_push_sensor(*, provider: Provider, engine: Any, settings: SyncSettings,
+def build_push_sensor(*, provider: Provider, engine: SyncEngine, settings: SyncSettings,
                       default_status: DefaultSensorStatus) -> SensorDefinition:
     key = provider.key
     throttle = float(settings.auto_sync_throttle)
@@ -140,7 +140,7 @@ def build_push_sensor(*, provider: Provider, engine: Any, settings: SyncSettings
     return _push_sensor
 
 
-def build_push_sensors(*, engine: Any, settings: SyncSettings) -> Sequence[SensorDefinition]:
+def build_push_sensors(*, engine: SyncEngine, settings: SyncSettings) -> Sequence[SensorDefinition]:
     status = DefaultSensorStatus.RUNNING if settings.sensor_default_running else DefaultSensorStatus.STOPPED
     return [build_push_sensor(provider=p, engine=engine, settings=settings, default_status=status)
             for p in engine.providers.values() if p.supports_push()]

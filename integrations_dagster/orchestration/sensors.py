@@ -30,6 +30,7 @@ runs), whatever the number of integrations. The SQL is ``store.schedule`` (``rea
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,7 @@ from dagster import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.engine import SyncEngine
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick
 from integrations_dagster.engine.health import claim_next
 from integrations_dagster.orchestration.definitions import (
@@ -133,7 +135,7 @@ def evaluate_sync_tick(
     *,
     store: Store,
     provider: Provider,
-    engine: Any,
+    engine: SyncEngine,
     max_runs: int,
     batching: bool = False,
 ) -> tuple[SensorResult, TickReport]:
@@ -301,7 +303,7 @@ def _own_run_request(key: str, iid: int, next_at: datetime, batching: bool) -> R
             )
 
 
-def _finish(key: str, log: Any, report: TickReport, run_requests: list[RunRequest],
+def _finish(key: str, log: logging.Logger, report: TickReport, run_requests: list[RunRequest],
             requests_for_partitions: list[Any], due_ids: list[int]) -> tuple[SensorResult, TickReport]:
     batched = sum(len(b) for b in report.batches)
     log.info(
@@ -359,7 +361,7 @@ def _int_order(value: str) -> tuple[int, str]:
 def build_sync_sensor(
     *,
     provider: Provider,
-    engine: Any,
+    engine: SyncEngine,
     name: str | None = None,
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
@@ -397,7 +399,7 @@ def build_sync_sensor(
 
 
 def build_sync_sensors(
-    *, engine: Any, settings: SyncSettings, jobs: dict[str, Any] | None = None
+    *, engine: SyncEngine, settings: SyncSettings, jobs: dict[str, Any] | None = None
 ) -> Sequence[SensorDefinition]:
     """One ``<key>_sync_sensor`` per provider, configured by ``settings`` (called by ``build_definitions``;
     ``jobs`` by name: with a provider's ``<key>_sync_batch`` there and ``batch_size`` > 0, it batches)."""

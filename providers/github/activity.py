@@ -26,6 +26,7 @@ from integrations_dagster import (
 )
 from integrations_dagster.http import LinkHeaderPaginator
 from providers.github.common import (
+    GITHUB_ACTIVITY_OAUTH2,
     GITHUB_API,
     GITHUB_HEADERS,
     GitHubActivityMetadata,
@@ -103,6 +104,7 @@ class GitHubActivityProvider(Provider):
 
         return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
+    oauth2 = GITHUB_ACTIVITY_OAUTH2  # account setup: integrations connect github_activity --authorize-url
     owned_tables = GITHUB_TABLES
     metadata_model = GitHubActivityMetadata
     credentials_model = GitHubCredentials
