@@ -405,7 +405,12 @@ def connect_cmd(env: Env, provider: str, authorize: bool, client_id: str | None,
 @pass_env
 def list_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
     """List integrations."""
-    rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import list_integrations as quick_list
+
+    # No SQLAlchemy when the database is already migrated (store/quick.py), as for status.
+    rows = quick_list(env.database_url, tenant=_tenant(env, tenant))
+    if rows is None:
+        rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
     if as_json:
         _emit_json(rows)
         return
@@ -713,8 +718,9 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
         if parent.status.value not in ("FAILURE", "CANCELED"):
             raise UserError(f"Dagster run {dagster_run_id} of sync run {sync_run['id']} is {parent.status.value}, "
                             "not failed; it cannot be re-executed from failure")
-        _progress(f"re-executing Dagster run {dagster_run_id} from failure ({len(failed)} failed items)...")
-        child = reexecute_from_failure(env.ref, dagster_run_id, instance=instance)
+        child = _retry_with_progress(env, instance, integ.id, sync_run["id"],
+                                     f"re-executing Dagster run {dagster_run_id} from failure ({len(failed)} failed "
+                                     "items)", lambda: reexecute_from_failure(env.ref, dagster_run_id, instance=instance))
         data = _sync_summary(env, instance, integ.id, child.run_id, True, sync_run_id=sync_run["id"])
     data["parent_dagster_run_id"] = dagster_run_id
     data["cursor_after"] = store.get_integration(integ.id, decrypt=False).cursor
@@ -724,6 +730,23 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
         click.echo(f"re-executed Dagster run {dagster_run_id} from failure")
         _print_summary(data)
     ctx.exit(0 if data["status"] == "success" else 1)
+
+
+def _retry_with_progress(env: Env, instance: Any, integration_id: int, sync_run_id: int, title: str,
+                         execute: Callable[[], Any]) -> Any:
+    """Like ``_sync_with_progress`` for a re-execution: it continues the known sync run ``sync_run_id``."""
+    from integrations_dagster.operations.progress import Follower, LiveReporter, PlainReporter, quiet_run_output
+
+    with quiet_run_output(verbose=env.verbose) as stream:
+        live = bool(getattr(stream, "isatty", lambda: False)())
+        reporter: Any = LiveReporter(stream) if live else PlainReporter(stream)
+        follower = Follower(env.store, integration_id, reporter.update, sync_run_id=sync_run_id)
+        reporter.start(title)
+        follower.start()
+        try:
+            return execute()
+        finally:
+            reporter.finish(follower.stop())
 
 
 # --- status and items -----------------------------------------------------------------------------
@@ -761,19 +784,32 @@ def status_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json
 @pass_env
 def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json: bool) -> None:
     """Failed sync items that hold a cursor back: retry them or skip them."""
-    rows = ops.list_failed_items(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import failed_items as quick_failed_items
+
+    quick = quick_failed_items(env.database_url, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if quick is not None:  # a migrated database: no SQLAlchemy (store/quick.py)
+        rows, n_mutations = quick
+    else:
+        rows = ops.list_failed_items(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+        n_mutations = -1  # counted below, only for the text output
     if as_json:
         _emit_json(rows)
         return
     if not rows:
         click.echo("no failed items")
-        return
-    _table(
-        ["ID", "INTEGRATION", "EXTERNAL ID", "ATTEMPTS", "FAILED AT", "LAST ERROR"],
-        [[r["id"], r["integration_id"], r["external_id"], r["attempts"], _short_time(r["failed_at"]),
-          r["last_error"]] for r in rows],
-        widths={2: 30, 5: 80},
-    )
+    else:
+        _table(
+            ["ID", "INTEGRATION", "EXTERNAL ID", "ATTEMPTS", "FAILED AT", "LAST ERROR"],
+            [[r["id"], r["integration_id"], r["external_id"], r["attempts"], _short_time(r["failed_at"]),
+              r["last_error"]] for r in rows],
+            widths={2: 30, 5: 80},
+        )
+    # The outbox's counterpart (issue 13): rejected and conflicting mutations have their own ids and verbs.
+    if n_mutations < 0:
+        n_mutations = len(ops.list_failed_mutations(env.store, integration_id=integration_id, tenant=_tenant(env, tenant)))
+    if n_mutations:
+        click.echo(f"also {n_mutations} failed or conflicting outbox mutation(s): `integrations list-failed-mutations"
+                   + (f" --integration {integration_id}" if integration_id is not None else "") + "`")
 
 
 def _print_item_result(res: ops.ItemActionResult, verb: str) -> None:
@@ -951,6 +987,12 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
                    f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
         click.echo(f"  items {r['total']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
                    f"{r['superseded']} superseded; cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
+        if r.get("direction"):  # a provider that pushes: what the run's push did (docs/PUSH.md)
+            push = r.get("push") or {}
+            click.echo(f"  direction {r['direction']}: " + (
+                f"pushed {push.get('pushed', 0)}, conflicts {push.get('conflicts', 0)}, rejected "
+                f"{push.get('failed', 0)}, retried later {push.get('retried', 0)}" if r.get("push") is not None
+                else "no push"))
         if r["error"]:
             click.echo(f"  error: {_cell(r['error'], 200)}")
         for q in r["request_log"]:
