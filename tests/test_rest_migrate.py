@@ -208,6 +208,7 @@ def test_cli_rest_migrate_check_apply_json(store, db_url, tmp_path) -> None:  # 
                             name="retyped.yaml")
     refused = CliRunner().invoke(cli, ["rest", "migrate", str(retyped)], env=env)
     assert refused.exit_code == 1 and "column vip changes type from boolean to integer" in refused.output
+    assert "applied 0 migration(s); 1 table(s) left as they are" in refused.output
     bad = CliRunner().invoke(cli, ["rest", "migrate", str(tmp_path / "none.yaml")], env=env)
     assert bad.exit_code == 1 and "does not exist" in bad.output
 
