@@ -45,11 +45,11 @@ def make_defs(database_url: str, chunk_size: int | None = None, declarative: boo
     providers: list = [GitHubProvider()]
     listeners: list = [upsert_github_issues]
     if declarative:  # GitHub issues written as configuration (providers/github/issues.yaml)
-        from integrations_dagster.declarative import upsert_rest_items
         from providers.github.rest import github_issues_rest
 
-        providers.append(github_issues_rest())
-        listeners.append(upsert_rest_items)
+        rest = github_issues_rest()
+        providers.append(rest)
+        listeners.append(rest.listener)
     return build_definitions(
         providers=providers,
         listeners=listeners,
@@ -67,9 +67,11 @@ class FakeServer:
         import socket
         import subprocess
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = int(os.environ.get("INTEGRATIONS_BENCH_PORT") or 0)  # a fixed port (shared machines), else a free one
+        if not port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "providers.github.fake_api", "--port", str(port), "--issues", str(issues),
              "--token", TOKEN], stdout=subprocess.PIPE, text=True,
@@ -102,6 +104,11 @@ def child_framework(url: str, issues: int, rate_limit: str | None = None, provid
     declarative = provider_key != "github"
     ref = DefinitionsRef("bench.github", "make_defs", {"database_url": url, "declarative": declarative})
     ref.load()
+    if declarative:  # its destination table is created by its migration (`integrations rest migrate`)
+        from integrations_dagster.declarative import migrate_destinations
+        from providers.github.rest import github_issues_rest
+
+        migrate_destinations(store, github_issues_rest())
     with FakeServer(issues) as fake, tempfile.TemporaryDirectory() as home:
         limit = json.loads(rate_limit) if rate_limit else None
         integ = store.create_integration(

@@ -39,6 +39,27 @@ def _print_run(store: Store, integration_id: int, label: str) -> None:
         print(f"   failed item {item['id']} ({item['external_id']}), {item['attempts']} tries: {item['last_error']}")
 
 
+def poisoned_story(store: Store, instance: DagsterInstance) -> None:
+    """A synthetic integration with one poisoned item: a red run, and how to recover it (README)."""
+    # A day's interval: `dagster dev`'s sync sensor would otherwise sync it again within minutes (a
+    # new red run each time; after the fix, a run that recovers it before the operator does), and the
+    # recovery story below is the operator's.
+    poisoned = store.create_integration(
+        provider_key="synthetic", name="demo: one poisoned item",
+        metadata={"items": 500, "fail_external_ids": ["item-300"]}, sync_interval_minutes=24 * 60,
+    )
+    run = execute_sync(REF, "synthetic", poisoned.id, instance=instance, log_level="CRITICAL")
+    _print_run(store, poisoned.id, f"integration {poisoned.id}: synthetic, 500 items, item-300 poisoned")
+    print(
+        f"   Dagster run {run.run_id} ended {run.status.value}: the cursor stopped just before the poisoned item.\n"
+        "   Recover it: fix the listener (delete the two `if event.poisoned: raise ...` lines of\n"
+        "   store_synthetic_item in integrations_app/sinks.py; `git checkout integrations_app/sinks.py` puts\n"
+        f"   them back), then in the UI open run {run.run_id[:8]} and click Re-execute -> From failure\n"
+        f"   (or `.venv/bin/integrations retry {poisoned.id}`); or give the item up with\n"
+        f"   `.venv/bin/integrations skip-sync-item {store.failed_items(integration_id=poisoned.id)[0]['id']}`."
+    )
+
+
 def tether_cycle(store: Store, instance: DagsterInstance) -> None:
     """Issue 13: Tether's push -> pull cycle against the local fake Tether server."""
     from integrations_dagster.engine.push import run_sync_result
@@ -104,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_KEY] = key_file.read_text().strip()
     store = Store.for_url(SyncSettings().resolved_database_url())
     print(f"DAGSTER_HOME={home}\nintegrations database: {store.url}")
-    if only == ["tether"]:
+    if only in (["tether"], ["poisoned"]):  # one part alone: `bash scripts/demo.sh tether|poisoned`
         with DagsterInstance.get() as instance:
-            tether_cycle(store, instance)
+            (tether_cycle if only == ["tether"] else poisoned_story)(store, instance)
         return 0
     with DagsterInstance.get() as instance, FakeGitHub(issues=1500, token="demo-token") as fake:
         gh = store.create_integration(
@@ -129,22 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         execute_sync(REF, "synthetic", clean.id, instance=instance, log_level="CRITICAL")
         _print_run(store, clean.id, f"integration {clean.id}: synthetic, 2,000 items")
 
-        poisoned = store.create_integration(
-            provider_key="synthetic", name="demo: one poisoned item",
-            metadata={"items": 500, "fail_external_ids": ["item-300"]},
-        )
-        run = execute_sync(REF, "synthetic", poisoned.id, instance=instance, log_level="CRITICAL")
-        _print_run(store, poisoned.id, f"integration {poisoned.id}: synthetic, 500 items, item-300 poisoned")
-        print(
-            f"   Dagster run {run.run_id} ended {run.status.value}: the cursor stopped just before the poisoned item.\n"
-            f"   Recover with `integrations skip-sync-item {store.failed_items(integration_id=poisoned.id)[0]['id']}` "
-            f"then `integrations advance-cursor {poisoned.id}`,\n"
-            "   or fix the listener and re-execute the run from failure in the UI."
-        )
+        poisoned_story(store, instance)
         tether_cycle(store, instance)
-    print(f"\nThe CLI needs the demo's key:  export {ENV_KEY}=$(cat {home}/demo-secret.key)")
-    print(f"\nSee it in the UI:  DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '.dagster_home')} "
-          ".venv/bin/dagster dev -w workspace.yaml")
+    dagster_home = home.resolve()  # Dagster wants an absolute path
+    print(f"\nThe CLI (same database, the demo's key):  export DAGSTER_HOME={dagster_home} "
+          f"{ENV_KEY}=$(cat {home}/demo-secret.key); .venv/bin/integrations status")
+    print(f"\nSee it in the UI:  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
     return 0
 
 

@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "SyncItemNotFound": ".errors",
     "SyncListenerMustNotBeQueuedError": ".errors",
     "UnknownProvider": ".errors",
+    "OAuth2Declaration": ".security.oauth2",
     # applications
     "add_integration": ".operations.actions",
     "build_definitions": ".orchestration.code_location",  # Dagster only when it builds Definitions
@@ -93,6 +94,7 @@ __all__ = [
     "InvalidIntegrationConfig",
     "InvalidPayload",
     "ListenerRegistry",
+    "OAuth2Declaration",
     "Provider",
     "ProviderTables",
     "RateLimit",
@@ -174,6 +176,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .orchestration.in_process import DefinitionsRef, execute_sync, reexecute_from_failure
     from .orchestration.request import SyncRequest, request_sync
     from .orchestration.resource import IntegrationsResource
+    from .security.oauth2 import OAuth2Declaration
     from .settings import SyncSettings
     from .status import SUMMARY_KEYS, run_summary
     from .store import Store

@@ -304,9 +304,23 @@ def add_cmd(env: Env, provider: str, name: str, meta: tuple[str, ...], secret: t
 
 @cli.command("connect")
 @click.argument("provider")
-@click.option("--callback", "callback_path", required=True, metavar="FILE",
-              help="The OAuth callback's token response as JSON ('-': stdin), or an app installation "
-                   "(installation_id, app_id, private_key).")
+@click.option("--authorize-url", "authorize", is_flag=True,
+              help="Step 1 of OAuth: print the authorization URL to send the account owner to.")
+@click.option("--client-id", default=None, metavar="ID", help="The OAuth app's client id (with --authorize-url).")
+@click.option("--redirect-uri", default=None, metavar="URI", help="Where the provider redirects back (with --authorize-url).")
+@click.option("--scope", "scopes", multiple=True, metavar="S", help="A scope instead of the provider's (repeatable).")
+@click.option("--code", default=None, metavar="CODE", help="Step 2 of OAuth: the callback's authorization code.")
+@click.option("--state", default=None, metavar="STATE", help="Step 2 of OAuth: the callback's state.")
+@click.option("--redirected-to", "redirected", default=None, metavar="URL",
+              help="Step 2 of OAuth: the whole URL the browser was redirected to (code and state are read from it).")
+@click.option("--client-secret-env", default="INTEGRATIONS_OAUTH_CLIENT_SECRET", show_default=True, metavar="VAR",
+              help="Environment variable holding the OAuth app's client secret (step 2; unset: a public client).")
+@click.option("--authorization-endpoint", default=None, metavar="URL",
+              help="Another authorization URL than the provider declares (GitHub Enterprise Server).")
+@click.option("--token-endpoint", default=None, metavar="URL", help="Another token URL than the provider declares.")
+@click.option("--callback", "callback_path", default=None, metavar="FILE",
+              help="Instead of OAuth: a token response you already have, as JSON ('-': stdin), or an app "
+                   "installation (installation_id, app_id, private_key).")
 @click.option("--meta", multiple=True, metavar="K=V", help="Metadata (owner=..., repo=..., client_id=...). Repeatable.")
 @click.option("--name", default=None, help="Override the name the provider derives from the account.")
 @click.option("--interval", type=click.IntRange(min=1), default=None, metavar="MIN", help="Sync every MIN minutes.")
@@ -314,31 +328,71 @@ def add_cmd(env: Env, provider: str, name: str, meta: tuple[str, ...], secret: t
 @tenant_option
 @json_option
 @pass_env
-def connect_cmd(env: Env, provider: str, callback_path: str, meta: tuple[str, ...], name: str | None,
-                interval: int | None, cron: str | None, tenant: str | None, as_json: bool) -> None:
-    """Create an integration of PROVIDER from an OAuth callback (account setup); prints its id.
+def connect_cmd(env: Env, provider: str, authorize: bool, client_id: str | None, redirect_uri: str | None,
+                scopes: tuple[str, ...], code: str | None, state: str | None, redirected: str | None,
+                client_secret_env: str, authorization_endpoint: str | None, token_endpoint: str | None,
+                callback_path: str | None, meta: tuple[str, ...], name: str | None, interval: int | None,
+                cron: str | None, tenant: str | None, as_json: bool) -> None:
+    """Create an integration of PROVIDER from an account's authorization (account setup); prints its id.
 
-    The provider looks up the account (GitHub: GET /user), names the integration and stores the
-    credentials encrypted. Example: integrations connect github --callback token.json
-    --meta owner=acme --meta repo=widgets --cron '*/5 * * * *'
+    OAuth, in two steps: `integrations connect github --authorize-url --client-id ID --redirect-uri URI
+    --meta owner=acme --meta repo=widgets --cron '*/5 * * * *'` prints the URL to open; after the
+    owner approves, `integrations connect github --redirected-to 'URI?code=...&state=...'` (or --code
+    and --state) exchanges the code and creates the integration: the provider looks up the account
+    (GitHub: GET /user), names it and stores the credentials encrypted. Or, with a token response you
+    already have: integrations connect github --callback token.json --meta owner=acme --meta repo=widgets
     """
-    from integrations_dagster.operations.connect import connect
+    from integrations_dagster.operations.connect import complete_authorization, connect, start_authorization
 
     if interval is not None and cron is not None:
         raise click.UsageError("--interval and --cron are mutually exclusive")
-    try:
-        raw = sys.stdin.read() if callback_path == "-" else Path(callback_path).read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read --callback {callback_path}: {exc.strerror}") from None
-    try:
-        callback = json.loads(raw)
-    except ValueError:
-        raise UserError(f"--callback {callback_path} is not JSON (expected the token endpoint's answer)") from None
-    if not isinstance(callback, dict):
-        raise UserError(f"--callback {callback_path}: expected a JSON object")
-    integ = connect(env.store, engine=env.engine, provider_key=provider, callback=callback,
-                    metadata=_pairs(meta, "--meta", parse_json=True), name=name, interval_minutes=interval,
-                    cron=cron, tenant=_tenant(env, tenant))
+    steps = [bool(authorize), bool(code or state or redirected), bool(callback_path)]
+    if sum(steps) != 1:
+        raise click.UsageError("give one of --authorize-url (step 1), --code/--state or --redirected-to (step 2), "
+                               "or --callback")
+    if authorize:
+        start = start_authorization(
+            env.engine, provider_key=provider, client_id=client_id or "", redirect_uri=redirect_uri,
+            scopes=list(scopes) or None, metadata=_pairs(meta, "--meta", parse_json=True), name=name,
+            interval_minutes=interval, cron=cron, tenant=_tenant(env, tenant),
+            authorization_url=authorization_endpoint, token_url=token_endpoint,
+        )
+        if as_json:
+            _emit_json(start.model_dump())
+        else:
+            click.echo(start.url)
+            click.echo(f"(open it within {start.expires_in // 60} minutes; then run: integrations connect {provider} "
+                       "--redirected-to '<the URL you were sent back to>')", err=True)
+        return
+    if code or state or redirected:
+        error = error_description = None
+        if redirected:
+            import urllib.parse
+
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(redirected).query))
+            code, state = code or query.get("code"), state or query.get("state")
+            error, error_description = query.get("error"), query.get("error_description")
+        if not state:
+            raise click.UsageError("step 2 needs the callback's state (--state, or --redirected-to with ?state=...)")
+        integ = complete_authorization(
+            env.store, engine=env.engine, state=state, code=code, provider_key=provider, error=error,
+            error_description=error_description, client_secret=os.environ.get(client_secret_env) or None,
+            tenant=_tenant(env, tenant),
+        )
+    else:
+        try:
+            raw = sys.stdin.read() if callback_path == "-" else Path(str(callback_path)).read_text()
+        except OSError as exc:
+            raise UserError(f"cannot read --callback {callback_path}: {exc.strerror}") from None
+        try:
+            callback = json.loads(raw)
+        except ValueError:
+            raise UserError(f"--callback {callback_path} is not JSON (expected the token endpoint's answer)") from None
+        if not isinstance(callback, dict):
+            raise UserError(f"--callback {callback_path}: expected a JSON object")
+        integ = connect(env.store, engine=env.engine, provider_key=provider, callback=callback,
+                                 metadata=_pairs(meta, "--meta", parse_json=True), name=name,
+                                 interval_minutes=interval, cron=cron, tenant=_tenant(env, tenant))
     if as_json:
         _emit_json(ops.show_integration(env.store, integ.id))
     else:
@@ -351,7 +405,12 @@ def connect_cmd(env: Env, provider: str, callback_path: str, meta: tuple[str, ..
 @pass_env
 def list_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
     """List integrations."""
-    rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import list_integrations as quick_list
+
+    # No SQLAlchemy when the database is already migrated (store/quick.py), as for status.
+    rows = quick_list(env.database_url, tenant=_tenant(env, tenant))
+    if rows is None:
+        rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
     if as_json:
         _emit_json(rows)
         return
@@ -659,8 +718,9 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
         if parent.status.value not in ("FAILURE", "CANCELED"):
             raise UserError(f"Dagster run {dagster_run_id} of sync run {sync_run['id']} is {parent.status.value}, "
                             "not failed; it cannot be re-executed from failure")
-        _progress(f"re-executing Dagster run {dagster_run_id} from failure ({len(failed)} failed items)...")
-        child = reexecute_from_failure(env.ref, dagster_run_id, instance=instance)
+        child = _retry_with_progress(env, instance, integ.id, sync_run["id"],
+                                     f"re-executing Dagster run {dagster_run_id} from failure ({len(failed)} failed "
+                                     "items)", lambda: reexecute_from_failure(env.ref, dagster_run_id, instance=instance))
         data = _sync_summary(env, instance, integ.id, child.run_id, True, sync_run_id=sync_run["id"])
     data["parent_dagster_run_id"] = dagster_run_id
     data["cursor_after"] = store.get_integration(integ.id, decrypt=False).cursor
@@ -670,6 +730,23 @@ def retry_cmd(ctx: click.Context, integration_id: int, tenant: str | None, as_js
         click.echo(f"re-executed Dagster run {dagster_run_id} from failure")
         _print_summary(data)
     ctx.exit(0 if data["status"] == "success" else 1)
+
+
+def _retry_with_progress(env: Env, instance: Any, integration_id: int, sync_run_id: int, title: str,
+                         execute: Callable[[], Any]) -> Any:
+    """Like ``_sync_with_progress`` for a re-execution: it continues the known sync run ``sync_run_id``."""
+    from integrations_dagster.operations.progress import Follower, LiveReporter, PlainReporter, quiet_run_output
+
+    with quiet_run_output(verbose=env.verbose) as stream:
+        live = bool(getattr(stream, "isatty", lambda: False)())
+        reporter: Any = LiveReporter(stream) if live else PlainReporter(stream)
+        follower = Follower(env.store, integration_id, reporter.update, sync_run_id=sync_run_id)
+        reporter.start(title)
+        follower.start()
+        try:
+            return execute()
+        finally:
+            reporter.finish(follower.stop())
 
 
 # --- status and items -----------------------------------------------------------------------------
@@ -707,19 +784,32 @@ def status_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json
 @pass_env
 def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as_json: bool) -> None:
     """Failed sync items that hold a cursor back: retry them or skip them."""
-    rows = ops.list_failed_items(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import failed_items as quick_failed_items
+
+    quick = quick_failed_items(env.database_url, integration_id=integration_id, tenant=_tenant(env, tenant))
+    if quick is not None:  # a migrated database: no SQLAlchemy (store/quick.py)
+        rows, n_mutations = quick
+    else:
+        rows = ops.list_failed_items(env.store, integration_id=integration_id, tenant=_tenant(env, tenant))
+        n_mutations = -1  # counted below, only for the text output
     if as_json:
         _emit_json(rows)
         return
     if not rows:
         click.echo("no failed items")
-        return
-    _table(
-        ["ID", "INTEGRATION", "EXTERNAL ID", "ATTEMPTS", "FAILED AT", "LAST ERROR"],
-        [[r["id"], r["integration_id"], r["external_id"], r["attempts"], _short_time(r["failed_at"]),
-          r["last_error"]] for r in rows],
-        widths={2: 30, 5: 80},
-    )
+    else:
+        _table(
+            ["ID", "INTEGRATION", "EXTERNAL ID", "ATTEMPTS", "FAILED AT", "LAST ERROR"],
+            [[r["id"], r["integration_id"], r["external_id"], r["attempts"], _short_time(r["failed_at"]),
+              r["last_error"]] for r in rows],
+            widths={2: 30, 5: 80},
+        )
+    # The outbox's counterpart (issue 13): rejected and conflicting mutations have their own ids and verbs.
+    if n_mutations < 0:
+        n_mutations = len(ops.list_failed_mutations(env.store, integration_id=integration_id, tenant=_tenant(env, tenant)))
+    if n_mutations:
+        click.echo(f"also {n_mutations} failed or conflicting outbox mutation(s): `integrations list-failed-mutations"
+                   + (f" --integration {integration_id}" if integration_id is not None else "") + "`")
 
 
 def _print_item_result(res: ops.ItemActionResult, verb: str) -> None:
@@ -897,6 +987,12 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
                    f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
         click.echo(f"  items {r['total']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
                    f"{r['superseded']} superseded; cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
+        if r.get("direction"):  # a provider that pushes: what the run's push did (docs/PUSH.md)
+            push = r.get("push") or {}
+            click.echo(f"  direction {r['direction']}: " + (
+                f"pushed {push.get('pushed', 0)}, conflicts {push.get('conflicts', 0)}, rejected "
+                f"{push.get('failed', 0)}, retried later {push.get('retried', 0)}" if r.get("push") is not None
+                else "no push"))
         if r["error"]:
             click.echo(f"  error: {_cell(r['error'], 200)}")
         for q in r["request_log"]:
@@ -935,6 +1031,53 @@ def db_upgrade_cmd(env: Env, tenant: str | None) -> None:
     store = env.store
     store.migrate()
     click.echo(f"database {_safe_url(store.url)} is at revision {store.current_revision()}")
+
+
+# --- declarative REST providers ----------------------------------------------------------------
+@cli.group("rest", cls=_Group)
+def rest_group() -> None:
+    """Providers written as configuration (docs/REST_PROVIDERS.md)."""
+
+
+@rest_group.command("migrate")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False), metavar="[YAML]...")
+@click.option("--check", is_flag=True, help="Only show what would be done; exit 1 when a table needs a migration.")
+@click.option("--accept", is_flag=True,
+              help="Record the configuration as the next revision of tables you altered yourself (no DDL).")
+@json_option
+@pass_env
+def rest_migrate_cmd(env: Env, files: tuple[str, ...], check: bool, accept: bool, as_json: bool) -> None:
+    """Create or change the destination tables of declarative providers, one recorded revision each.
+
+    YAML: the providers' files; none: every declarative provider of the definitions. New tables are
+    created and new columns added; a change of type, key or nullability is refused with what to do.
+    Running it again does nothing. Example: integrations rest migrate my_api.yaml --check
+    """
+    from integrations_dagster.declarative import RestProvider
+    from integrations_dagster.declarative.migrate import describe, migrate_destinations, plan_destinations, summary
+
+    if check and accept:
+        raise click.UsageError("--check and --accept are mutually exclusive")
+    if files:
+        providers = [RestProvider.from_yaml(f) for f in files]
+    else:
+        providers = [p for p in env.engine.providers.values() if isinstance(p, RestProvider)]
+        if not providers:
+            raise UserError(f"the definitions {env.defs_spec} have no declarative provider: name the YAML file(s)")
+    plans = []
+    for provider in providers:
+        plans += plan_destinations(env.store, provider) if check else migrate_destinations(env.store, provider, accept=accept)
+    if as_json:
+        _emit_json(summary(plans))
+    else:
+        for line in describe(plans):
+            click.echo(line)
+        if not check:
+            applied = [p for p in plans if p.status == "pending"]
+            click.echo(f"applied {len(applied)} migration(s)" + ("" if applied else ": every table is up to date")
+                       if not any(p.refused for p in plans) else "some tables were left as they are (see above)")
+    if any(p.refused for p in plans) or (check and any(p.status == "pending" for p in plans)):
+        sys.exit(1)
 
 
 @cli.command("generate-key")

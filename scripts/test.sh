@@ -12,4 +12,5 @@ export DAGSTER_DISABLE_TELEMETRY=yes
 .venv/bin/ruff check integrations_dagster providers
 .venv/bin/mypy
 export INTEGRATIONS_SLOW_TESTS=1  # also run the real dagster-daemon test (~30 s)
+export INTEGRATIONS_KILL_TRIALS="${INTEGRATIONS_KILL_TRIALS:-20}"  # kill -9 short mode: trials per database (issue 9)
 exec .venv/bin/pytest -n "${TEST_WORKERS:-2}" -q -p no:cacheprovider "$@"

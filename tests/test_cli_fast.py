@@ -76,12 +76,20 @@ def test_verbs_without_a_job_do_not_import_dagster(env):
         (["disable", iid, "--reason", "maintenance"], 0), (["enable", iid], 0),
         (["advance-cursor", iid], 0), (["skip-sync-item", "999999", "--reason", "gone"], 1),
         (["prune", "--days", "30"], 0), (["generate-key"], 0),
+        (["list-failed-mutations"], 0), (["list-failed-mutations", "--json"], 0),
+        (["retry-mutation", "--integration", iid], 1), (["skip-mutation", "999999"], 1),
+        (["retry-item", "999999"], 1), (["remove", "999999"], 1), (["db", "upgrade"], 0),
     ]
+    #: Listings read the store only: they do not load the engine (httpx, rich, the listeners' machinery).
+    listings = {"list", "show", "timeline", "list-failed-items", "list-failed-mutations"}
     for argv, expected in verbs:
-        code, loaded, out, err = probe(env, *argv)
+        data = probe_all(env, *argv)
+        code, loaded, out, err = data["code"], data["dagster"], data["stdout"], data["stderr"]
         assert code == expected, f"{argv}: exit {code}\n{out}\n{err[-2000:]}"
         assert loaded == [], f"`integrations {' '.join(argv)}` imported Dagster: {loaded[:5]}"
         assert "Traceback" not in err, err
+        if argv[0] in listings:
+            assert not {"httpx", "rich"} & set(data["heavy"]), f"`integrations {' '.join(argv)}`: {data['heavy']}"
     # the data the fast path read is the real data
     code, _, out, _ = probe(env, "status", iid, "--json")
     assert [r["id"] for r in json.loads(out)] == [int(iid)]
@@ -191,3 +199,68 @@ def test_status_on_a_database_not_at_head_takes_the_full_path(env, tmp_path):
     assert data["code"] == 0 and json.loads(data["stdout"]) == [] and "sqlalchemy" in data["heavy"]
     assert quick.status_rows(fresh) == []  # now at head: the quick path answers
     assert quick.status_rows("mysql://nobody@127.0.0.1/x") is None
+
+
+def test_list_on_a_migrated_database_reads_without_sqlalchemy_and_answers_like_the_full_path(env, db_url, monkeypatch):
+    """``integrations list`` answers from the DB-API driver too (store/quick.py): the same rows as
+    ``operations.list_integrations`` for every tenant filter, on both databases, importing none of
+    SQLAlchemy, pydantic, httpx or rich."""
+    from integrations_dagster import Store
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.store import quick
+
+    _populate(db_url)
+    store = Store.for_url(db_url)
+    monkeypatch.setenv("INTEGRATIONS_SECRET_KEY", env["INTEGRATIONS_SECRET_KEY"])
+    store.create_integration(provider_key="synthetic", name="with a secret", credentials={"token": "t0ken"},
+                             metadata={"items": 2, "nested": {"a": [1, "b"]}}, sync_cron="*/5 * * * *")
+    for tenant in (None, "acme", "default", "nobody"):
+        assert quick.list_integrations(db_url, tenant=tenant) == ops.list_integrations(store, tenant=tenant)
+    rows = ops.list_integrations(store)
+    assert [r["has_credentials"] for r in rows][-1] is True and rows[-1]["metadata"]["nested"] == {"a": [1, "b"]}
+    for argv in (["list"], ["list", "--json"], ["list", "--tenant", "acme", "--json"]):
+        data = probe_all(env, *argv)
+        assert data["code"] == 0, data["stderr"][-2000:]
+        assert (data["dagster"], data["heavy"]) == ([], []), f"`integrations {' '.join(argv)}` imported {data['heavy']}"
+    assert json.loads(probe_all(env, "list", "--json")["stdout"]) == json.loads(ops.dumps(rows))
+    assert "t0ken" not in probe_all(env, "list", "--json")["stdout"]
+
+
+def test_list_failed_items_on_a_migrated_database_reads_without_sqlalchemy_like_the_full_path(env, db_url):
+    """``integrations list-failed-items`` from the DB-API driver (store/quick.py): the same rows as
+    ``operations.list_failed_items`` and the same outbox count as ``list_failed_mutations``, for every
+    filter (not found alike), on both databases, importing none of the heavy packages."""
+    from integrations_dagster import Store
+    from integrations_dagster.engine.push import Decision, MutationStatus
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.store import quick
+    from integrations_dagster.store.outbox import Outbox
+
+    synced = _populate(db_url)
+    store = Store.for_url(db_url)
+    box = Outbox(store)
+    for key in ("1", "2"):
+        box.record_now(synced, entity="task", key=key, operation="create", payload={"title": ""})
+    first = box.eligible(synced, limit=10)[0]
+    box.record_outcomes({first.id: Decision(MutationStatus.FAILED, reason="validation_failed")})
+    cases = ((None, None), (synced, None), (None, "acme"), (None, "default"), (synced, "acme"), (999999, None))
+    for iid, tenant in cases:
+        try:
+            full = ops.list_failed_items(store, integration_id=iid, tenant=tenant)
+            n = len(ops.list_failed_mutations(store, integration_id=iid, tenant=tenant))
+        except Exception as exc:  # noqa: BLE001 - compared with the quick path's error below
+            with pytest.raises(type(exc), match=str(exc)):
+                quick.failed_items(db_url, integration_id=iid, tenant=tenant)
+            continue
+        assert quick.failed_items(db_url, integration_id=iid, tenant=tenant) == (full, n), (iid, tenant)
+    rows, n = quick.failed_items(db_url)
+    assert [r["external_id"] for r in rows] == ["item-3"] and n == 1
+    for argv in (["list-failed-items"], ["list-failed-items", "--json"], ["list-failed-items", "--integration", str(synced)]):
+        data = probe_all(env, *argv)
+        assert data["code"] == 0, data["stderr"][-2000:]
+        assert (data["dagster"], data["heavy"]) == ([], []), f"`integrations {' '.join(argv)}` imported {data['heavy']}"
+    text = probe_all(env, "list-failed-items")["stdout"]
+    assert "item-3" in text and "also 1 failed or conflicting outbox mutation(s)" in text
+    assert json.loads(probe_all(env, "list-failed-items", "--json")["stdout"]) == json.loads(ops.dumps(rows))
+    missing = probe_all(env, "list-failed-items", "--integration", "999999")
+    assert missing["code"] == 1 and "integration 999999 not found" in missing["stderr"]

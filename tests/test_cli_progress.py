@@ -25,13 +25,15 @@ def run(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "INTEGRATIONS_DATABASE_URL": db_url, "DAGSTER_HOME": str(home),
            "INTEGRATIONS_DEFINITIONS": "tests.support.cli_app:defs", "INTEGRATIONS_SECRET_KEY": generate_key(),
-           "DAGSTER_DISABLE_TELEMETRY": "yes"}
+           "DAGSTER_DISABLE_TELEMETRY": "yes", "CLI_APP_POISON_FILE": str(tmp_path / "poison")}
     env.pop("INTEGRATIONS_TENANT", None)
 
-    def call(*args: str) -> subprocess.CompletedProcess:
+    def call(*args: str, code: int = 0) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-        assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == code, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
         return proc
+
+    call.poison = tmp_path / "poison"  # type: ignore[attr-defined]
 
     return call
 
@@ -56,6 +58,22 @@ def test_sync_wait_is_quiet_shows_phases_json_and_verbose(run):
     verbose = run("--verbose", "sync", iid, "--wait")
     assert "RUN_SUCCESS" in verbose.stderr or "STEP_SUCCESS" in verbose.stderr, verbose.stderr[-2000:]
     assert "finished: sync run" in verbose.stderr
+
+
+def test_retry_is_quiet_shows_phases_and_json_is_one_object(run):
+    """`integrations retry` re-executes a run in this process: as quiet as `sync --wait` (phases on
+    stderr, no Dagster events without --verbose), and `--json` is exactly one object on stdout."""
+    iid = run("add", "synthetic", "--name", "retry", "--meta", "items=12").stdout.strip()
+    run.poison.write_text("item-3\n")
+    run("sync", iid, "--wait", code=1)
+    run.poison.write_text("")  # the listener is fixed
+    plain = run("retry", iid, "--json")
+    data = json.loads(plain.stdout)  # the whole of stdout is exactly one object
+    assert data["status"] == "success" and data["parent_dagster_run_id"]
+    lines = plain.stderr.splitlines()
+    assert any("starting: re-executing Dagster run" in line for line in lines), plain.stderr
+    assert any(line.startswith("[") and "finished: sync run" in line for line in lines), plain.stderr
+    assert "DEBUG" not in plain.stderr and "STEP_SUCCESS" not in plain.stderr, plain.stderr[-2000:]
 
 
 def test_sync_wait_on_a_terminal_draws_progress_without_dagster_events(db_url, tmp_path):

@@ -266,3 +266,100 @@ def test_bad_direction_tag_fails_clearly_and_pushes_nothing(tstore, db_url, dags
     assert "direction must be one of sync, push, pull; got 'sideways'" in text
     assert Outbox(store).counts(integ.id)["pending"] == 1 and state.push_requests == 0
     assert store.runs_for_integration(integ.id) == []  # refused before any sync run was started
+
+
+def test_a_provider_written_to_the_issues_push_signature_pushes(tstore, db_url, dagster_instance, tether) -> None:
+    """Issue 13 names the hook ``push(integration, batch)``: a provider written so pushes (the engine
+    passes the session only to a push that takes it) and reaches the run's client via current_sync()."""
+    from integrations_dagster.operations import actions as ops
+    from tests.support import tether_app
+
+    state, url = tether
+    store = tstore
+    integ = make(store, url)
+    local.edit(store, integ.id, "task", "1", {"title": "a"}, operation="create")
+    local.edit(store, integ.id, "task", "2", {"title": ""}, operation="create")
+    tether_app.PUSH_CLIENTS.clear()
+    two_arg = DefinitionsRef("tests.support.tether_app", "make_defs",
+                             {"database_url": db_url, "settings": {}, "two_arg_push": True})
+    run = execute_sync(two_arg, "tether", integ.id, instance=dagster_instance, direction="push")
+    assert run.status == DagsterRunStatus.SUCCESS
+    res = result(store, latest(store, integ.id))
+    assert (res.pushed, res.failed, [r.key for r in res.by_reason("validation_failed")]) == (1, 1, ["2"])
+    assert state.records[("task", "1")]["title"] == "a"
+    assert len(tether_app.PUSH_CLIENTS) == 1
+    # the run's own client: its request is in the run's request log
+    (entry,) = ops.timeline(store, integ.id, limit=1)
+    assert [q["url"].rsplit("/", 1)[-1] for q in entry["request_log"]] == ["push"]
+
+
+def test_push_takes_session_reads_the_signature() -> None:
+    from integrations_dagster.engine.push import push_takes_session
+
+    class P:
+        def two(self, integration, batch): ...
+        def three(self, integration, batch, session): ...
+        def kw(self, integration, batch, *, session=None): ...
+        def var(self, *args): ...
+        def kwargs(self, integration, batch, **extra): ...
+
+    p = P()
+    assert [push_takes_session(f) for f in (p.two, p.three, p.kw, p.var, p.kwargs)] == [
+        None, "positional", "keyword", "positional", "keyword"]
+
+
+@pytest.mark.parametrize("fix", ["reexecute", "skip"])
+def test_a_failed_conflict_item_holds_its_runs_cursor_only_and_is_retried_or_skipped(
+    tstore, db_url, dagster_instance, tether, fix
+) -> None:
+    """The pull-cursor rule for a conflict's server state that cannot be applied (docs/PUSH.md, "A
+    failed conflict and the pull cursor"): it has no place in the pull order (checkpoint None), so,
+    like any failed item without one, it holds the cursor of the run that delivered it; later runs
+    do not deliver it again and are not held by it (a pull cannot repair it); it stays a failed item
+    until re-executed from failure / retried or skipped, which settles its run."""
+    from integrations_dagster import reexecute_from_failure
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.orchestration.code_location import engine_of
+    from tests.support import tether_app
+
+    state, url = tether
+    store = tstore
+    integ = make(store, url)
+    state.put("task", "3", {"title": "v1"})
+    state.put("task", "3", {"title": "v2"})  # clock 2, version 2
+    execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance, direction="pull")
+    assert store.get_integration(integ.id).cursor == 2
+    local.edit(store, integ.id, "task", "3", {"title": "offline edit"}, base_version=1)  # stale: a conflict
+    state.put("task", "7", {"title": "new on the server"})  # clock 3: the next pull's only snapshot
+    tether_app.REFUSE.add("task:3@conflict")
+    try:
+        first = execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance)
+        assert first.status == DagsterRunStatus.FAILURE
+        sr1 = latest(store, integ.id)
+        assert (sr1["status"], sr1["success_count"], sr1["failed_count"]) == ("partial", 1, 1)
+        assert store.get_integration(integ.id).cursor == 2  # held by the failed conflict item
+        (failed,) = store.failed_items(integration_id=integ.id)
+        assert failed["external_id"] == "task:3" and failed["run_id"] == sr1["id"]
+        # the next cycle: the conflict is not delivered again and does not hold this run's cursor
+        second = execute_sync(ref(db_url), "tether", integ.id, instance=dagster_instance)
+        assert second.status == DagsterRunStatus.SUCCESS
+        sr2 = latest(store, integ.id)
+        assert (sr2["items_total"], sr2["status"]) == (1, "success")
+        assert store.get_integration(integ.id).cursor == 3
+        assert [f["id"] for f in store.failed_items(integration_id=integ.id)] == [failed["id"]]  # still listed
+        assert local.read(store, integ.id)[("task", "3")]["data"]["title"] == "offline edit"
+    finally:
+        tether_app.REFUSE.clear()
+    if fix == "reexecute":
+        child = reexecute_from_failure(ref(db_url), first.run_id, instance=dagster_instance)
+        assert child.status == DagsterRunStatus.SUCCESS
+        assert store.get_run(sr1["id"])["status"] == "success"
+        row = local.read(store, integ.id)[("task", "3")]
+        assert (row["data"]["title"], row["version"], row["source"]) == ("v2", 2, "conflict")
+    else:
+        res = ops.skip_item(store, engine_of(tether_app.make_defs(db_url)), failed["id"], reason="keep mine")
+        assert res.run_status == "success"
+        assert local.read(store, integ.id)[("task", "3")]["data"]["title"] == "offline edit"
+    assert store.failed_items(integration_id=integ.id) == []
+    assert store.get_integration(integ.id).cursor == 3
+    assert Outbox(store).counts(integ.id)["conflict"] == 1  # the mutation stays a conflict: skip-mutation ends it

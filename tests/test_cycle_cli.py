@@ -64,6 +64,9 @@ def test_cycle_verbs_status_and_mutation_operator_verbs(env, db_url, tether) -> 
 
     data = js(env, "sync", str(iid), "--wait")
     assert data["status"] == "success" and data["direction"] == "sync"
+    # the timeline shows the push counts, as text and as JSON
+    assert "direction sync: pushed 1, conflicts 1, rejected 1, retried later 0" in run(env, "timeline", str(iid))
+    assert js(env, "timeline", str(iid))[0]["push"] == {"pushed": 1, "conflicts": 1, "failed": 1, "retried": 0}
     res = data["result"]
     assert (res["pushed"], res["conflicts"], res["failed"], res["skipped"]) == (1, 1, 1, False)
     assert res["rejections"] == [{"mutation_id": res["rejections"][0]["mutation_id"], "entity": "task", "key": "2",
@@ -75,6 +78,10 @@ def test_cycle_verbs_status_and_mutation_operator_verbs(env, db_url, tether) -> 
     table = run(env, "status")
     assert "OUTBOX P/F/C" in table.splitlines()[0] and "1/1/1" in table
 
+    # list-failed-items points to the outbox's failed and conflicting mutations (their own ids and verbs)
+    assert (f"also 2 failed or conflicting outbox mutation(s): `integrations list-failed-mutations --integration {iid}`"
+            in run(env, "list-failed-items", "--integration", str(iid)))
+    assert js(env, "list-failed-items") == []  # the JSON stays a list of items
     failed = js(env, "list-failed-mutations", "--integration", str(iid))
     assert [(m["key"], m["status"], m["reason"]) for m in failed] == [("2", "failed", "validation_failed"),
                                                                        ("3", "conflict", "conflict")]

@@ -108,8 +108,10 @@ def test_a_sync_stores_every_issue_although_issues_are_edited_while_it_pages(sto
 def test_the_declarative_twin_stores_every_issue_too(store, db_url, fake, dagster_instance):
     """providers/github/issues.yaml pages with ``{kind: since_keyset}``: the same guarantee as configuration."""
     from integrations_dagster import DefinitionsRef
+    from integrations_dagster.declarative import migrate_destinations
     from providers.github.rest import github_issues_rest
 
+    migrate_destinations(store, github_issues_rest())
     integ = store.create_integration(
         provider_key="github_issues_rest", name="conf", credentials={"token": TOKEN},
         metadata={"owner": fake.owner, "repo": fake.repo, "base_url": fake.url, "since": "2000-01-01T00:00:00Z"})

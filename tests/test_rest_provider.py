@@ -12,7 +12,7 @@ from dagster import DagsterRunStatus
 from sqlalchemy import inspect, select
 
 from integrations_dagster import DefinitionsRef, execute_sync
-from integrations_dagster.declarative import RestConfigError, RestProvider, load_config, parse_config
+from integrations_dagster.declarative import RestConfigError, RestProvider, load_config, migrate_destinations, parse_config
 from integrations_dagster.declarative.provider import with_overlap
 from providers.contacts import CONTACTS_YAML, contacts_provider
 from providers.contacts.fake_api import FakeContacts
@@ -28,6 +28,16 @@ def _plaintext(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS", "1")
 
 
+@pytest.fixture
+def migrated(store):  # type: ignore[no-untyped-def]
+    """The declarative providers' destination tables, created by their migrations."""
+    from tests.support.rest_app import rest_providers
+
+    for provider in rest_providers():
+        migrate_destinations(store, provider)
+    return store
+
+
 def ref(db_url: str) -> DefinitionsRef:
     return DefinitionsRef("tests.support.rest_app", "make_defs", {"database_url": db_url})
 
@@ -39,7 +49,7 @@ def rows(store, table, integration_id: int) -> list[dict[str, Any]]:  # type: ig
                   key=lambda r: str(r.get("issue_id") or r.get("contact_id")))
 
 
-def test_github_issues_as_configuration_store_exactly_the_coded_providers_rows(store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
+def test_github_issues_as_configuration_store_exactly_the_coded_providers_rows(migrated, store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
     rest_table = github_issues_rest().tables()["issues"]
     with FakeGitHub(issues=420, token=TOKEN) as fake:
         meta = {"owner": fake.owner, "repo": fake.repo, "base_url": fake.url, "since": "2000-01-01T00:00:00Z"}
@@ -58,7 +68,7 @@ def test_github_issues_as_configuration_store_exactly_the_coded_providers_rows(s
     assert cols == {c.name for c in github_issues.columns}
 
 
-def test_github_issues_config_runs_with_an_app_installation(store, db_url, dagster_instance, monkeypatch):  # type: ignore[no-untyped-def]
+def test_github_issues_config_runs_with_an_app_installation(migrated, store, db_url, dagster_instance, monkeypatch):  # type: ignore[no-untyped-def]
     with FakeGitHub(issues=120, token="unused") as fake:
         key = fake.enable_app(app_id=11, installation_id=22)
         integ = store.create_integration(
@@ -70,7 +80,7 @@ def test_github_issues_config_runs_with_an_app_installation(store, db_url, dagst
     assert len(rows(store, github_issues_rest().tables()["issues"], integ.id)) == 120
 
 
-def test_contacts_api_key_has_more_nested_items_and_overlap_window(store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
+def test_contacts_api_key_has_more_nested_items_and_overlap_window(migrated, store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
     table = contacts_provider().tables()["contacts"]
     with FakeContacts(contacts=130, api_key="k-1") as fake:
         integ = store.create_integration(provider_key="contacts", name="crm", metadata={"base_url": fake.url},
@@ -91,7 +101,7 @@ def test_contacts_api_key_has_more_nested_items_and_overlap_window(store, db_url
         assert store.get_integration(integ.id).cursor == max(c["modified"] for c in fake.contacts.values())
 
 
-def test_a_wrong_api_key_is_an_authentication_failure(store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
+def test_a_wrong_api_key_is_an_authentication_failure(migrated, store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
     with FakeContacts(contacts=3, api_key="right") as fake:
         integ = store.create_integration(provider_key="contacts", name="crm", metadata={"base_url": fake.url},
                                          credentials={"api_key": "wrong"})
@@ -130,7 +140,7 @@ def test_config_errors_name_the_field_and_the_problem(tmp_path):  # type: ignore
     assert isinstance(RestProvider(good), RestProvider)
 
 
-def test_missing_metadata_for_a_path_placeholder_is_named(store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
+def test_missing_metadata_for_a_path_placeholder_is_named(migrated, store, db_url, dagster_instance):  # type: ignore[no-untyped-def]
     integ = store.create_integration(provider_key="github_issues_rest", name="x", metadata={"owner": "a",
                                      "base_url": "http://127.0.0.1:9"}, credentials={"token": TOKEN})
     assert execute_sync(ref(db_url), "github_issues_rest", integ.id, instance=dagster_instance).status == DagsterRunStatus.FAILURE
@@ -142,25 +152,3 @@ def test_overlap_window_is_pure():  # type: ignore[no-untyped-def]
     assert with_overlap("2026-01-01T00:05:00+00:00", 60) == "2026-01-01T00:04:00+00:00"
     assert with_overlap(1000, 300) == 700
     assert with_overlap("opaque", 300) == "opaque" and with_overlap("x", 0) == "x"
-
-
-def test_a_new_column_in_the_config_is_added_to_the_table(store):  # type: ignore[no-untyped-def]
-    from integrations_dagster.declarative.tables import ensure_destination
-
-    data = yaml.safe_load(CONTACTS_YAML.read_text())
-    data["key"] = "contacts_v"
-    data["resources"][0]["destination"]["table"] = "crm_contacts_evolve"
-    v1 = parse_config(data).resources[0].destination
-    with store.begin() as conn:
-        ensure_destination(conn, v1)
-    data["resources"][0]["destination"]["columns"]["phone"] = "phone"
-    data["resources"][0]["destination"]["table"] = "crm_contacts_evolve"
-    v2 = parse_config(data).resources[0].destination
-    from integrations_dagster.declarative import tables as t
-
-    t._metadata.remove(t._metadata.tables["crm_contacts_evolve"])
-    t._ensured.clear()
-    with store.begin() as conn:
-        ensure_destination(conn, v2)
-    cols = {c["name"] for c in inspect(store.engine).get_columns("crm_contacts_evolve")}
-    assert "phone" in cols and "email" in cols

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, func, insert, select, update
 
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.rate_limit import RateLimit
@@ -29,8 +28,8 @@ from integrations_dagster.http import ApiClient, RequestLogEntry
 from integrations_dagster.http.retry_after import parse_retry_after
 from integrations_dagster.http.token_auth import StoredTokenAuth
 from integrations_dagster.security.redaction import secret_values
-from integrations_dagster.store import Store, utcnow
-from integrations_dagster.store import models as m
+from integrations_dagster.store import Store, request_log, utcnow
+from integrations_dagster.store import rate_budgets as budget_sql
 
 
 class DbRateBudget:
@@ -77,23 +76,6 @@ class DbRateBudget:
         with self._lock:
             self._observe(headers)
 
-    def _row(self, conn: Any, now: float) -> Any:
-        t = m.rate_budgets
-        stmt = self.store.for_update(select(t).where(t.c.integration_id == self.integration_id))
-        row = conn.execute(stmt).first()
-        if row is None:
-            values = dict(
-                integration_id=self.integration_id, limit=self.rate_limit.limit,
-                period_seconds=self.rate_limit.period_seconds, window_start=now, used=0, updated_at=utcnow(),
-            )
-            if self.store.is_sqlite:
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            conn.execute(dialect_insert(t).values(**values).on_conflict_do_nothing())
-            row = conn.execute(stmt).first()
-        return row
-
     def _acquire(self) -> float:
         limit, period = self.rate_limit.limit, self.rate_limit.period_seconds
         if self._leased:
@@ -102,42 +84,27 @@ class DbRateBudget:
             if self._leased:
                 self._leased.pop()
                 return 0.0
-        g = m.rate_budget_grants
+        iid = self.integration_id
         with self.store.begin() as conn:
-            row = self._row(conn, self.clock())
+            row = budget_sql.lock_budget(self.store, conn, iid, limit=limit, period_seconds=period, now=self.clock())
             now = self.clock()  # read after the row lock: a waiter must not judge with a stale clock
             if row.blocked_until is not None and row.blocked_until > now:
                 return row.blocked_until - now
-            server_live = row.server_remaining is not None and (row.server_reset is None or row.server_reset > now)
-            if server_live and row.server_remaining <= 0:
+            remaining = row.server_remaining
+            server_live = remaining is not None and (row.server_reset is None or row.server_reset > now)
+            if server_live and remaining is not None and remaining <= 0:
                 return (row.server_reset - now) if row.server_reset else period
             if self._grants and self._grants % self.prune_every == 0:
-                conn.execute(delete(g).where(g.c.integration_id == self.integration_id,
-                                             g.c.granted_at <= now - period - self.margin))
+                budget_sql.prune_grants(conn, iid, until=now - period - self.margin)
             window = period + self.margin
-            in_window = conn.execute(
-                select(func.count()).select_from(g)
-                .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - window)
-            ).scalar_one()
+            in_window = budget_sql.grants_after(conn, iid, now - window)
             if in_window >= limit:
-                oldest = conn.execute(
-                    select(g.c.granted_at)
-                    .where(g.c.integration_id == self.integration_id, g.c.granted_at > now - window)
-                    .order_by(g.c.granted_at)
-                    .offset(in_window - limit)
-                    .limit(1)
-                ).scalar_one()
+                oldest = budget_sql.grant_time(conn, iid, now - window, in_window - limit)
                 return max(oldest + window - now, 0.001)
             n = max(1, min(self.lease, limit - in_window))
-            if server_live:
-                n = max(1, min(n, row.server_remaining))
-            conn.execute(insert(g), [{"integration_id": self.integration_id, "granted_at": now}] * n)
-            if server_live:
-                conn.execute(
-                    update(m.rate_budgets)
-                    .where(m.rate_budgets.c.integration_id == self.integration_id)
-                    .values(server_remaining=m.rate_budgets.c.server_remaining - n)
-                )
+            if server_live and remaining is not None:
+                n = max(1, min(n, remaining))
+            budget_sql.add_grants(conn, iid, at=now, n=n, spend_server=server_live)
             self._grants += 1
             self._leased = [now] * (n - 1)
             return 0.0
@@ -145,37 +112,40 @@ class DbRateBudget:
     def _observe(self, headers: httpx.Headers | Mapping[str, str]) -> None:
         h = httpx.Headers(headers)
         now = self.clock()
-        values: dict[str, Any] = {}
+        blocked_until: float | None = None
+        set_server = False
+        remaining: int | None = None
+        reset: float | None = None
         retry_after = h.get("Retry-After")
         if retry_after is not None:
-            values["blocked_until"] = now + parse_retry_after(retry_after, default=1.0, minimum=0.0, maximum=3600.0)
+            blocked_until = now + parse_retry_after(retry_after, default=1.0, minimum=0.0, maximum=3600.0)
         remaining_raw = h.get("X-RateLimit-Remaining")
         if remaining_raw is not None:
             try:
                 remaining = int(float(remaining_raw))
             except ValueError:
                 remaining = None
-            reset = None
             try:
                 reset = float(h.get("X-RateLimit-Reset", ""))
             except ValueError:
                 reset = None
             if remaining is not None and remaining <= self.low_water:
-                values["server_remaining"] = remaining
-                values["server_reset"] = reset
+                set_server = True
                 if remaining <= 0 and reset is not None and reset > now:
-                    values["blocked_until"] = reset
-        if not values:
+                    blocked_until = reset
+        if blocked_until is None and not set_server:
             return
         self._leased = []  # the server knows better: no more requests on old leases
+        limit, period = self.rate_limit.limit, self.rate_limit.period_seconds
         with self.store.begin() as conn:
-            row = self._row(conn, now)
-            if "blocked_until" in values and row.blocked_until and row.blocked_until > values["blocked_until"]:
-                values["blocked_until"] = row.blocked_until  # tighten, never loosen
-            values["updated_at"] = utcnow()
-            conn.execute(
-                update(m.rate_budgets).where(m.rate_budgets.c.integration_id == self.integration_id).values(**values)
-            )
+            row = budget_sql.lock_budget(self.store, conn, self.integration_id, limit=limit, period_seconds=period,
+                                         now=now)
+            if blocked_until is not None and row.blocked_until and row.blocked_until > blocked_until:
+                blocked_until = row.blocked_until  # tighten, never loosen
+            budget_sql.change_budget(conn, self.integration_id, budget_sql.BudgetChange(
+                blocked_until=blocked_until, server_remaining=remaining if set_server else None,
+                server_reset=reset if set_server else None, set_server=set_server,
+            ))
 
 
 class DbRequestRecorder:
@@ -186,7 +156,7 @@ class DbRequestRecorder:
         self.integration_id = integration_id
         self.sync_run_id = sync_run_id
         self.batch = batch
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[request_log.LoggedRequest] = []
         self.recorded = 0
         self._lock = threading.RLock()  # a prefetch thread and its caller may both record
 
@@ -195,13 +165,11 @@ class DbRequestRecorder:
             self._record(entry)
 
     def _record(self, entry: RequestLogEntry) -> None:
-        self._rows.append(
-            dict(
-                integration_id=self.integration_id, sync_run_id=self.sync_run_id, method=entry.method, url=entry.url,
-                status_code=entry.status_code, duration_ms=entry.duration_ms, bytes=entry.bytes,
-                attempt=entry.attempt, error=entry.error, auth_failure=entry.auth_failure, created_at=utcnow(),
-            )
-        )
+        self._rows.append(request_log.LoggedRequest(
+            integration_id=self.integration_id, sync_run_id=self.sync_run_id, method=entry.method, url=entry.url,
+            status_code=entry.status_code, duration_ms=entry.duration_ms, bytes=entry.bytes,
+            attempt=entry.attempt, error=entry.error, auth_failure=entry.auth_failure, created_at=utcnow(),
+        ))
         if len(self._rows) >= self.batch or entry.auth_failure or entry.error:
             self.flush()
 
@@ -214,12 +182,7 @@ class DbRequestRecorder:
             return
         rows, self._rows = self._rows, []
         with self.store.begin() as conn:
-            conn.execute(insert(m.requests_log), rows)
-            if self.sync_run_id is not None:
-                values: dict[str, Any] = {"request_count": m.sync_runs.c.request_count + len(rows)}
-                if any(r["auth_failure"] for r in rows):
-                    values["auth_failure"] = True
-                conn.execute(update(m.sync_runs).where(m.sync_runs.c.id == self.sync_run_id).values(**values))
+            request_log.write_requests(conn, rows, sync_run_id=self.sync_run_id)
         self.recorded += len(rows)
 
 
@@ -294,13 +257,16 @@ def http_factory_for(
 # --- the listener context ------------------------------------------------------------------
 @dataclass
 class SyncContext:
-    """What a listener can reach while the engine runs it: the integration, the run, the API."""
+    """What a listener (or a provider's ``push``) can reach while the engine runs it: the
+    integration, the run, the API."""
 
     integration: Integration
     sync_run_id: int
     store: Store | None = None
     _factory: Callable[[], ApiClient] | None = None
     _http: ApiClient | None = field(default=None, repr=False)
+    #: False when the client is borrowed (the run's ``session.http`` during a push): not closed here.
+    _owns_http: bool = field(default=True, repr=False)
 
     @property
     def http(self) -> ApiClient:
@@ -312,7 +278,8 @@ class SyncContext:
 
     def close(self) -> None:
         if self._http is not None:
-            self._http.close()
+            if self._owns_http:
+                self._http.close()
             self._http = None
 
 
@@ -320,10 +287,11 @@ _current: contextvars.ContextVar[SyncContext | None] = contextvars.ContextVar("i
 
 
 def current_sync() -> SyncContext:
-    """The sync a listener is running in (raises outside the engine)."""
+    """The sync a listener, or a provider's ``push``, is running in (raises outside the engine)."""
     ctx = _current.get()
     if ctx is None:
-        raise RuntimeError("current_sync() is only available inside a listener run by the sync engine")
+        raise RuntimeError("current_sync() is only available inside a listener or a provider's push run by the "
+                           "sync engine")
     return ctx
 
 

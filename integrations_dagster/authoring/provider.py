@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from integrations_dagster.authoring.session import SyncSession
     from integrations_dagster.authoring.tables import ProviderTables
     from integrations_dagster.engine.push import Mutation, PushOutcome
+    from integrations_dagster.security.oauth2 import OAuth2Declaration
 
 
 def reduce_by_max(checkpoints: list[Any]) -> Any:
@@ -62,6 +64,10 @@ class Provider:
     #: provider (``authoring.tables``); None: the provider writes only to tables it manages itself.
     owned_tables: ClassVar[ProviderTables | None] = None
 
+    #: How an account authorizes this provider (OAuth2 authorization and token URLs, scopes): used by
+    #: account setup (``integrations connect KEY --authorize-url``) with ``setup_integration``.
+    oauth2: ClassVar[OAuth2Declaration | None] = None
+
     #: Mutations per push request for this provider; None: ``SyncSettings.push_batch_size``.
     push_batch_size: ClassVar[int | None] = None
 
@@ -97,7 +103,11 @@ class Provider:
     def push(self, integration: Integration, batch: list[Mutation], session: SyncSession) -> list[PushOutcome]:
         """Send ``batch`` (pending mutations, id order) to the server; one outcome per mutation:
         ``Applied``, ``Rejected(reason, details)`` or ``Conflict(server_state)``. Raise on a
-        transport error (the batch stays pending). ``session.http`` is the integration's client."""
+        transport error (the batch stays pending). ``session.http`` is the integration's client.
+
+        The issue's two-argument form ``push(self, integration, batch)`` works too: the engine reads
+        the override's signature and passes the session only when it takes a third argument (or a
+        keyword ``session``); during either, ``current_sync().http`` is the same client."""
         raise NotImplementedError(f"provider {type(self).__name__} does not push")
 
     def conflict_event(self, integration: Integration, mutation: Mutation, server_state: Any) -> SyncItemEvent:
@@ -109,6 +119,12 @@ class Provider:
         """External id of a conflict's item; match the pulled snapshots' ids so a later version of the
         same record supersedes it. Default ``entity:key``."""
         return f"{mutation.entity}:{mutation.key}"
+
+    def required_listeners(self) -> list[Any]:
+        """Listeners (``ListenerSpec``) without which this provider's items would succeed unstored; the
+        engine refuses definitions that lack one. Default: none (a coded provider's listeners are the
+        app's choice)."""
+        return []
 
     def supports_push(self) -> bool:
         return type(self).push is not Provider.push
@@ -151,7 +167,7 @@ class _BearerAuth:
         import httpx
 
         class Bearer(httpx.Auth):
-            def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+            def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
                 request.headers["Authorization"] = f"Bearer {token}"
                 yield request
 

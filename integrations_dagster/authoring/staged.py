@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, CursorResult
 
@@ -59,10 +60,11 @@ class StagedBatch:
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
         """Run ``sql`` with ``{staged}`` replaced by the batch's ``(item_id, event)`` rows."""
+        ids: list[int] | str
         if self.dialect == "postgresql":
             staged, ids = _PG_STAGED, self.item_ids
         else:
-            staged, ids = _SQLITE_STAGED, json.dumps(self.item_ids)  # type: ignore[assignment]
+            staged, ids = _SQLITE_STAGED, json.dumps(self.item_ids)
         return self.connection.execute(text(sql.replace("{staged}", staged)), {"_item_ids": ids, **(params or {})})
 
     def events(self) -> list[Any]:
@@ -70,7 +72,10 @@ class StagedBatch:
         if self._events is None:
             rows: list[Any] = list(self.execute("SELECT s.item_id, CAST(s.event AS TEXT) FROM {staged} AS s").all())
             by_id = {row[0]: row[1] for row in rows}
-            parse: Callable[[str], Any] = self.event_type.model_validate_json  # type: ignore[attr-defined]
+            event_type = self.event_type
+            if not issubclass(event_type, BaseModel):
+                raise TypeError(f"{event_type.__name__} is not a pydantic event type: events() cannot parse it")
+            parse: Callable[[str], Any] = event_type.model_validate_json
             self._events = [parse(by_id[i]) for i in self.item_ids]
         return list(self._events)
 

@@ -1,7 +1,12 @@
 """Declarative REST providers: a provider written as configuration (docs/REST_PROVIDERS.md)."""
 
 from integrations_dagster.declarative.config import RestConfig, RestConfigError, load_config, parse_config
-from integrations_dagster.declarative.provider import RestItemSynced, RestProvider, register_auth, upsert_rest_items
+from integrations_dagster.declarative.migrate import (
+    RestSchemaError,
+    migrate_destinations,
+    plan_destinations,
+)
+from integrations_dagster.declarative.provider import RestItemSynced, RestProvider
 
-__all__ = ["RestConfig", "RestConfigError", "RestItemSynced", "RestProvider", "load_config", "parse_config",
-           "register_auth", "upsert_rest_items"]
+__all__ = ["RestConfig", "RestConfigError", "RestItemSynced", "RestProvider", "RestSchemaError", "load_config",
+           "migrate_destinations", "parse_config", "plan_destinations"]

@@ -33,11 +33,38 @@ class BearerAuth(_Model):
     credential: str = Field("token", description="credentials key holding the token")
 
 
+class Identity(_Model):
+    """Account setup: who connected (``GET path`` with the new token; ``field`` names the integration)."""
+
+    path: str
+    field: str = "login"
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, v: str) -> str:
+        return _check_path(v)
+
+
 class OAuth2Auth(_Model):
     kind: Literal["oauth2"]
     token_url: str | None = Field(None, description="token endpoint (else credentials['token_url'])")
+    #: With ``token_url``: account setup through OAuth (``integrations connect KEY --authorize-url``).
     authorization_url: str | None = None
     scopes: list[str] = Field(default_factory=list)
+    scope_separator: str = " "
+    pkce: bool = True
+    token_auth_method: Literal["client_secret_post", "client_secret_basic", "none"] = "client_secret_basic"
+    identity: Identity | None = None
+
+    @model_validator(mode="after")
+    def _setup(self) -> OAuth2Auth:
+        if self.authorization_url is not None and self.token_url is None:
+            raise ValueError("authorization_url needs token_url (account setup exchanges the code there)")
+        for name in ("authorization_url", "token_url"):
+            url = getattr(self, name)
+            if url is not None and not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{name} {url!r} is not an http(s) URL")
+        return self
 
 
 class GitHubAppAuth(_Model):

@@ -7,9 +7,16 @@ and external id. An item without them is recorded as an invalid item (it holds t
 be skipped), never dropped. One resource: the cursor is the largest checkpoint (as in
 ``providers/github/issues.py``); several: a dict ``{resource: checkpoint}``.
 
-Processing: one staged listener (``upsert_rest_items``) moves each batch into the resource's
-destination table with one ``INSERT ... SELECT`` from the staged items on both databases: the
-payloads never come back through Python.
+Processing: the provider's own staged listener (``provider.listener``; pass it to
+``build_definitions(listeners=[...])``: the engine refuses definitions without it) moves each batch
+into the resource's destination table with one ``INSERT ... SELECT`` from the staged items on both
+databases: the payloads never come back through Python.
+
+Destination tables are created and changed only by ``integrations rest migrate`` (``declarative.migrate``):
+a run whose tables are not at the configuration's schema fails before it reads anything.
+
+Auth kinds the framework does not know (``github_app``) are passed in explicitly:
+``RestProvider(config, auth={"github_app": factory})``; there is no process-wide registry.
 """
 
 from __future__ import annotations
@@ -22,24 +29,16 @@ from typing import Any
 import httpx
 
 from integrations_dagster.authoring.events import SyncItemEvent
-from integrations_dagster.authoring.listeners import listener
+from integrations_dagster.authoring.listeners import ListenerSpec
 from integrations_dagster.authoring.provider import Provider, _BearerAuth, reduce_by_max
 from integrations_dagster.authoring.rate_limit import RateLimit
 from integrations_dagster.authoring.staged import StagedBatch
 from integrations_dagster.declarative import config as cfg
-from integrations_dagster.declarative.tables import destination_table, ensure_destination, upsert_sql
 from integrations_dagster.errors import CredentialsError, IntegrationsError
 from integrations_dagster.http import paginators as pg
 
-#: Auth kinds provided outside the framework (``providers.github.app`` registers ``github_app``):
-#: kind -> factory(provider, integration) -> httpx.Auth.
-AUTH_FACTORIES: dict[str, Callable[[Any, Any], Any]] = {}
-#: Every RestProvider built in this process, by key (the staged listener finds its config here).
-REGISTRY: dict[str, RestProvider] = {}
-
-
-def register_auth(kind: str, factory: Callable[[Any, Any], Any]) -> None:
-    AUTH_FACTORIES[kind] = factory
+#: A factory for an auth kind the framework does not provide: factory(provider, integration) -> httpx.Auth.
+AuthFactory = Callable[[Any, Any], Any]
 
 
 class RestItemSynced(SyncItemEvent):
@@ -121,7 +120,7 @@ class _ApiKeyAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
         if self.header:
             request.headers[self.header] = self.value
-        else:
+        elif self.query:
             request.url = request.url.copy_merge_params({self.query: self.value})
         yield request
 
@@ -129,8 +128,13 @@ class _ApiKeyAuth(httpx.Auth):
 class RestProvider(Provider):
     """A provider built from a ``RestConfig`` (``RestProvider.from_yaml(path)``)."""
 
-    def __init__(self, config: cfg.RestConfig) -> None:
+    def __init__(self, config: cfg.RestConfig, *, auth: dict[str, AuthFactory] | None = None,
+                 source: str | Path | None = None) -> None:
         self.config = config
+        #: The YAML file it was loaded from (named in errors and in the migration command).
+        self.source = str(source) if source is not None else None
+        self.auth_factories = dict(auth or {})
+        self._checked: set[str] = set()  # databases whose destination tables were found migrated
         self.key = config.key  # type: ignore[misc]
         self.base_url = config.base_url  # type: ignore[misc]
         self.http_headers = dict(config.headers)  # type: ignore[misc]
@@ -141,15 +145,88 @@ class RestProvider(Provider):
         self.single = len(config.resources) == 1
         self.ordered_checkpoints = self.single  # type: ignore[misc]
         self.resources = {r.name: r for r in config.resources}
-        REGISTRY[config.key] = self
+        auth_cfg = config.auth
+        if isinstance(auth_cfg, cfg.OAuth2Auth) and auth_cfg.authorization_url and auth_cfg.token_url:
+            from integrations_dagster.security.oauth2 import OAuth2Declaration
+
+            self.oauth2 = OAuth2Declaration(  # type: ignore[misc]
+                authorization_url=auth_cfg.authorization_url, token_url=auth_cfg.token_url,
+                scopes=tuple(auth_cfg.scopes), scope_separator=auth_cfg.scope_separator, pkce=auth_cfg.pkce,
+                token_auth_method=auth_cfg.token_auth_method,
+            )
+        #: This provider's staged listener: pass it to ``build_definitions(listeners=[...])``.
+        self.listener = ListenerSpec(event_type=RestItemSynced, fn=self.upsert, batch=True, staged=True)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> RestProvider:
-        return cls(cfg.load_config(path))
+    def from_yaml(cls, path: str | Path, *, auth: dict[str, AuthFactory] | None = None) -> RestProvider:
+        return cls(cfg.load_config(path), auth=auth, source=path)
+
+    def __repr__(self) -> str:
+        return f"RestProvider({self.key!r}{', ' + self.source if self.source else ''})"
 
     def tables(self) -> dict[str, Any]:
         """The SQLAlchemy table of each resource's destination."""
+        from integrations_dagster.store.rest_tables import destination_table
+
         return {r.name: destination_table(r.destination) for r in self.config.resources}
+
+    def required_listeners(self) -> list[ListenerSpec]:
+        """The engine refuses definitions that lack these (items would succeed without being stored)."""
+        return [self.listener]
+
+    # -- account setup -------------------------------------------------------------------------
+    def setup_integration(self, callback: dict[str, Any], metadata: dict[str, Any]) -> Any:
+        """Account setup for ``auth: {kind: oauth2}``: the token answer becomes refreshable credentials;
+        with ``auth.identity`` the account is looked up (``GET identity.path``) and names the integration."""
+        from integrations_dagster.http import ApiClient, ApiError
+        from integrations_dagster.operations.connect import IntegrationSetup
+        from integrations_dagster.security.oauth2 import credentials_from_callback
+
+        auth = self.config.auth
+        if not isinstance(auth, cfg.OAuth2Auth):
+            raise IntegrationsError(f"provider {self.key!r}: account setup needs auth kind 'oauth2' "
+                                    f"(this one is {auth.kind if auth else 'none'!r}); use `integrations add`")
+        meta = dict(metadata)
+        callback = dict(callback)
+        creds = credentials_from_callback(
+            callback, datetime.now(UTC), token_url=str(meta.pop("token_url", None) or auth.token_url or "") or None,
+            client_id=meta.pop("client_id", None), client_secret=callback.pop("client_secret", None),
+        )
+        if "token" in creds:  # a long-lived token: this kind reads it as the access token
+            creds = {"access_token": creds.pop("token")}
+        name = f"{self.key} account"
+        if auth.identity is not None:
+            base = str(meta.get("base_url") or self.base_url)
+            token = creds["access_token"]
+            try:
+                with ApiClient(base_url=base, headers={**self.http_headers, "Authorization": f"Bearer {token}"},
+                               max_attempts=2, secrets=[token]) as api:
+                    who = api.get_json(auth.identity.path)
+            except ApiError as exc:
+                raise IntegrationsError(f"connect {self.key}: the API refused the new token ({exc}); nothing was "
+                                        "stored, run the OAuth flow again") from None
+            value = _get(who, auth.identity.field)
+            if value in (None, ""):
+                raise IntegrationsError(f"connect {self.key}: GET {auth.identity.path} answered without "
+                                        f"{auth.identity.field!r}")
+            meta.setdefault("account", str(value))
+            name = str(value)
+        return IntegrationSetup(name=name, metadata=meta, credentials=creds)
+
+    # -- destination schema ----------------------------------------------------------------------
+    def check_migrated(self, conn: Any) -> None:
+        """Raise ``RestSchemaError`` unless the destination tables are at the configuration's schema
+        (checked once per database and process; ``migrate_destinations`` resets it)."""
+        url = str(conn.engine.url)
+        if url in self._checked:
+            return
+        from integrations_dagster.declarative.migrate import require_migrated
+
+        require_migrated(conn, self)
+        self._checked.add(url)
+
+    def forget_checks(self) -> None:
+        self._checked.clear()
 
     # -- auth ----------------------------------------------------------------------------------
     def http_auth(self, integration: Any) -> Any:
@@ -176,11 +253,11 @@ class RestProvider(Provider):
             return _ApiKeyAuth(auth.prefix + need(auth.credential), auth.header, auth.query)
         if isinstance(auth, cfg.BasicAuth):
             return httpx.BasicAuth(need(auth.username_credential), need(auth.password_credential))
-        factory = AUTH_FACTORIES.get(auth.kind)
+        factory = self.auth_factories.get(auth.kind)
         if factory is None:
             raise IntegrationsError(
-                f"provider {self.key!r}: auth kind {auth.kind!r} is not available in this process "
-                "(for 'github_app' import providers.github.app, which registers it)"
+                f"provider {self.key!r}: auth kind {auth.kind!r} needs its factory, passed explicitly: "
+                "RestProvider.from_yaml(path, auth={'github_app': providers.github.app.github_auth})"
             )
         return factory(self, integration)
 
@@ -198,6 +275,8 @@ class RestProvider(Provider):
         return self.single
 
     def sync(self, integration: Any, session: Any) -> None:
+        with session._store.engine.connect() as conn:
+            self.check_migrated(conn)
         for resource in self.config.resources:
             self._sync_resource(integration, session, resource)
 
@@ -248,6 +327,20 @@ class RestProvider(Provider):
                 )
 
 
+    # -- processing ----------------------------------------------------------------------------
+    def upsert(self, batch: StagedBatch) -> None:
+        """Upsert a batch of this provider's items into its resources' destination tables (the
+        staged listener ``self.listener``). Batches of another declarative provider are not its own."""
+        from integrations_dagster.authoring.context import current_sync
+        from integrations_dagster.store.rest_tables import upsert_sql
+
+        if current_sync().integration.provider_key != self.key:
+            return
+        self.check_migrated(batch.connection)
+        for res in self.config.resources:
+            batch.execute(upsert_sql(res.destination, batch.dialect, resource=None if self.single else res.name))
+
+
 class _Strict(dict):  # type: ignore[type-arg]
     """``format_map`` source that names the missing metadata key."""
 
@@ -259,15 +352,3 @@ class _Strict(dict):  # type: ignore[type-arg]
         raise IntegrationsError(f"resource {self.resource!r}: {self.field} needs metadata[{key!r}]")
 
 
-@listener(RestItemSynced, staged=True)
-def upsert_rest_items(batch: StagedBatch) -> None:
-    """Upsert a batch of a declarative provider's items into its resources' destination tables."""
-    from integrations_dagster.authoring.context import current_sync
-
-    key = current_sync().integration.provider_key
-    provider = REGISTRY.get(key)
-    if provider is None:
-        raise IntegrationsError(f"no declarative provider {key!r} is loaded in this process")
-    for res in provider.config.resources:
-        ensure_destination(batch.connection, res.destination)
-        batch.execute(upsert_sql(res.destination, batch.dialect, resource=None if provider.single else res.name))

@@ -184,7 +184,8 @@ def _process_items(
                     break
             first = False
             now = engine.clock()
-            ready, waiting = [], []
+            ready: list[dict[str, Any]] = []
+            waiting: list[dict[str, Any]] = []
             for it in items:
                 due = it["next_attempt_at"] is None or as_utc(it["next_attempt_at"]) <= now
                 (ready if due else waiting).append(it)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from integrations_dagster.authoring.events import InvalidPayload, InvalidPayloadError
@@ -95,9 +96,9 @@ def run_listeners(
                 alive = []
                 break
             if spec.staged:
-                alive = isolating(alive, failures, lambda pairs, spec=spec, cls=cls: call_staged(spec, store, cls, pairs))
+                alive = isolating(alive, failures, partial(call_staged, spec, store, cls))
             elif spec.batch:
-                alive = isolating(alive, failures, lambda pairs, spec=spec: call(spec, [ev for _, ev in pairs]))
+                alive = isolating(alive, failures, partial(call_batch, spec))
             else:
                 survivors = []
                 for it, ev in alive:
@@ -142,6 +143,11 @@ def call(spec: ListenerSpec, arg: Any) -> Problem | None:
             "fatal",
         )
     return None
+
+
+def call_batch(spec: ListenerSpec, pairs: list[Pair]) -> Problem | None:
+    """One call of a batch listener with the events of ``pairs``."""
+    return call(spec, [ev for _, ev in pairs])
 
 
 def call_staged(spec: ListenerSpec, store: Store, cls: type, pairs: list[Pair]) -> Problem | None:

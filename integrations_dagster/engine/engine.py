@@ -88,6 +88,15 @@ class SyncEngine:
                 raise IntegrationsError(f"two providers share the key {p.key!r}")
             self.providers[p.key] = p
         self.listeners = listeners
+        present = list(listeners)
+        for p in self.providers.values():
+            required = getattr(p, "required_listeners", None)
+            missing = [spec for spec in (required() if callable(required) else []) if spec not in present]
+            if missing:
+                raise IntegrationsError(
+                    f"provider {p.key!r} needs its listener {', '.join(str(getattr(s, 'name', s)) for s in missing)}: "
+                    f"pass it to build_definitions(listeners=[...]) (a declarative provider's is `provider.listener`)"
+                )
         self.settings = settings
         self.health = health or HealthPolicy()
         self.clock = clock

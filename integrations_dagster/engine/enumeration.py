@@ -6,9 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from integrations_dagster.authoring.context import SyncContext, sync_context
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.session import SyncSession
-from integrations_dagster.engine.push import Direction, SyncResult, parse_direction, push_pending
+from integrations_dagster.engine.push import Direction, SyncResult, parse_direction, push_caller, push_pending
 from integrations_dagster.engine.reconcile import apply_health
 from integrations_dagster.engine.results import EnumerationResult
 from integrations_dagster.errors import IntegrationsError
@@ -68,12 +69,17 @@ def enumerate_run(
             box = Outbox(store)
             if way.pushes:
                 pushed = SyncResult()
+                # push(integration, batch) or push(integration, batch, session); current_sync().http is
+                # the run's client either way (borrowed: the pull below uses it too).
+                ctx = SyncContext(integration=integration, sync_run_id=run_id, store=store,
+                                  _factory=lambda: session.http, _owns_http=False)
                 try:
-                    push_pending(
-                        box, integration, lambda i, batch: provider.push(i, batch, session),
-                        push_batch_size=provider.push_batch_size or engine.settings.push_batch_size,
-                        max_retry_attempts=engine.settings.max_retry_attempts, run_id=run_id, result=pushed,
-                    )
+                    with sync_context(ctx):
+                        push_pending(
+                            box, integration, push_caller(provider.push, session),
+                            push_batch_size=provider.push_batch_size or engine.settings.push_batch_size,
+                            max_retry_attempts=engine.settings.max_retry_attempts, run_id=run_id, result=pushed,
+                        )
                 finally:
                     with store.begin() as conn:
                         run_sql.set_push_summary(conn, run_id, pushed.push_summary())

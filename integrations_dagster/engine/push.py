@@ -1,8 +1,10 @@
 """Push direction (issue 13, Tether's push cycle): typed records and pure decisions.
 
-A provider that supports push implements ``push(integration, batch) -> list[PushOutcome]`` with one
-outcome per mutation of the batch. ``decide`` maps an outcome to the mutation's next state; the SQL
-lives in ``store/outbox.py`` and the loop in ``push_pending``.
+A provider that supports push implements ``push(integration, batch) -> list[PushOutcome]`` (the
+issue's signature) or ``push(integration, batch, session)`` (the run's ``SyncSession``, for
+``session.http``), with one outcome per mutation of the batch; ``push_caller`` calls either.
+``decide`` maps an outcome to the mutation's next state; the SQL lives in ``store/outbox.py`` and
+the loop in ``push_pending``.
 
 Ordering rule: mutations to the same key are **kept in order, never coalesced**: each one is sent in
 ``id`` order and a later mutation of a key is held back while an earlier one of that key is not
@@ -16,6 +18,7 @@ outcomes were written sends that batch again; the server de-duplicates by ``muta
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -133,6 +136,33 @@ def check_outcomes(batch: Sequence[Mutation], outcomes: Sequence[PushOutcome]) -
 
 
 PushFn = Callable[[Any, list[Mutation]], Sequence[PushOutcome]]
+
+
+def push_takes_session(push: Callable[..., Any]) -> str | None:
+    """How a provider's bound ``push`` takes the run's session (pure, from its signature):
+    ``"positional"`` (a third positional parameter or ``*args``), ``"keyword"`` (a keyword-only
+    ``session`` or ``**kwargs``), or None: it is ``push(integration, batch)`` and gets two arguments."""
+    try:
+        params = list(inspect.signature(push).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a C callable): pass what the base class names
+        return "positional"
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params):
+        return "positional"
+    if any(p.kind is p.KEYWORD_ONLY and p.name == "session" for p in params) or any(
+            p.kind is p.VAR_KEYWORD for p in params):
+        return "keyword"
+    return None
+
+
+def push_caller(push: Callable[..., Any], session: Any) -> PushFn:
+    """``push(integration, batch)`` whatever the provider's signature (see ``push_takes_session``)."""
+    how = push_takes_session(push)
+    if how == "positional":
+        return lambda integration, batch: push(integration, batch, session)
+    if how == "keyword":
+        return lambda integration, batch: push(integration, batch, session=session)
+    return lambda integration, batch: push(integration, batch)
 
 
 class Direction(StrEnum):

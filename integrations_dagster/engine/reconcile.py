@@ -44,7 +44,7 @@ CURSOR_ERROR = "cursor not advanced: "
 
 
 def is_cursor_error(error: str | None) -> bool:
-    return bool(error) and error.startswith(CURSOR_ERROR)  # type: ignore[union-attr]
+    return error is not None and error.startswith(CURSOR_ERROR)
 
 
 class RunRow(Protocol):

@@ -165,6 +165,7 @@ class InMemoryRateBudget:
 
 @functools.lru_cache(maxsize=256)
 def _list_adapter(model: type[pydantic.BaseModel]) -> pydantic.TypeAdapter[list[Any]]:
+    # ``list[model]`` of a model known only at run time: no static type can name it.
     return pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
@@ -339,14 +340,15 @@ class ApiClient:
                 return None
         elif status != 429:
             return None
-        clamp = {"minimum": self.retry_after_min, "maximum": self.retry_after_max}
         if retry_after is not None:
-            return parse_retry_after(retry_after, default=self.retry_after_default, **clamp)
+            return parse_retry_after(retry_after, default=self.retry_after_default,
+                                     minimum=self.retry_after_min, maximum=self.retry_after_max)
         delay = reset_delay(headers)
         if delay is not None:
             # +1 s: the reset header has 1 s resolution and clocks drift.
             return max(self.retry_after_min, min(delay + 1.0, self.retry_after_max))
-        return parse_retry_after(None, default=self.retry_after_default, **clamp)
+        return parse_retry_after(None, default=self.retry_after_default,
+                                 minimum=self.retry_after_min, maximum=self.retry_after_max)
 
     def _error_message(self, response: httpx.Response) -> str:
         text = ""

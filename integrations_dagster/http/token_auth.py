@@ -28,9 +28,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
+
+if TYPE_CHECKING:
+    from integrations_dagster.store import Store
 
 
 class TokenStrategy(Protocol):
@@ -64,7 +67,7 @@ class StoredTokenAuth(httpx.Auth):
         credentials: dict[str, Any],
         *,
         integration_id: int | None = None,
-        store: Any = None,
+        store: Store | None = None,
         clock: Callable[[], datetime] = _utcnow,
         on_token: Callable[[str], None] | None = None,
     ) -> None:
@@ -118,7 +121,7 @@ class StoredTokenAuth(httpx.Auth):
                 merged = {**self.credentials, **self.strategy.refresh(self.credentials, self.clock())}
                 self.refreshes += 1
             else:
-                merged = self._refresh_shared(stale=stale, got_401=got_401)
+                merged = self._refresh_shared(self.store, self.integration_id, stale=stale, got_401=got_401)
             self.credentials = merged
             header = self.strategy.header(merged)
             if header is None:  # pragma: no cover - a strategy bug
@@ -127,19 +130,18 @@ class StoredTokenAuth(httpx.Auth):
                 self.on_token(header)
             return header
 
-    def _refresh_shared(self, *, stale: str | None, got_401: bool) -> dict[str, Any]:
+    def _refresh_shared(self, store: Store, integration_id: int, *, stale: str | None, got_401: bool) -> dict[str, Any]:
         from integrations_dagster.store.credentials import credentials_lock, read_credentials, write_credentials
 
-        cipher = self.store.cipher
-        assert self.integration_id is not None
-        with credentials_lock(self.store, self.integration_id) as conn:
-            stored = cipher.decrypt(read_credentials(conn, self.integration_id))
+        cipher = store.cipher
+        with credentials_lock(store, integration_id) as conn:
+            stored = cipher.decrypt(read_credentials(conn, integration_id))
             stored_header = self.strategy.header(stored)
             now = self.clock()
             if stored_header is not None and not self.strategy.needs_refresh(stored, now, False):
                 if stored_header != stale or not got_401:
                     return stored  # refreshed elsewhere meanwhile (or our copy was just old): adopt it
             merged = {**stored, **self.strategy.refresh(stored, now)}
-            write_credentials(conn, self.integration_id, cipher.encrypt(merged))
+            write_credentials(conn, integration_id, cipher.encrypt(merged))
             self.refreshes += 1
             return merged

@@ -16,12 +16,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.engine.cron import validate_cron
-from integrations_dagster.engine.engine import ReconcileResult, RunAliveCheck, SyncEngine
-from integrations_dagster.engine.runs import run_alive
 from integrations_dagster.engine.supersede import Version, supersede
 from integrations_dagster.errors import CredentialsError, IntegrationNotFound, IntegrationsError
 from integrations_dagster.security.secrets import CredentialCipher
@@ -29,6 +27,9 @@ from integrations_dagster.status import UNFINISHED, ItemStatus, run_summary
 from integrations_dagster.store import Store, as_utc, utcnow
 from integrations_dagster.store import operator as op_sql
 from integrations_dagster.store.store import chunked
+
+if TYPE_CHECKING:  # the engine (and httpx, the listeners' machinery) loads only for verbs that run items
+    from integrations_dagster.engine.engine import ReconcileResult, RunAliveCheck, SyncEngine
 
 log_default = logging.getLogger("integrations_dagster.operations")
 
@@ -584,6 +585,8 @@ def advance_cursor(
         "`integrations skip-sync-item`")
     abandoned: list[int] = []
     if is_run_alive is not None:
+        from integrations_dagster.engine.runs import run_alive
+
         dead = [run.id for run in op_sql.processing_runs(store, integration_id)
                 if run_alive(run, is_run_alive) is False]
         if dead:

@@ -43,7 +43,8 @@ class DefinitionsRef:
         return build_reconstructable_job(
             "integrations_dagster.orchestration.in_process",
             "load_job",
-            reconstructable_args=(self.module, self.attr, json.dumps(self.kwargs, sort_keys=True), name),
+            # Dagster annotates this parameter ``tuple[object]`` (one element) but passes any tuple through
+            reconstructable_args=(self.module, self.attr, json.dumps(self.kwargs, sort_keys=True), name),  # type: ignore[arg-type]
         )
 
 

@@ -127,7 +127,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
     """The operator jobs and the daily prune schedule, bound to ``engine``."""
 
     @op(name="skip_item")
-    def skip_item_op(context: OpExecutionContext, config: SkipItemConfig, integrations: IntegrationsResource) -> dict:
+    def skip_item_op(context: OpExecutionContext, config: SkipItemConfig, integrations: IntegrationsResource) -> dict[str, Any]:
         """Skip a failed sync item so the cursor can move past it, then reconcile its run."""
         store = integrations.get_store()
         try:
@@ -145,7 +145,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
     @op(name="retry_failed_items")
     def retry_failed_op(
         context: OpExecutionContext, config: RetryFailedItemsConfig, integrations: IntegrationsResource
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Give every failed item of the integration one attempt now; reconcile the runs involved."""
         store = integrations.get_store()
         try:
@@ -169,7 +169,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
         return res.as_dict()
 
     @op(name="advance_cursor")
-    def advance_op(context: OpExecutionContext, config: AdvanceCursorConfig, integrations: IntegrationsResource) -> dict:
+    def advance_op(context: OpExecutionContext, config: AdvanceCursorConfig, integrations: IntegrationsResource) -> dict[str, Any]:
         """Reclaim stuck items as failed and reconcile the integration's unfinished runs."""
         store = integrations.get_store()
         try:
@@ -186,7 +186,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
         return res.as_dict()
 
     @op(name="prune")
-    def prune_op(context: OpExecutionContext, config: PruneConfig, integrations: IntegrationsResource) -> dict:
+    def prune_op(context: OpExecutionContext, config: PruneConfig, integrations: IntegrationsResource) -> dict[str, Any]:
         """Delete old success/skipped item rows and request log rows; failed rows stay."""
         try:
             res = ops.prune(integrations.get_store(), days=config.days, tenant=config.tenant,
@@ -198,7 +198,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
 
     @op(name="retry_mutations")
     def retry_mutations_op(context: OpExecutionContext, config: RetryMutationsConfig,
-                           integrations: IntegrationsResource) -> dict:
+                           integrations: IntegrationsResource) -> dict[str, Any]:
         """Failed or conflicting mutations back to pending; the next push (sensor or cycle) sends them."""
         try:
             res = ops.retry_mutations(integrations.get_store(), mutation_ids=config.mutation_ids,
@@ -211,7 +211,7 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
 
     @op(name="skip_mutation")
     def skip_mutation_op(context: OpExecutionContext, config: SkipMutationConfig,
-                         integrations: IntegrationsResource) -> dict:
+                         integrations: IntegrationsResource) -> dict[str, Any]:
         """Give up on a failed or conflicting mutation so the later mutations of its key are pushed."""
         try:
             res = ops.skip_mutation(integrations.get_store(), config.mutation_id, reason=config.reason,
@@ -224,33 +224,33 @@ def build_operator_definitions(*, engine: SyncEngine) -> tuple[list[Any], list[A
 
     @job(name=RETRY_MUTATIONS_JOB, executor_def=in_process_executor, tags={"integrations/operator": "retry-mutations"},
          description="Put failed or conflicting outbox mutations back to pending (the next push sends them).")
-    def retry_mutations_job():  # type: ignore[no-untyped-def]
+    def retry_mutations_job() -> None:
         retry_mutations_op()
 
     @job(name=SKIP_MUTATION_JOB, executor_def=in_process_executor, tags={"integrations/operator": "skip-mutation"},
          description="Give up on a failed or conflicting outbox mutation (reason kept).")
-    def skip_mutation_job():  # type: ignore[no-untyped-def]
+    def skip_mutation_job() -> None:
         skip_mutation_op()
 
     @job(name=SKIP_JOB, executor_def=in_process_executor, tags={"integrations/operator": "skip"},
          description="Skip a failed sync item (reason kept) so the cursor can move on.")
-    def skip_job():  # type: ignore[no-untyped-def]
+    def skip_job() -> None:
         skip_item_op()
 
     @job(name=RETRY_JOB, executor_def=in_process_executor, tags={"integrations/operator": "retry"},
          description="Re-run an integration's failed items now (one attempt each). To re-run a failed sync "
          "run's chunks with their full retries instead, open that run and choose Re-execute from failure.")
-    def retry_job():  # type: ignore[no-untyped-def]
+    def retry_job() -> None:
         retry_failed_op()
 
     @job(name=ADVANCE_JOB, executor_def=in_process_executor, tags={"integrations/operator": "advance-cursor"},
          description="Reclaim items stuck in processing and reconcile an integration's runs so its cursor moves.")
-    def advance_job():  # type: ignore[no-untyped-def]
+    def advance_job() -> None:
         advance_op()
 
     @job(name=PRUNE_JOB, executor_def=in_process_executor, tags={"integrations/operator": "prune"},
          description="Delete success/skipped sync items and request log rows older than N days (default 30).")
-    def prune_job():  # type: ignore[no-untyped-def]
+    def prune_job() -> None:
         prune_op()
 
     schedule = ScheduleDefinition(

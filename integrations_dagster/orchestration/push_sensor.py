@@ -3,7 +3,8 @@
 One sensor per provider that pushes, ``<key>_push_sensor``. Each tick (every
 ``push_sensor_interval_seconds``):
 
-1. one query finds the enabled integrations of the provider with pending mutations;
+1. one query finds the enabled integrations of the provider with pending mutations
+   (``Outbox.pending_for_provider``; the in-flight check is ``store.schedule.in_flight_for``);
 2. an integration whose job has a queued or running Dagster run, or a sync run in flight in our
    database, is left alone: a push never overlaps a running cycle (the run's own push, or the next
    tick, takes the mutations);
@@ -22,9 +23,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from dagster import (
+    DagsterRun,
     DefaultSensorStatus,
     DynamicPartitionsDefinition,
     RunRequest,
@@ -34,9 +35,9 @@ from dagster import (
     SensorResult,
     sensor,
 )
-from sqlalchemy import select
 
 from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.engine import SyncEngine
 from integrations_dagster.orchestration.definitions import (
     ALIVE_STATUSES,
     DIRECTION_TAG,
@@ -48,10 +49,9 @@ from integrations_dagster.orchestration.definitions import (
 )
 from integrations_dagster.orchestration.resource import IntegrationsResource
 from integrations_dagster.settings import SyncSettings
-from integrations_dagster.status import RUN_IN_FLIGHT
 from integrations_dagster.store import Store, as_utc
-from integrations_dagster.store import models as m
 from integrations_dagster.store.outbox import Outbox
+from integrations_dagster.store.schedule import in_flight_for
 
 OUTBOX_TRIGGER = "outbox"
 
@@ -69,7 +69,7 @@ def _parse_cursor(raw: str | None) -> dict[str, float]:
 
 
 def evaluate_push_tick(
-    context: SensorEvaluationContext, *, store: Store, provider: Provider, engine: Any, throttle: float
+    context: SensorEvaluationContext, *, store: Store, provider: Provider, engine: SyncEngine, throttle: float
 ) -> SensorResult:
     key = provider.key
     now = as_utc(engine.clock())
@@ -80,12 +80,8 @@ def evaluate_push_tick(
     last_push = {k: v for k, v in last_push.items() if stamp - v < throttle}
     if not pending:
         return SensorResult(skip_message="no pending mutations", cursor=json.dumps({"last_push": last_push}))
-    with store.engine.connect() as conn:
-        in_flight = {int(r.integration_id): r for r in conn.execute(
-            select(m.sync_runs.c.id, m.sync_runs.c.integration_id, m.sync_runs.c.status)
-            .where(m.sync_runs.c.integration_id.in_(list(pending)), m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
-        )}
-    alive: dict[str, Any] = {}
+    in_flight = in_flight_for(store, pending)
+    alive: dict[str, DagsterRun] = {}
     for run in context.instance.get_runs(RunsFilter(job_name=job_name(key), statuses=list(ALIVE_STATUSES))):
         part = run.tags.get("dagster/partition") or run.tags.get(INTEGRATION_TAG)
         if part is not None:
@@ -123,7 +119,7 @@ def evaluate_push_tick(
     )
 
 
-def build_push_sensor(*, provider: Provider, engine: Any, settings: SyncSettings,
+def build_push_sensor(*, provider: Provider, engine: SyncEngine, settings: SyncSettings,
                       default_status: DefaultSensorStatus) -> SensorDefinition:
     key = provider.key
     throttle = float(settings.auto_sync_throttle)
@@ -144,7 +140,7 @@ def build_push_sensor(*, provider: Provider, engine: Any, settings: SyncSettings
     return _push_sensor
 
 
-def build_push_sensors(*, engine: Any, settings: SyncSettings) -> Sequence[SensorDefinition]:
+def build_push_sensors(*, engine: SyncEngine, settings: SyncSettings) -> Sequence[SensorDefinition]:
     status = DefaultSensorStatus.RUNNING if settings.sensor_default_running else DefaultSensorStatus.STOPPED
     return [build_push_sensor(provider=p, engine=engine, settings=settings, default_status=status)
             for p in engine.providers.values() if p.supports_push()]

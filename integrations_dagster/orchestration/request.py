@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from integrations_dagster.errors import IntegrationsError
 from integrations_dagster.orchestration.definitions import ALIVE_STATUSES, job_name
@@ -68,7 +68,7 @@ class SyncRequest:
         return self.status in TERMINAL_STATUSES
 
 
-def find_active_run(instance: DagsterInstance, provider_key: str, integration_id: int):  # type: ignore[no-untyped-def]
+def find_active_run(instance: DagsterInstance, provider_key: str, integration_id: int) -> DagsterRun | None:
     """The newest queued or in-flight run of this integration's sync job, or None (one query)."""
     runs = instance.get_runs(
         RunsFilter(
@@ -178,8 +178,8 @@ def _start_sync(
         instance=instance, provider_key=provider_key, integration_id=integration_id, workspace=workspace,
         trigger=trigger, definitions_ref=definitions_ref, direction=direction,
     )
-    run = instance.get_run_by_id(run_id)
-    status = run.status if run is not None else DagsterRunStatus.QUEUED
+    queued = instance.get_run_by_id(run_id)
+    status = queued.status if queued is not None else DagsterRunStatus.QUEUED
     if wait:
         status = wait_for_run(instance, run_id, timeout=timeout, poll_interval=poll_interval)
     return SyncRequest(run_id=run_id, created=True, status=status, mode="queued")

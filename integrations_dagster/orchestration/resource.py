@@ -15,7 +15,7 @@ from integrations_dagster.store import Store
 ENV_DATABASE_URL = "INTEGRATIONS_DATABASE_URL"
 
 
-class IntegrationsResource(ConfigurableResource):
+class IntegrationsResource(ConfigurableResource["IntegrationsResource"]):
     """Where integrations, sync runs and items live.
 
     Leave ``database_url`` unset to use ``INTEGRATIONS_DATABASE_URL`` or, failing that, SQLite under

@@ -22,18 +22,22 @@ The cursor (a pydantic model stored as JSON) records the last ``(next_sync_at, i
 tick was full, so the next tick continues after it; a tick that reaches the end of the due list
 starts over from the beginning next time. A cursor that cannot be read is ignored (logged).
 
-The query count of a tick is constant: 4 on our database (ids, due, in-flight sync runs, claim) and
-2 on Dagster's (dynamic partitions, in-flight runs), whatever the number of integrations.
+The query count of a tick is constant: 4 on our database (ids, due, in-flight sync runs, claim; one
+more, the last enumerated sizes, when batching) and 2 on Dagster's (dynamic partitions, in-flight
+runs), whatever the number of integrations. The SQL is ``store.schedule`` (``read_sync_tick``,
+``claim_due``); this module decides.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import (
+    DagsterRun,
     DefaultSensorStatus,
     DynamicPartitionsDefinition,
     RunRequest,
@@ -44,11 +48,11 @@ from dagster import (
     sensor,
 )
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import and_, bindparam, or_, select, update
 
 from integrations_dagster.authoring.provider import Provider
+from integrations_dagster.engine.engine import SyncEngine
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick
-from integrations_dagster.engine.health import DISABLED, claim_next
+from integrations_dagster.engine.health import claim_next
 from integrations_dagster.orchestration.definitions import (
     ALIVE_STATUSES,
     INTEGRATION_TAG,
@@ -59,10 +63,9 @@ from integrations_dagster.orchestration.definitions import (
 )
 from integrations_dagster.orchestration.resource import IntegrationsResource
 from integrations_dagster.settings import SyncSettings
-from integrations_dagster.status import RUN_IN_FLIGHT, RunStatus
+from integrations_dagster.status import RunStatus
 from integrations_dagster.store import Store, as_utc
-from integrations_dagster.store import models as m
-from integrations_dagster.store import runs as run_sql
+from integrations_dagster.store.schedule import DueRow, InFlightRun, claim_due, read_sync_tick
 
 PARTITION_TAG = "dagster/partition"
 PARTITION_SET_TAG = "dagster/partition_set"
@@ -127,32 +130,12 @@ class TickReport:
     own_runs: list[int] = field(default_factory=list)
 
 
-def _due_query(provider: Provider, cursor: SyncSensorCursor, now: datetime, limit: int) -> Any:
-    i = m.integrations
-    stmt = (
-        select(i.c.id, i.c.next_sync_at, i.c.sync_interval_minutes, i.c.sync_cron, i.c.health)
-        .where(i.c.provider_key == provider.key, i.c.enabled.is_(True), i.c.next_sync_at <= now)
-        .where(i.c.health != DISABLED)
-        .order_by(i.c.next_sync_at, i.c.id)
-        .limit(limit)
-    )
-    if provider.default_sync_interval is None:
-        # Neither its own interval, nor a cron, nor a provider default: not scheduled.
-        stmt = stmt.where(or_(i.c.sync_interval_minutes.is_not(None), i.c.sync_cron.is_not(None)))
-    if not cursor.at_start:
-        after = cursor.after_next_sync_at
-        stmt = stmt.where(
-            or_(i.c.next_sync_at > after, and_(i.c.next_sync_at == after, i.c.id > cursor.after_id))
-        )
-    return stmt
-
-
 def evaluate_sync_tick(
     context: SensorEvaluationContext,
     *,
     store: Store,
     provider: Provider,
-    engine: Any,
+    engine: SyncEngine,
     max_runs: int,
     batching: bool = False,
 ) -> tuple[SensorResult, TickReport]:
@@ -167,28 +150,24 @@ def evaluate_sync_tick(
     report = TickReport(now=now)
     partitions = DynamicPartitionsDefinition(name=partitions_name(key))
 
-    with store.engine.connect() as conn:
-        # 1. partitions == integrations
-        ids = {str(x) for x in conn.execute(
-            select(m.integrations.c.id).where(m.integrations.c.provider_key == key)).scalars()}
-        # 2. due integrations, one page after the cursor
-        settings = engine.settings
-        batching = batching and settings.batch_size > 0
-        limit = max(settings.sensor_max_integrations_per_tick, max_runs) if batching else max_runs
-        rows = conn.execute(_due_query(provider, cursor, now, limit)).all()
-        fetched_full = len(rows) >= limit
-        due_ids = [int(r.id) for r in rows]
-        sizes = run_sql.last_enumerated_sizes(conn, due_ids) if batching and due_ids else {}
-        # 3b. our own in-flight runs of those integrations
-        in_flight_sync: dict[int, Any] = {}
-        if due_ids:
-            for run in conn.execute(
-                select(m.sync_runs.c.id, m.sync_runs.c.integration_id, m.sync_runs.c.status,
-                       m.sync_runs.c.dagster_run_id, m.sync_runs.c.started_at)
-                .where(m.sync_runs.c.integration_id.in_(due_ids), m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
-                .order_by(m.sync_runs.c.id)
-            ):
-                in_flight_sync.setdefault(int(run.integration_id), run)
+    # 1. partitions == integrations; 2. due integrations, one page after the cursor; 3b. our own
+    # in-flight runs of those (store.schedule: one connection, constant query count)
+    settings = engine.settings
+    batching = batching and settings.batch_size > 0
+    limit = max(settings.sensor_max_integrations_per_tick, max_runs) if batching else max_runs
+    after = None
+    if cursor.after_next_sync_at is not None and cursor.after_id is not None:
+        after = (cursor.after_next_sync_at, cursor.after_id)
+    tick = read_sync_tick(
+        store, key, now=now, limit=limit, after=after,
+        scheduled_only=provider.default_sync_interval is None, with_sizes=batching,
+    )
+    ids = {str(x) for x in tick.integration_ids}
+    rows = tick.due
+    fetched_full = len(rows) >= limit
+    due_ids = [r.id for r in rows]
+    sizes = tick.last_sizes
+    in_flight_sync = tick.in_flight
 
     existing = set(context.instance.get_dynamic_partitions(partitions_name(key)))
     report.added_partitions = sorted(ids - existing, key=_int_order)
@@ -201,7 +180,7 @@ def evaluate_sync_tick(
 
     # 3a. Dagster runs of this provider's sync jobs (partitioned and batch) that are queued or running:
     # one query (both jobs carry the provider tag); a batch run's members are in its run config
-    alive_runs: dict[str, Any] = {}
+    alive_runs: dict[str, DagsterRun] = {}
     alive_run_ids: set[str] = set()
     if due_ids:
         from integrations_dagster.orchestration.batch import batch_job_name, batch_members
@@ -225,11 +204,11 @@ def evaluate_sync_tick(
 
     stale_before = now - timedelta(seconds=engine.settings.job_timeout)
     run_requests: list[RunRequest] = []
-    claims: list[dict[str, Any]] = []
+    claims: list[tuple[int, datetime]] = []
     report.due = due_ids
-    eligible: list[Any] = []
+    eligible: list[DueRow] = []
     for row in rows:
-        iid = int(row.id)
+        iid = row.id
         dagster_run = alive_runs.get(str(iid))
         if dagster_run is not None:
             report.skipped[iid] = (
@@ -250,7 +229,7 @@ def evaluate_sync_tick(
         eligible.append(row)
 
     # 4. own runs and batch shards (a pure decision: engine.fleet.plan_tick)
-    candidates = [DueIntegration(id=int(r.id), next_sync_at=as_utc(r.next_sync_at), last_items=sizes.get(int(r.id)))
+    candidates = [DueIntegration(id=r.id, next_sync_at=r.next_sync_at, last_items=sizes.get(r.id))
                   for r in eligible]
     if batching:
         plan = plan_tick(candidates, batch_size=settings.batch_size, big_items=settings.batch_max_items,
@@ -261,18 +240,18 @@ def evaluate_sync_tick(
     placed = set(plan.own_runs) | set(plan.batched)
     stopped_early = plan.taken < len(candidates)
     for row in eligible:
-        iid = int(row.id)
+        iid = row.id
         if iid not in placed:
             continue
         if iid in plan.own_runs:
-            run_requests.append(_own_run_request(key, iid, as_utc(row.next_sync_at), batching))
+            run_requests.append(_own_run_request(key, iid, row.next_sync_at, batching))
             report.own_runs.append(iid)
         report.requested.append(iid)
         claim = claim_next(
             row, now=now, default_interval=provider.default_sync_interval,
             multiplier=engine.health.multiplier(row.health), from_due=settings.schedule_from == "due",
         ) or now + timedelta(seconds=engine.settings.job_timeout)
-        claims.append({"b_id": iid, "b_claim": claim, "b_now": now})
+        claims.append((iid, claim))
     if plan.batches:
         from integrations_dagster.orchestration.batch import BATCH_SIZE_TAG, batch_job_name, batch_run_config
 
@@ -286,15 +265,7 @@ def evaluate_sync_tick(
             report.batches.append(list(members))
 
     # 5. claim what was requested (only rows that are still due: never clobber a fresh reconcile)
-    if claims:
-        i = m.integrations
-        with store.begin() as conn:
-            conn.execute(
-                update(i)
-                .where(i.c.id == bindparam("b_id"), i.c.next_sync_at <= bindparam("b_now"))
-                .values(next_sync_at=bindparam("b_claim")),
-                claims,
-            )
+    claim_due(store, claims, now=now)
 
     lines = list(report.skipped.values())
     for line in lines[:SKIP_LINES]:
@@ -307,8 +278,8 @@ def evaluate_sync_tick(
         report.cursor = (SyncSensorCursor(after_next_sync_at=last.next_sync_at, after_id=last.id) if last
                          else cursor)
     elif fetched_full:
-        last = rows[-1]
-        report.cursor = SyncSensorCursor(after_next_sync_at=as_utc(last.next_sync_at), after_id=int(last.id))
+        last_row = rows[-1]
+        report.cursor = SyncSensorCursor(after_next_sync_at=last_row.next_sync_at, after_id=last_row.id)
     else:
         report.cursor = SyncSensorCursor()
     return _finish(key, log, report, run_requests, requests_for_partitions, due_ids)
@@ -332,7 +303,7 @@ def _own_run_request(key: str, iid: int, next_at: datetime, batching: bool) -> R
             )
 
 
-def _finish(key: str, log: Any, report: TickReport, run_requests: list[RunRequest],
+def _finish(key: str, log: logging.Logger, report: TickReport, run_requests: list[RunRequest],
             requests_for_partitions: list[Any], due_ids: list[int]) -> tuple[SensorResult, TickReport]:
     batched = sum(len(b) for b in report.batches)
     log.info(
@@ -359,7 +330,7 @@ def _finish(key: str, log: Any, report: TickReport, run_requests: list[RunReques
     )
 
 
-def _in_flight_reason(iid: int, run: Any, alive_run_ids: set[str], stale_before: datetime) -> str | None:
+def _in_flight_reason(iid: int, run: InFlightRun, alive_run_ids: set[str], stale_before: datetime) -> str | None:
     """Why ``run`` still counts as in flight, or None when the engine would treat it as abandoned.
 
     Mirrors ``SyncEngine.start_run``: an enumeration whose Dagster run is over (or that is older
@@ -369,7 +340,7 @@ def _in_flight_reason(iid: int, run: Any, alive_run_ids: set[str], stale_before:
         alive = None
     else:
         alive = run.dagster_run_id in alive_run_ids
-    stale = as_utc(run.started_at) < stale_before
+    stale = run.started_at < stale_before
     if run.status == RunStatus.ENUMERATING and (alive is False or stale):
         return None
     if run.status == RunStatus.PROCESSING and alive is False:
@@ -390,7 +361,7 @@ def _int_order(value: str) -> tuple[int, str]:
 def build_sync_sensor(
     *,
     provider: Provider,
-    engine: Any,
+    engine: SyncEngine,
     name: str | None = None,
     minimum_interval_seconds: int = 30,
     default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
@@ -428,7 +399,7 @@ def build_sync_sensor(
 
 
 def build_sync_sensors(
-    *, engine: Any, settings: SyncSettings, jobs: dict[str, Any] | None = None
+    *, engine: SyncEngine, settings: SyncSettings, jobs: dict[str, Any] | None = None
 ) -> Sequence[SensorDefinition]:
     """One ``<key>_sync_sensor`` per provider, configured by ``settings`` (called by ``build_definitions``;
     ``jobs`` by name: with a provider's ``<key>_sync_batch`` there and ``batch_size`` > 0, it batches)."""

@@ -10,18 +10,20 @@ refresh-token grant itself over ``httpx`` (RFC 6749 section 6). A refused refres
 ``OAuth2Strategy`` plugs this into the HTTP layer (``integrations_dagster.http.token_auth``), which
 holds the database lock around a refresh and stores the new tokens encrypted.
 
-Why no library (Authlib, oauthlib) for the grant: the grant itself is one form POST and its answer
-(RFC 6749 6), which is what is here. What is hard is what no client library does: refreshing at most
-once across processes (a database lock, re-reading the stored tokens under it) and storing the
-rotated tokens encrypted before anyone uses them. Authlib's httpx ``OAuth2Client`` refreshes inside
-one client object and reports the new token through a callback, so two workers would still refresh
-at once with the same refresh token; wrapping it in the lock would leave it doing only this POST.
+Libraries: the authorization-code grant of account setup (the authorization URL with its PKCE
+challenge, the code exchange) is Authlib's (``authorization_request``, ``exchange_code``; see there).
+The refresh grant here is one form POST and its answer (RFC 6749 6), kept as such: what is hard
+about refreshing is what no client library does, refreshing at most once across processes (a
+database lock, re-reading the stored tokens under it) and storing the rotated tokens encrypted
+before anyone uses them. Authlib's httpx ``OAuth2Client`` refreshes inside one client object and
+reports the new token through a callback, so two workers would still refresh at once with the same
+refresh token; wrapped in the lock it would only do this POST.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +32,9 @@ import httpx
 from integrations_dagster.errors import CredentialsError
 
 DEFAULT_MARGIN = timedelta(seconds=60)
+#: What a refused refresh tells the operator to do.
+RECONNECT = ("connect the account again (`integrations connect PROVIDER --authorize-url ...`, then "
+             "`--redirected-to ...`; README: Account setup)")
 
 
 class RefreshRefused(CredentialsError):
@@ -131,7 +136,7 @@ def refresh(
 ) -> OAuth2Token:
     """Exchange the refresh token for a new access token (refresh_token grant)."""
     if not token.refresh_token:
-        raise RefreshRefused("no refresh token stored: connect the account again (`integrations connect`)")
+        raise RefreshRefused("no refresh token stored: " + RECONNECT)
     data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token, "client_id": client_id}
     if client_secret:
         data["client_secret"] = client_secret
@@ -150,7 +155,7 @@ def refresh(
             raise RefreshRefused(
                 f"token endpoint refused the refresh token ({resp.status_code} {err or 'no error code'}): "
                 "the account's authorization was revoked or the refresh token was already used; "
-                "connect the account again (`integrations connect`)"
+                + RECONNECT
             )
         if resp.status_code >= 300:
             raise CredentialsError(f"token endpoint {token_url} answered HTTP {resp.status_code}")
@@ -202,7 +207,7 @@ class OAuth2Strategy:
                        if not (credentials.get(k) or (k == "token_url" and self.token_url))]
             raise RefreshRefused(
                 f"the access token expired or was refused and cannot be refreshed (credentials lack "
-                f"{', '.join(missing)}): connect the account again (`integrations connect`)"
+                f"{', '.join(missing)}): " + RECONNECT
             )
         new = refresh(
             token, token_url=str(url), client_id=str(client_id),
@@ -241,3 +246,122 @@ def credentials_from_callback(
     out.update({k: v for k, v in (("token_url", token_url), ("client_id", client_id),
                                   ("client_secret", client_secret)) if v})
     return out
+
+
+# --- account setup: the authorization-code grant (RFC 6749 4.1, PKCE RFC 7636) ---------------------
+# The mechanics are Authlib's (``authlib.integrations.httpx_client.OAuth2Client``: the authorization
+# URL with its PKCE S256 challenge, the code-for-token POST with the client's authentication and the
+# error answers of RFC 6749 5.2): a well-kept, widely used implementation on the httpx we already use.
+# What is ours: the state, sealed with INTEGRATIONS_SECRET_KEY (it carries the PKCE verifier and
+# what the new integration needs, so the callback needs no server-side session and a forged or
+# stale state is refused), and turning the answer into an integration (``operations.connect``).
+
+#: How long an authorization may take from the URL to the callback.
+STATE_MAX_AGE = 600
+
+
+def _authlib_httpx() -> Any:
+    """Authlib's httpx ``OAuth2Client`` and ``OAuthError``. Authlib 1.9 prefers the ``httpx2`` package
+    and warns when it falls back to ``httpx``, which is the client this project uses and pins: the
+    warning is about Authlib's future, not this use, and is not shown."""
+    import warnings
+
+    import authlib.deprecate  # noqa: F401 - it installs an "always" filter of its own: ours goes after it
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+        from authlib.integrations.base_client import OAuthError
+        from authlib.integrations.httpx_client import OAuth2Client
+    return OAuth2Client, OAuthError
+
+
+@dataclass(frozen=True)
+class OAuth2Declaration:
+    """A provider's OAuth2 (seed 001's ``auth.OAuth2``: authorization and token URLs, scopes)."""
+
+    authorization_url: str
+    token_url: str
+    scopes: tuple[str, ...] = ()
+    scope_separator: str = " "
+    #: Send a PKCE S256 challenge (RFC 7636); the verifier travels inside the sealed state.
+    pkce: bool = True
+    #: How the client authenticates at the token endpoint: ``client_secret_post`` (GitHub),
+    #: ``client_secret_basic`` or ``none`` (a public client: PKCE only).
+    token_auth_method: str = "client_secret_post"
+
+    def with_urls(self, *, authorization_url: str | None = None, token_url: str | None = None) -> OAuth2Declaration:
+        """The same declaration at other hosts (GitHub Enterprise Server, a fake in tests)."""
+        return replace(self, authorization_url=authorization_url or self.authorization_url,
+                       token_url=token_url or self.token_url)
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """Where to send the account owner, and the state the callback must bring back."""
+
+    url: str
+    state: str
+    verifier: str | None = field(default=None, repr=False)
+
+
+def authorization_request(
+    decl: OAuth2Declaration,
+    *,
+    client_id: str,
+    state: str,
+    verifier: str | None,
+    redirect_uri: str | None = None,
+    scopes: tuple[str, ...] | None = None,
+) -> AuthorizationRequest:
+    """The authorization URL (``response_type=code``, client id, scopes, state, PKCE challenge)."""
+    OAuth2Client, _ = _authlib_httpx()
+    wanted = decl.scopes if scopes is None else scopes
+    with OAuth2Client(client_id=client_id, redirect_uri=redirect_uri,
+                      scope=decl.scope_separator.join(wanted) if wanted else None,
+                      code_challenge_method="S256" if decl.pkce else None) as client:
+        url, _ = client.create_authorization_url(decl.authorization_url, state=state,
+                                                 code_verifier=verifier if decl.pkce else None)
+    return AuthorizationRequest(url=str(url), state=state, verifier=verifier)
+
+
+def new_verifier() -> str:
+    """A PKCE code verifier (48 random characters of the unreserved set, RFC 7636 4.1)."""
+    from authlib.common.security import generate_token
+
+    return str(generate_token(48))
+
+
+def exchange_code(
+    decl: OAuth2Declaration,
+    *,
+    code: str,
+    client_id: str,
+    client_secret: str | None,
+    redirect_uri: str | None,
+    verifier: str | None,
+    timeout: float = 30.0,
+    transport: httpx.BaseTransport | None = None,
+) -> dict[str, Any]:
+    """POST the authorization code (and PKCE verifier) to the token URL; the token endpoint's answer.
+
+    Raises ``CredentialsError`` naming the endpoint's error (``invalid_grant``: the code was used,
+    expired or the verifier does not match) or the transport problem."""
+    OAuth2Client, OAuthError = _authlib_httpx()
+    method = decl.token_auth_method if client_secret else "none"
+    extra: dict[str, Any] = {"transport": transport} if transport is not None else {}
+    with OAuth2Client(client_id=client_id, client_secret=client_secret, token_endpoint_auth_method=method,
+                      redirect_uri=redirect_uri, timeout=timeout, **extra) as client:
+        try:
+            token = client.fetch_token(decl.token_url, grant_type="authorization_code", code=code,
+                                       **({"code_verifier": verifier} if verifier else {}))
+        except OAuthError as exc:
+            raise CredentialsError(
+                f"the token endpoint {decl.token_url} refused the authorization code ({exc.error}"
+                f"{': ' + exc.description if exc.description else ''}): codes work once and for a few minutes; "
+                "start the authorization again"
+            ) from None
+        except httpx.TimeoutException:
+            raise CredentialsError(f"the token endpoint {decl.token_url} did not answer within {timeout}s") from None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise CredentialsError(f"the token endpoint {decl.token_url} failed: {type(exc).__name__}: {exc}") from None
+    return dict(token)

@@ -90,6 +90,32 @@ class CredentialCipher:
                 raise CredentialsError(f"credentials cannot be decrypted with the key(s) in {ENV_KEY}") from exc
         raise CredentialsError("stored credentials have an unknown format")
 
+    def seal(self, data: dict[str, Any], *, purpose: str) -> str:
+        """``data`` as an opaque, URL-safe token only a holder of the key can read or forge (an OAuth
+        ``state``); refused without a key: there is no plaintext form."""
+        if self._fernet is None:
+            raise CredentialsError(f"{purpose} needs {ENV_KEY} (make one with `integrations generate-key`)")
+        return self._fernet.encrypt(json.dumps(data, sort_keys=True).encode()).decode()
+
+    def unseal(self, token: str, *, max_age: float, purpose: str) -> dict[str, Any]:
+        """The data of a ``seal`` token made at most ``max_age`` seconds ago."""
+        if self._fernet is None:
+            raise CredentialsError(f"{purpose} needs {ENV_KEY}, the key it was started with")
+        try:
+            self._fernet.decrypt(token.encode())
+        except (InvalidToken, ValueError, TypeError):
+            raise CredentialsError(
+                f"{purpose}: the state does not come from an authorization this deployment started "
+                f"(altered, truncated, or made with another {ENV_KEY}); start again"
+            ) from None
+        try:
+            raw = self._fernet.decrypt(token.encode(), ttl=int(max_age))
+        except InvalidToken:
+            raise CredentialsError(
+                f"{purpose}: the authorization was started more than {int(max_age)} s ago; start again"
+            ) from None
+        return dict(json.loads(raw))
+
     def rotate(self, stored: str | None) -> str | None:
         """Re-encrypt with the first key (plaintext rows become encrypted)."""
         if not stored:

@@ -47,7 +47,8 @@ def read_credentials(conn: Connection, integration_id: int) -> str | None:
     ).first()
     if row is None:
         raise KeyError(f"integration {integration_id} does not exist")
-    return row[0]
+    value = row[0]
+    return None if value is None else str(value)
 
 
 def write_credentials(conn: Connection, integration_id: int, stored: str | None) -> None:

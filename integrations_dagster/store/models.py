@@ -187,6 +187,21 @@ provider_schemas = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Declarative REST destinations (migration 0020_rest_tables): every migration applied to a configured
+# destination table, with the schema the configuration declared at that revision (JSON, see
+# ``declarative.schema.TableSchema``) and the operations that brought the table there.
+rest_table_versions = Table(
+    "rest_table_versions",
+    metadata,
+    Column("table_name", String(63), primary_key=True),
+    Column("revision", Integer, primary_key=True, autoincrement=False),
+    Column("provider_key", String(100), nullable=False),
+    Column("schema", Text, nullable=False),
+    Column("operations", Text, nullable=False),
+    Column("source", String(1000), nullable=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
 # Transactional outbox (issue 13, migration 0007_outbox): local mutations an app recorded in its own
 # transaction, pushed to the provider in id order. status: pending -> synced | failed | conflict;
 # a rejection with reason ``error`` goes back to pending while attempts < max_retry_attempts.

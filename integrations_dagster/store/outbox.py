@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, exists, func, select, update
 
 from integrations_dagster.engine.push import Decision, Mutation, MutationStatus
 from integrations_dagster.store.models import outbox as t
@@ -212,6 +212,6 @@ class Outbox:
             return res.rowcount or 0
 
 
-def _mutation(r: Mapping[str, Any]) -> Mutation:
+def _mutation(r: RowMapping) -> Mutation:
     return Mutation(r["id"], r["mutation_id"], r["entity"], r["entity_key"], r["operation"], r["payload"],
                     r["attempts"], r["server_state"])

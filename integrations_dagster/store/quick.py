@@ -3,8 +3,9 @@
 ``integrations status`` must answer in a fraction of ``import dagster``; importing SQLAlchemy alone
 costs more than that budget here. This module answers ``status`` with ``sqlite3`` (standard library) or
 ``psycopg`` directly, with the same query as ``store.operator.status_rows`` and the same JSON shape as
-``operations.actions.status_rows`` (``tests/test_cli_fast.py`` checks both paths give identical output on
-SQLite and PostgreSQL). It only reads, and only a database already at the migrations' head: anything
+``operations.actions.status_rows``; ``integrations list`` likewise (``list_integrations``: the integration
+rows as ``operations.actions.integration_dict`` shapes them). ``tests/test_cli_fast.py`` checks both
+paths give identical output on SQLite and PostgreSQL. It only reads, and only a database already at the migrations' head: anything
 else (a new database, a pending migration, a URL form it does not know) returns ``None`` and the caller
 takes the full path, which migrates.
 """
@@ -122,27 +123,127 @@ def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tu
     return sql + " ORDER BY i.id", [p.value if isinstance(p, ItemStatus) else p for p in params]
 
 
-def status_rows(url: str, *, integration_id: int | None = None, tenant: str | None = None) -> list[dict[str, Any]] | None:
-    """``operations.actions.status_rows`` without SQLAlchemy; None when this path cannot answer."""
+def _read(url: str, make_sql: Any) -> tuple[list[Any], bool] | None:
+    """(rows, is SQLite) of ``make_sql(mark) -> (sql, params)`` on a database at head; None when this
+    path cannot answer (the caller takes the full path, which reports errors the way it always does)."""
     try:
         opened = _connect(url)
     except Exception:
-        return None  # let the full path report the error the way it always does
+        return None
     if opened is None:
         return None
     conn, mark = opened
-    sqlite = mark == "?"
     try:
         cur = conn.cursor()
         if not _at_head(cur):
             return None
-        sql, params = _status_sql(mark, integration_id, tenant)
+        sql, params = make_sql(mark)
         cur.execute(sql, params)
-        rows = cur.fetchall()
+        return cur.fetchall(), mark == "?"
     except Exception:
         return None
     finally:
         conn.close()
+
+
+#: ``operations.actions.integration_dict``'s keys, in its order, and the column each is read from.
+_INTEGRATION_COLUMNS = (
+    ("id", "id"), ("tenant", "tenant"), ("provider", "provider_key"), ("name", "name"), ("metadata", "metadata"),
+    ("has_credentials", "credentials IS NOT NULL"), ("enabled", "enabled"), ("health", "health"),
+    ("disabled_reason", "disabled_reason"), ("interval_minutes", "sync_interval_minutes"), ("cron", "sync_cron"),
+    ("cursor", "cursor"), ("consecutive_failures", "consecutive_failures"), ("last_synced_at", "last_synced_at"),
+    ("next_sync_at", "next_sync_at"), ("last_run_status", "last_run_status"), ("created_at", "created_at"),
+    ("updated_at", "updated_at"),
+)
+_JSON_KEYS = {"metadata", "cursor"}
+_TIME_KEYS = {"last_synced_at", "next_sync_at", "created_at", "updated_at"}
+_BOOL_KEYS = {"has_credentials", "enabled"}
+
+
+def list_integrations(url: str, *, tenant: str | None = None) -> list[dict[str, Any]] | None:
+    """``operations.actions.list_integrations`` (``integrations list``) without SQLAlchemy or pydantic;
+    None when this path cannot answer. Never reads a credential, only whether one is stored."""
+
+    def sql(mark: str) -> tuple[str, list[Any]]:
+        cols = ", ".join(col for _, col in _INTEGRATION_COLUMNS)
+        if tenant is None:
+            return f"SELECT {cols} FROM integrations ORDER BY id", []
+        return f"SELECT {cols} FROM integrations WHERE tenant = {mark} ORDER BY id", [tenant]
+
+    read = _read(url, sql)
+    if read is None:
+        return None
+    rows, sqlite = read
+    out = []
+    for r in rows:
+        row: dict[str, Any] = {}
+        for (key, _), value in zip(_INTEGRATION_COLUMNS, r, strict=True):
+            if key in _JSON_KEYS:
+                value = _json(value, sqlite)
+            elif key in _TIME_KEYS:
+                value = _iso(value)
+            elif key in _BOOL_KEYS:
+                value = bool(value)
+            row[key] = value
+        row["metadata"] = row["metadata"] or {}
+        out.append(row)
+    return out
+
+
+def failed_items(
+    url: str, *, integration_id: int | None = None, tenant: str | None = None
+) -> tuple[list[dict[str, Any]], int] | None:
+    """``integrations list-failed-items`` without SQLAlchemy or pydantic: the rows of
+    ``operations.actions.list_failed_items`` and how many failed or conflicting outbox mutations the
+    same filter has; None when this path cannot answer. Raises ``IntegrationNotFound`` as the full path."""
+
+    def sql(mark: str) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if integration_id is not None:
+            where.append(f"g.id = {mark}")
+            params.append(integration_id)
+        if tenant is not None:
+            where.append(f"g.tenant = {mark}")
+            params.append(tenant)
+        scope = " AND ".join(where) or "1 = 1"
+        # One statement: the integration (to tell "not found" from "nothing failed"), its failed items,
+        # and the outbox count, as rows tagged by kind.
+        return (
+            f"SELECT 'integration', g.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM integrations AS g "
+            f"WHERE {scope} AND {'1 = 1' if integration_id is not None else '1 = 0'} "
+            "UNION ALL SELECT 'item', s.id, s.integration_id, s.run_id, s.external_id, s.checkpoint, s.attempts, "
+            "s.last_error, s.skip_reason, s.finished_at FROM sync_items AS s JOIN integrations AS g "
+            f"ON g.id = s.integration_id WHERE s.status = {mark} AND {scope} "
+            "UNION ALL SELECT 'outbox', count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+            "FROM outbox_mutations AS o JOIN integrations AS g ON g.id = o.integration_id "
+            f"WHERE o.status IN ('failed', 'conflict') AND {scope}",
+            [*params, ItemStatus.FAILED.value, *params, *params],
+        )
+
+    read = _read(url, sql)
+    if read is None:
+        return None
+    rows, sqlite = read
+    if integration_id is not None and not any(r[0] == "integration" for r in rows):
+        raise IntegrationNotFound(integration_id)
+    items = [
+        {"id": r[1], "integration_id": r[2], "sync_run_id": r[3], "external_id": r[4],
+         "checkpoint": _json(r[5], sqlite), "status": ItemStatus.FAILED.value, "attempts": r[6], "last_error": r[7],
+         "skip_reason": r[8], "failed_at": _iso(r[9])}
+        for r in rows if r[0] == "item"
+    ]
+    items.sort(key=lambda x: x["id"])
+    mutations = sum(int(r[1]) for r in rows if r[0] == "outbox")
+    return items, mutations
+
+
+def status_rows(url: str, *, integration_id: int | None = None, tenant: str | None = None) -> list[dict[str, Any]] | None:
+    """``operations.actions.status_rows`` without SQLAlchemy; None when this path cannot answer."""
+    read = _read(url, lambda mark: _status_sql(mark, integration_id, tenant))
+    if read is None:
+        return None
+    rows, sqlite = read
     if integration_id is not None and not rows:
         raise IntegrationNotFound(integration_id)
     return [

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, true
 from sqlalchemy.engine import make_url
@@ -36,8 +36,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime | None) -> datetime | None: ...
 def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: they were written as UTC."""
+    """SQLite hands back naive datetimes: they were written as UTC (a datetime in, a datetime out)."""
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -429,7 +435,10 @@ class Store:
             sqlite_rows = [(*r[:10], r[10].replace(tzinfo=None).isoformat(sep=" ")) for r in rows]
             conn.exec_driver_sql(f"INSERT INTO sync_items ({', '.join(cols)}) VALUES ({marks})", sqlite_rows)
             return
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        driver = conn.connection.driver_connection  # psycopg 3's connection (COPY)
+        if driver is None:  # pragma: no cover - a checked-out pool connection always has one
+            raise RuntimeError("no driver connection for COPY")
+        cursor = driver.cursor()
         with cursor.copy(f"COPY sync_items ({', '.join(cols)}) FROM STDIN") as copy:
             write = copy.write_row
             for row in rows:

@@ -26,6 +26,7 @@ from integrations_dagster import (
 )
 from integrations_dagster.http import LinkHeaderPaginator
 from providers.github.common import (
+    GITHUB_ACTIVITY_OAUTH2,
     GITHUB_API,
     GITHUB_HEADERS,
     GitHubActivityMetadata,
@@ -48,6 +49,11 @@ def _keep(found: dict[str, Any], entry: tuple[Any, ...]) -> None:
     if entry[1] not in found or entry[4] > found[entry[1]][4]:
         found[entry[1]] = entry
 
+
+
+def _floor(cursor: str | None, start: str, overlap: float) -> str:
+    """Where a stream's read starts: ``overlap`` seconds before its cursor, or at ``start`` without one."""
+    return shift_iso(cursor, -overlap) if cursor else start
 
 class ActivitySynced(SyncItemEvent):
     integration_id: int
@@ -98,6 +104,7 @@ class GitHubActivityProvider(Provider):
 
         return setup_integration(self, callback, metadata, needs=())
     http_headers = GITHUB_HEADERS
+    oauth2 = GITHUB_ACTIVITY_OAUTH2  # account setup: integrations connect github_activity --authorize-url
     owned_tables = GITHUB_TABLES
     metadata_model = GitHubActivityMetadata
     credentials_model = GitHubCredentials
@@ -112,7 +119,7 @@ class GitHubActivityProvider(Provider):
         cursor = {s: (session.cursor or {}).get(s) for s in STREAMS}
         # The overlap window: re-read the last ``overlap`` seconds before the cursor (late and
         # same-second events), and dispatch only what no earlier run delivered (by id + timestamp).
-        floor = {s: shift_iso(cursor[s], -overlap) if cursor[s] else start for s in STREAMS}
+        floor = {s: _floor(cursor[s], start, overlap) for s in STREAMS}
         http, page = session.http, {"per_page": 100}
         found: dict[str, tuple[str, str, str, str | None, str, dict[str, Any]]] = {}
         for raw, n, err in http.iter_items("/notifications", params={**page, "all": "true", "since": floor["notifications"]},

@@ -155,6 +155,7 @@ def setup_integration(provider: Any, callback: dict[str, Any], metadata: dict[st
     base = str(metadata.get("base_url") or provider.base_url)
     meta = dict(metadata)
     client_secret = callback.pop("client_secret", None)
+    creds: dict[str, Any]
     if is_app_installation(callback):
         creds = {k: callback[k] for k in ("app_id", "private_key", "installation_id") if k in callback}
         check_app_credentials(creds)

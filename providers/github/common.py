@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 from sqlalchemy import Connection, Table
 
-from integrations_dagster import Integration, IntegrationsError, Store
+from integrations_dagster import Integration, IntegrationsError, OAuth2Declaration, Store
 
 GITHUB_API = "https://api.github.com"
 GITHUB_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+
+#: GitHub's OAuth2 (seed 001's spec.json: authorization and token URLs, comma-separated scopes). GitHub
+#: supports PKCE (S256) and takes the client id and secret as form fields. The issues provider needs
+#: ``repo``; the activity provider the seed's scopes.
+GITHUB_OAUTH2 = OAuth2Declaration(
+    authorization_url="https://github.com/login/oauth/authorize",
+    token_url="https://github.com/login/oauth/access_token",
+    scopes=("repo",), scope_separator=",", pkce=True, token_auth_method="client_secret_post",
+)
+GITHUB_ACTIVITY_OAUTH2 = replace(GITHUB_OAUTH2, scopes=("user", "public_repo", "repo", "notifications", "read:org"))
 
 
 def hours_ago(hours: float) -> str:

@@ -147,7 +147,7 @@ class FakeGitHub:
         self.listing_edits_done: list[list[int]] = []  # ids edited so far by edit_while_listing, in order
         self._issues: list[_Issue] = []
         self._views: dict[tuple[str, str, str | None], tuple[list[int], list[str]]] = {}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _FakeServer | None = None
         self._thread: threading.Thread | None = None
         self.rate_limit = rate_limit
         self.rate_limit_window = rate_limit_window
@@ -292,7 +292,7 @@ class FakeGitHub:
         orders by arrival; returns their ids."""
         with self._lock:
             next_id = max((int(e["id"]) for e in self._events), default=50_000_000) + 1
-            added = [{"id": str(next_id + k), "type": "IssuesEvent", "actor": {"login": self.login},
+            added: list[dict[str, Any]] = [{"id": str(next_id + k), "type": "IssuesEvent", "actor": {"login": self.login},
                       "created_at": at, "repo": {"name": f"{self.owner}/{self.repo}"},
                       "payload": {"action": "opened"}, "public": True} for k, at in enumerate(created_at)]
             self._events[:0] = added[::-1]
@@ -302,7 +302,7 @@ class FakeGitHub:
         """Notification threads updated at the given times (the listing stays newest first); ids."""
         with self._lock:
             next_id = max((int(n["id"]) for n in self._notifications), default=9000) + 1
-            added = [{"id": str(next_id + k), "unread": True, "reason": "mention", "updated_at": at,
+            added: list[dict[str, Any]] = [{"id": str(next_id + k), "unread": True, "reason": "mention", "updated_at": at,
                       "subject": {"title": f"Late notification {next_id + k}", "type": "Issue",
                                   "url": f"https://api.github.com/repos/{self.owner}/{self.repo}/issues/1"},
                       "repository": {"full_name": f"{self.owner}/{self.repo}"}} for k, at in enumerate(updated_at)]
@@ -320,7 +320,8 @@ class FakeGitHub:
     def issue(self, number: int) -> dict[str, Any]:
         """The issue as currently served (a fresh dict)."""
         with self._lock:
-            return json.loads(self._issue_json(self._issues[number - 1]))
+            issue: dict[str, Any] = json.loads(self._issue_json(self._issues[number - 1]))
+            return issue
 
     @property
     def issue_count(self) -> int:
@@ -457,17 +458,14 @@ class FakeGitHub:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("FakeGitHub is not started")
-        host, port = self._server.server_address[:2]
+        host, port = _host_port(self._server.server_address)
         return f"http://{host}:{port}"
 
     def start(self) -> FakeGitHub:
         """Bind and serve in a daemon thread; returns once the socket is listening."""
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        server.fake = self  # type: ignore[attr-defined]
+        server = _FakeServer((self.host, self.port), self)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-github", daemon=True
@@ -502,8 +500,8 @@ class FakeGitHub:
             self.installation_tokens.clear()
 
     def _installation_token_ok(self, token: str) -> bool:
-        tokens = getattr(self, "installation_tokens", None)
-        return bool(tokens) and tokens.get(token, 0.0) > time.time()
+        tokens: dict[str, float] | None = getattr(self, "installation_tokens", None)
+        return tokens is not None and tokens.get(token, 0.0) > time.time()
 
     def _app_access_token(self, target: str, scheme: str, credential: str) -> tuple[int, dict[str, str], bytes]:
         import jwt
@@ -600,12 +598,12 @@ class FakeGitHub:
             if fault.retry_after is not None:
                 out["Retry-After"] = fault.retry_after
             if fault.status == 403:
-                body = {"message": _SECONDARY}
+                error = {"message": _SECONDARY}
             elif fault.status == 429:
-                body = {"message": "Too Many Requests"}
+                error = {"message": "Too Many Requests"}
             else:
-                body = {"message": "Server Error"}
-            return fault.status, out, _json_bytes(body)
+                error = {"message": "Server Error"}
+            return fault.status, out, _json_bytes(error)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         status, extra, body = self._route(parts.path.rstrip("/") or "/", query, base)
         rate.update(extra)
@@ -705,8 +703,27 @@ class FakeGitHub:
         return 200, self._link(base, path, query, page, per_page, total), body.encode()
 
 
+def _host_port(address: object) -> tuple[str, int]:
+    """``(host, port)`` of a TCP server's ``server_address`` (typeshed allows bytes hosts and other families)."""
+    if not isinstance(address, tuple) or len(address) < 2:
+        raise RuntimeError(f"not a TCP address: {address!r}")
+    host, port = address[0], address[1]
+    return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+
+
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+class _FakeServer(ThreadingHTTPServer):
+    """The HTTP server of one ``FakeGitHub`` (its handlers reach it as ``self.server.fake``)."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], fake: FakeGitHub) -> None:
+        super().__init__(address, _Handler)
+        self.fake = fake
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -719,13 +736,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _serve(self) -> None:
-        fake: FakeGitHub = self.server.fake  # type: ignore[attr-defined]
+        server = self.server
+        if not isinstance(server, _FakeServer):  # pragma: no cover - the handler is only served by _FakeServer
+            raise TypeError(f"{type(self).__name__} is served by _FakeServer, not {type(server).__name__}")
+        fake = server.fake
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
         if fake.delay:
             time.sleep(fake.delay)
-        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        host = self.headers.get("Host") or "{}:{}".format(*_host_port(self.server.server_address))
         status, headers, body = fake.handle(self.command, self.path, self.headers, f"http://{host}")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -734,6 +754,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         # Headers and body in one write: two small writes per response interact badly with
         # delayed ACKs and cost a GIL hand-off each when client and server share a process.
+        # ``_headers_buffer`` is CPython's own (BaseHTTPRequestHandler), absent from typeshed.
         self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
         if self.command != "HEAD":
             self._headers_buffer.append(body)  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from integrations_dagster.http import SinceKeysetPaginator
 from providers.github.common import (
     GITHUB_API,
     GITHUB_HEADERS,
+    GITHUB_OAUTH2,
     GitHubCredentials,
     GitHubIssuesMetadata,
     credentials_model_for,
@@ -94,6 +95,7 @@ class GitHubProvider(Provider):
 
         return setup_integration(self, callback, metadata, needs=("owner", "repo"))
     http_headers = GITHUB_HEADERS
+    oauth2 = GITHUB_OAUTH2  # account setup: integrations connect github --authorize-url
     chunk_size = 10000  # one batch upsert per chunk: few, large steps
     owned_tables = GITHUB_TABLES  # github_issues, activities: created by the engine, not the framework migrations
     metadata_model = GitHubIssuesMetadata

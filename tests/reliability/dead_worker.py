@@ -50,6 +50,10 @@ class DeadWorkerTrial:
     resync_seconds: float | None = None
     resynced_by: str = ""
     problems: list[str] = field(default_factory=list)
+    #: What happened after the kill, for the record: each Dagster run of the integration (status, run
+    #: failure reason, whether Dagster will retry it, retry number, parent) and each of our sync runs.
+    dagster_runs: list[str] = field(default_factory=list)
+    sync_runs: list[str] = field(default_factory=list)
 
 
 def write_home(home: Path, poll_interval: int | None) -> None:
@@ -133,6 +137,7 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
         return trial
     runs = store.runs_for_integration(integ.id, limit=1)
     dagster_run_id = runs[0]["dagster_run_id"] if runs else None
+    killed_sync_run = runs[0]["id"] if runs else None
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
     trial.killed_pid = pid
@@ -154,16 +159,39 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
 
         if _wait(resynced, timeout, step=0.5):
             trial.resync_seconds = round(time.monotonic() - killed_at, 1)
-            retries = [r for r in instance.get_runs() if r.parent_run_id == dagster_run_id
-                       and r.status == DagsterRunStatus.SUCCESS]
-            trial.resynced_by = "run retry" if retries else "the sensor's next run"
+            # The dead run's own sync run finished: a re-execution of the killed Dagster run (the daemon's
+            # run retry) completed it. A newer sync run: the sensor launched a new sync, which reclaimed it.
+            latest = store.runs_for_integration(integ.id, limit=1)[0]
+            trial.resynced_by = "run retry" if latest["id"] == killed_sync_run else "the sensor's next run"
         else:
             trial.problems.append(f"the integration did not sync to the maximum within {timeout:.0f} s of the kill")
+        record_history(trial, instance, store, integ.id)
     delivered = {ext for _pid, ext in fleet.deliveries()}
     lost = sorted(ours - delivered)
     if lost:
         trial.problems.append(f"items never delivered: {lost[:5]}")
     return trial
+
+
+def record_history(trial: DeadWorkerTrial, instance: Any, store: Any, integration_id: int) -> None:
+    from dagster import RunsFilter
+
+    ours = store.runs_for_integration(integration_id, limit=20)
+    runs = {r.run_id: r for r in instance.get_runs(
+        filters=RunsFilter(tags={"integrations/integration_id": str(integration_id)}))}
+    for row in ours:  # a batch run carries no integration tag: take the runs our sync runs name, and their groups
+        group = instance.get_run_group(row["dagster_run_id"]) if row["dagster_run_id"] else None
+        for r in (group[1] if group else []):
+            runs[r.run_id] = r
+    for r in sorted(runs.values(), key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp):
+        tags = r.tags
+        trial.dagster_runs.append(
+            f"{r.run_id[:8]} {r.job_name} {r.status.value} reason={tags.get('dagster/failure_reason', '-')} "
+            f"will_retry={tags.get('dagster/will_retry', '-')} retry={tags.get('dagster/retry_number', '-')} "
+            f"parent={(r.parent_run_id or '-')[:8]}")
+    for row in reversed(ours):
+        trial.sync_runs.append(f"{row['id']} {row['status']} dagster={(row['dagster_run_id'] or '-')[:8]} "
+                               f"error={(row.get('error') or '')[:120]}")
 
 
 def measure(db_url: str, db: str, trials: int, items: int, delay: float, poll_interval: int | None,

@@ -75,7 +75,11 @@ def _env(db_url: str, home: Path, log: Path) -> dict[str, str]:
 
 
 #: Where a targeted kill aims (``--targeted``): the moment it waits for, then a small random delay.
-TARGETS = ("startup", "enumerating", "processing", "settling")
+#: ``operator``: a first sync ends partial (every item 2 modulo 4 fails), the listener is fixed, and the
+#: kill lands in the operator's recovery verb (``retry``: re-execution from failure, or
+#: ``advance-cursor``) instead of in the sync.
+TARGETS = ("startup", "enumerating", "processing", "settling", "operator")
+OPERATOR_VERBS = ("retry", "advance-cursor")
 
 
 def _reached(target: str, store: Any, integration_id: int, log: Path, k: int) -> bool:
@@ -91,7 +95,8 @@ def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, 
     """One trial. ``targeted``: instead of a delay from the start (where a loaded machine puts most
     kills in start-up), aim at a phase chosen at random: start-up (a delay in [0, 3) s), the sync
     run's first appearance (enumeration), the k-th delivery (k random: mid-chunk or between chunks),
-    or the last delivery (reconcile and teardown), then a random delay of up to 0.2 s."""
+    or the last delivery (reconcile and teardown), then a random delay of up to 0.2 s; or an operator
+    action (``retry`` or ``advance-cursor`` after a partial sync, see ``TARGETS``)."""
     from integrations_dagster.store import Store
 
     rng = random.Random(seed)
@@ -107,10 +112,33 @@ def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, 
     store = Store.for_url(db_url)
     integ = store.create_integration(provider_key="synthetic", name=f"kill-{seed}", metadata={"items": ITEMS})
     env = _env(db_url, home, log)
+    command = [str(script), "sync", str(integ.id), "--wait"]
+    if target == "operator":
+        verb = rng.choice(OPERATOR_VERBS)
+        fail = workdir / "listener-broken"
+        fail.touch()
+        env["KILL_APP_FAIL"] = str(fail)
+        first = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True, timeout=300,
+                               start_new_session=True)
+        cursor = checkpoint_index(store.get_integration(integ.id).cursor)
+        if first.returncode == 0 or cursor != 1:
+            trial.violations.append(f"operator trial: the failing sync ended rc={first.returncode} with cursor "
+                                    f"{cursor} (expected partial, held at 1 by item 2)")
+        fail.unlink()  # the listener is fixed; the operator recovers
+        command = [str(script), verb, str(integ.id)]
+        # retry: half the kills after the k-th redelivery of a failed item (10 of them), the rest in its
+        # start-up; advance-cursor: anywhere in its first 3 s.
+        aim_delivery = verb == "retry" and rng.random() < 0.5
+        k = len(log.read_text().split()) + rng.randint(1, 9)
+        trial.delay = round(rng.uniform(0, 0.2) if aim_delivery else rng.uniform(0, 3.0), 3)
 
-    proc = subprocess.Popen([str(script), "sync", str(integ.id), "--wait"], env=env, cwd=workdir,
+    proc = subprocess.Popen(command, env=env, cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    if targeted:
+    if target == "operator":
+        deadline = time.monotonic() + 120
+        while aim_delivery and len(log.read_text().split()) < k and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+    elif targeted:
         deadline = time.monotonic() + 120
         while not _reached(target, store, integ.id, log, k) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -124,12 +152,16 @@ def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, 
     trial.phase = phase_of(store, runs[0] if runs else None)
     if proc.returncode == 0:
         trial.phase = "finished"
+    if target == "operator":
+        trial.phase = f"operator {command[1]}" + (", finished" if proc.returncode == 0 else "")
     cursor = checkpoint_index(store.get_integration(integ.id).cursor)
     trial.cursor_after_kill = cursor
     delivered = set(log.read_text().split())
     missing = [i for i in range(cursor + 1) if f"item-{i}" not in delivered]
     if missing:
         trial.violations.append(f"cursor {cursor} passed undelivered items {missing[:5]}")
+    if target == "operator" and cursor < 1:
+        trial.violations.append(f"cursor went backwards in the operator action: 1 -> {cursor}")
 
     started = time.monotonic()
     last = cursor

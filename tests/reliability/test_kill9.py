@@ -1,5 +1,5 @@
 """Kill -9 suite, short mode (CI): ``INTEGRATIONS_KILL_TRIALS`` trials per database (default 3; the long
-mode is ``python -m tests.reliability.killsuite``, see docs/RELIABILITY.md). Each trial SIGKILLs a real
+mode is ``python -m tests.reliability.killsuite``, see docs/RELIABILITY.md; scripts/test.sh sets 20). Each trial SIGKILLs a real
 ``integrations sync ID --wait`` process group at a seeded random moment, checks the cursor never passed
 undelivered work, recovers with the documented command and checks every item delivered and the cursor
 at the maximum."""

@@ -69,3 +69,53 @@ def test_reexecuting_a_run_killed_mid_chunk_finishes_the_chunks_that_never_start
     assert max(counts.values()) <= 2  # at most the killed chunk's items twice (at-least-once)
     assert store.get_run(run["id"])["status"] == "success"
     assert checkpoint_index(store.get_integration(integ.id).cursor) == ITEMS - 1
+
+
+@pytest.mark.kill9
+def test_a_late_retry_of_a_killed_run_after_the_next_sync_reclaimed_it_changes_nothing(db_url, tmp_path, monkeypatch):
+    """The daemon's run retry of a dead worker's run can come after the sensor's next sync already
+    reclaimed that run and delivered everything (measured: tests/reliability/dead_worker.py). The late
+    re-execution must not redeliver older versions, reopen the settled sync run, move the cursor or fail."""
+    store = Store.for_url(db_url)
+    integ = store.create_integration(provider_key="synthetic", name="late-retry", metadata={"items": ITEMS})
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    log = tmp_path / "delivered.txt"
+    log.touch()
+    env = {**_env(db_url, home, log), "KILL_APP_DELAY": "0.3"}
+    script = str(Path(sys.executable).parent / "integrations")
+    proc = subprocess.Popen([script, "sync", str(integ.id), "--wait"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(log.read_text().split()) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    dead = store.runs_for_integration(integ.id, limit=1)[0]
+    assert dead["status"] == "processing"
+
+    # The next sync (what the sensor launches) reclaims the dead run and delivers everything.
+    env["KILL_APP_DELAY"] = "0"
+    again = subprocess.run([script, "sync", str(integ.id), "--wait"], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert checkpoint_index(store.get_integration(integ.id).cursor) == ITEMS - 1
+    dead_status = store.get_run(dead["id"])["status"]
+    assert dead_status in ("success", "partial", "failed")
+    delivered = Counter(log.read_text().split())
+
+    for key in ("INTEGRATIONS_DATABASE_URL", "KILL_APP_LOG", "KILL_APP_DELAY", "DAGSTER_HOME"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.chdir(tmp_path)
+    with DagsterInstance.from_config(str(home)) as instance:
+        parent = instance.get_run_by_id(dead["dagster_run_id"])
+        assert parent is not None
+        if parent.status != DagsterRunStatus.FAILURE:
+            instance.report_run_failed(parent, "the run worker was killed (what run monitoring reports)")
+        child = reexecute_from_failure(DefinitionsRef("tests.support.kill_app"), parent.run_id, instance=instance,
+                                       log_level="WARNING")
+        assert child.status == DagsterRunStatus.SUCCESS
+    assert Counter(log.read_text().split()) == delivered  # nothing delivered again: newer versions succeeded
+    assert store.get_run(dead["id"])["status"] == dead_status  # the settled sync run is not reopened
+    assert checkpoint_index(store.get_integration(integ.id).cursor) == ITEMS - 1
+    assert store.failed_items(integration_id=integ.id) == []  # nothing shown as failed to operators
