@@ -1073,9 +1073,12 @@ def rest_migrate_cmd(env: Env, files: tuple[str, ...], check: bool, accept: bool
         for line in describe(plans):
             click.echo(line)
         if not check:
-            applied = [p for p in plans if p.status == "pending"]
-            click.echo(f"applied {len(applied)} migration(s)" + ("" if applied else ": every table is up to date")
-                       if not any(p.refused for p in plans) else "some tables were left as they are (see above)")
+            applied = sum(1 for p in plans if p.status == "pending")
+            refused = sum(1 for p in plans if p.refused)
+            if refused:
+                click.echo(f"applied {applied} migration(s); {refused} table(s) left as they are (see above)")
+            else:
+                click.echo(f"applied {applied} migration(s)" + ("" if applied else ": every table is up to date"))
     if any(p.refused for p in plans) or (check and any(p.status == "pending" for p in plans)):
         sys.exit(1)
 
