@@ -25,6 +25,7 @@ ALLOWED = {
     "providers/github/app.py": "GitHub App tokens use security.oauth2, not public yet (issue 14)",
     "bench/scaleout.py": "measures the Celery executor configuration itself",
     "bench/fleet.py": "seeds thousands of integration rows directly",
+    "bench/fleet_profile.py": "profiles the batch job itself (its run config, partitions, seeded rows)",
 }
 
 
