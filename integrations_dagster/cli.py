@@ -430,7 +430,11 @@ def list_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
 @pass_env
 def show_cmd(env: Env, integration_id: int, tenant: str | None, as_json: bool) -> None:
     """Show one integration (never its credentials) and its recent runs."""
-    data = ops.show_integration(env.store, integration_id, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import show_integration as quick_show
+
+    data = quick_show(env.database_url, integration_id, tenant=_tenant(env, tenant))  # no SQLAlchemy when migrated
+    if data is None:
+        data = ops.show_integration(env.store, integration_id, tenant=_tenant(env, tenant))
     if as_json:
         _emit_json(data)
         return
