@@ -68,3 +68,8 @@ def create_table(engine) -> None:  # type: ignore[no-untyped-def]
 
 
 defs = build_definitions(providers=[FleetProvider()], listeners=[store_fleet_items])
+
+
+def batch_job():  # type: ignore[no-untyped-def]
+    """``fleet_sync_batch`` for ``dagster.reconstructable`` (bench/fleet_profile.py)."""
+    return defs.resolve_job_def("fleet_sync_batch")

@@ -67,9 +67,11 @@ class FakeServer:
         import socket
         import subprocess
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = int(os.environ.get("INTEGRATIONS_BENCH_PORT") or 0)  # a fixed port (shared machines), else a free one
+        if not port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "providers.github.fake_api", "--port", str(port), "--issues", str(issues),
              "--token", TOKEN], stdout=subprocess.PIPE, text=True,

@@ -105,6 +105,11 @@ class SyncSettings(BaseSettings):
         default=200, ge=0, description="Small due integrations per <key>_sync_batch run (a shard, one mapped step "
         "per integration); 0 turns batching off (one <key>_sync run per integration). docs/BENCHMARKS.md, Fleet."
     )
+    batch_step_size: int = Field(
+        default=10, ge=1, description="Integrations per mapped step of a <key>_sync_batch run: each keeps its own "
+        "sync run, cursor and timeline partition; a step's Dagster events (start, input, success) are shared. "
+        "1: one step per integration. docs/BENCHMARKS.md, Fleet."
+    )
     batch_max_items: int = Field(
         default=2000, ge=0, description="An integration whose last enumerated run had more items than this (or "
         "that never synced) gets its own partitioned <key>_sync run, with its chunks mapped across steps."

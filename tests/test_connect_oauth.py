@@ -241,3 +241,25 @@ def test_a_declarative_oauth2_provider_connects_and_syncs(store, db_url, oauth, 
     assert oauth.refreshes == 1
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM rest_oauth_items")).scalar() == oauth.items
+
+
+def test_a_declarative_oauth2_provider_names_the_integration_after_its_identity(store, db_url, github, oauth, tmp_path):  # type: ignore[no-untyped-def]
+    from integrations_dagster.orchestration.code_location import engine_of
+
+    path = tmp_path / "who.yaml"
+    path.write_text(OAUTH_YAML.replace("key: items_api", "key: who_api").replace(
+        "  scopes: [items.read, offline]\n", "  scopes: [items.read, offline]\n  identity: {path: /user, field: login}\n"))
+    eng = engine_of(make_rest_defs(db_url, str(path)))
+    start = start_authorization(eng, provider_key="who_api", client_id="c-9", redirect_uri=REDIRECT,
+                                metadata={"base_url": github.url}, authorization_url=oauth.authorize_url,
+                                token_url=oauth.token_url)
+    cb = approve(start.url)
+    integ = complete_authorization(store, engine=eng, code=cb["code"], state=cb["state"], client_secret="cs-42")
+    assert integ.name == "mona" and integ.metadata["account"] == "mona"  # GET /user with the new token
+    oauth.code_access_token = "not-the-fake-githubs-token"
+    cb = approve(start_authorization(eng, provider_key="who_api", client_id="c-9", redirect_uri=REDIRECT,
+                                     metadata={"base_url": github.url}, authorization_url=oauth.authorize_url,
+                                     token_url=oauth.token_url).url)
+    with pytest.raises(IntegrationsError, match="the API refused the new token .*nothing was stored"):
+        complete_authorization(store, engine=eng, code=cb["code"], state=cb["state"], client_secret="cs-42")
+    assert len(store.list_integrations()) == 1

@@ -11,10 +11,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, ReexecutionOptions, execute_job
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, EventRecordsFilter, ReexecutionOptions, execute_job
 
 from integrations_dagster import Store
-from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick, shard
 from integrations_dagster.orchestration.batch import (
     BATCH_IO_KEY,
@@ -23,7 +22,10 @@ from integrations_dagster.orchestration.batch import (
     batch_run_config,
     integration_of,
     mapping_key,
+    members_of,
+    step_groups,
 )
+from integrations_dagster.orchestration.code_location import engine_of
 from integrations_dagster.orchestration.in_process import DefinitionsRef, ensure_partition
 from providers.synthetic import checkpoint_for
 from tests.support import fleet_app
@@ -87,6 +89,14 @@ def test_mapping_keys_round_trip_and_reject_others():
     for bad in ("42", "i", "i4x", None, "chunk_0"):
         with pytest.raises(ValueError, match="mapping key"):
             integration_of(bad)
+    assert mapping_key([3, 14, 1]) == "i3_14_1" and members_of("i3_14_1") == [3, 14, 1] and members_of("i7") == [7]
+    for bad in ("i3_", "i_3", "i3__4", "3_4"):
+        with pytest.raises(ValueError, match="mapping key"):
+            members_of(bad)
+    with pytest.raises(ValueError, match="names 2 integrations"):
+        integration_of("i3_4")
+    assert step_groups([5, 6, 5, 7, 8, 9, 10, 11], 3) == [[5, 6, 7], [8, 9], [10, 11]]  # duplicates once, near-equal
+    assert step_groups([1, 2], 10) == [[1, 2]]
     assert batch_members("synthetic", batch_run_config("synthetic", [3, 1])) == [3, 1]
     assert batch_members("synthetic", {"ops": {}}) == []
 
@@ -118,6 +128,18 @@ def run_batch(ref: DefinitionsRef, instance, ids: list[int], **kw):  # type: ign
                        tags={"integrations/provider": "synthetic", "integrations/trigger": "schedule"}, **kw)
 
 
+@pytest.fixture(params=[1, 3], ids=["1-per-step", "3-per-step"])
+def per_step(request) -> int:  # type: ignore[no-untyped-def]
+    """Integrations per mapped step (``batch_step_size``): one each, and groups sharing a step."""
+    return int(request.param)
+
+
+def step_of(iid: int, ids: list[int], per: int) -> str:
+    """The step key of the batch step that syncs ``iid`` when ``ids`` run ``per`` to a step."""
+    [group] = [g for g in step_groups(ids, per) if iid in g]
+    return f"{STEP}[{mapping_key(group)}]"
+
+
 def started_steps(result) -> list[str]:  # type: ignore[no-untyped-def]
     return sorted(e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_START)
 
@@ -129,8 +151,9 @@ def timeline(instance, iid: int) -> list[dict]:  # type: ignore[no-untyped-def]
     return [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in recs]
 
 
-def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_it(db_url, dagster_instance):
-    ref = ref_for(db_url)
+def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_it(db_url, dagster_instance,
+                                                                                   per_step):
+    ref = ref_for(db_url, batch_step_size=per_step)
     store = Store.for_url(db_url)
     ids = [store.create_integration(provider_key="synthetic", name=f"s{k}", metadata={"items": 5}).id
            for k in range(4)]
@@ -139,9 +162,9 @@ def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_i
 
     first = run_batch(ref, dagster_instance, ids, raise_on_error=False)
     assert not first.success
-    assert started_steps(first) == sorted(["synthetic_batch_plan"] + [f"{STEP}[i{i}]" for i in ids])
+    assert started_steps(first) == sorted(["synthetic_batch_plan"] + sorted({step_of(i, ids, per_step) for i in ids}))
     failed = sorted(e.step_key for e in first.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
-    assert failed == [f"{STEP}[i{bad}]"]
+    assert failed == [step_of(bad, ids, per_step)]
     for iid in ids:
         integ = store.get_integration(iid)
         if iid == bad:
@@ -165,7 +188,7 @@ def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_i
         reexecution_options=ReexecutionOptions.from_failure(first.run_id, dagster_instance),
     )
     assert again.success
-    assert started_steps(again) == [f"{STEP}[i{bad}]"]  # only the failed integration's step
+    assert started_steps(again) == [step_of(bad, ids, per_step)]  # only the failed integration's step
     assert sorted(fleet_app.SEEN) == [(bad, f"item-{k}") for k in range(5)]
     assert store.get_integration(bad).cursor == checkpoint_for(4)
     # the same sync run was finished (its failed items reopened), not a new one started
@@ -176,13 +199,13 @@ def test_one_failing_integration_fails_only_its_step_and_reexecution_runs_only_i
             assert len(timeline(dagster_instance, iid)) == 1  # the others were not run again
 
 
-def test_integrations_retry_path_reexecutes_a_failed_batch_run_keeping_its_shard(db_url, dagster_instance):
+def test_integrations_retry_path_reexecutes_a_failed_batch_run_keeping_its_shard(db_url, dagster_instance, per_step):
     """``integrations retry ID`` re-executes the failed Dagster run of the integration's failed items from
     failure (``in_process.reexecute_from_failure``); for a batch run that keeps the run's shard config and
     runs only the failed integrations' steps."""
     from integrations_dagster.orchestration.in_process import reexecute_from_failure
 
-    ref = ref_for(db_url)
+    ref = ref_for(db_url, batch_step_size=per_step)
     store = Store.for_url(db_url)
     ids = [store.create_integration(provider_key="synthetic", name=f"r{k}", metadata={"items": 2}).id
            for k in range(3)]
@@ -194,15 +217,16 @@ def test_integrations_retry_path_reexecutes_a_failed_batch_run_keeping_its_shard
     child = reexecute_from_failure(ref, first.run_id, instance=dagster_instance, log_level="ERROR")
     assert child.status.value == "SUCCESS"
     steps = sorted(r.step_key for r in dagster_instance.get_run_step_stats(child.run_id))
-    assert steps == [f"{STEP}[i{ids[0]}]"]
+    assert steps == [step_of(ids[0], ids, per_step)]
     assert sorted(fleet_app.SEEN) == [(ids[0], "item-0"), (ids[0], "item-1")]
     assert store.get_integration(ids[0]).cursor == checkpoint_for(1)
 
 
-def test_a_long_retry_wait_hands_the_step_back_and_its_retry_finishes_the_same_sync_run(db_url, dagster_instance):
+def test_a_long_retry_wait_hands_the_step_back_and_its_retry_finishes_the_same_sync_run(db_url, dagster_instance,
+                                                                                        per_step):
     """An item retry further away than inline_wait_max: the step raises RetryRequested (the other
     integrations' steps run meanwhile); its next attempt continues the same sync run, not a new one."""
-    ref = ref_for(db_url, item_backoff=[1.0], inline_wait_max=0.1, item_tries=3)
+    ref = ref_for(db_url, item_backoff=[1.0], inline_wait_max=0.1, item_tries=3, batch_step_size=per_step)
     store = Store.for_url(db_url)
     flaky, calm = (store.create_integration(provider_key="synthetic", name=n, metadata={"items": 3}).id
                    for n in ("flaky", "calm"))
@@ -210,11 +234,12 @@ def test_a_long_retry_wait_hands_the_step_back_and_its_retry_finishes_the_same_s
     result = run_batch(ref, dagster_instance, [flaky, calm])
     assert result.success
     restarts = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
-    assert [e.step_key for e in restarts] == [f"{STEP}[i{flaky}]"]
+    assert [e.step_key for e in restarts] == [step_of(flaky, [flaky, calm], per_step)]
     assert sorted(e for i, e in fleet_app.SEEN if i == flaky) == ["item-0", "item-1", "item-2"]
     [mat] = timeline(dagster_instance, flaky)  # one sync run, settled once
     assert mat["status"] == "success" and mat["total"] == 3
     assert store.get_integration(flaky).cursor == checkpoint_for(2)
+    assert len(timeline(dagster_instance, calm)) == 1  # a step's retry does not sync its finished members again
 
 
 def test_incremental_batch_sync_and_an_integration_with_nothing_new(db_url, dagster_instance):
@@ -231,10 +256,10 @@ def test_incremental_batch_sync_and_an_integration_with_nothing_new(db_url, dags
     assert [m["total"] for m in timeline(dagster_instance, b)] == [0, 3]  # newest first
 
 
-def test_single_flight_across_batch_and_partitioned_runs(db_url, dagster_instance):
+def test_single_flight_across_batch_and_partitioned_runs(db_url, dagster_instance, per_step):
     """A sync run in flight under a live partitioned run makes that integration's batch step skip; the
     others in the batch sync. And a live batch run keeps the sensor from giving its members own runs."""
-    ref = ref_for(db_url)
+    ref = ref_for(db_url, batch_step_size=per_step)
     defs = ref.load()
     engine = engine_of(defs)
     store = Store.for_url(db_url)
@@ -249,7 +274,7 @@ def test_single_flight_across_batch_and_partitioned_runs(db_url, dagster_instanc
     assert store.get_integration(free).cursor == checkpoint_for(1)
     assert store.get_integration(busy).cursor is None and all(i != busy for i, _ in fleet_app.SEEN)
     skipped = [e for e in result.all_events if e.event_type == DagsterEventType.ASSET_OBSERVATION]
-    assert [e.step_key for e in skipped] == [f"{STEP}[i{busy}]"]
+    assert [e.step_key for e in skipped] == [step_of(busy, [busy, free], per_step)]
     assert store.get_run(held.run_id)["status"] == "enumerating"  # the partitioned run's sync untouched
 
 
@@ -371,3 +396,75 @@ def test_a_scheduled_run_keeps_the_sensor_claim_unless_its_health_changed():
     # a run that outlived its claim: one interval from its end
     assert after_run(integration=Row(T0), run_status="success", keep_claim=True, **kw)["next_sync_at"] == (
         finished + timedelta(minutes=2))
+
+
+# --- a batch step's members: retries and re-execution (pure) -----------------------------------------
+def test_member_action_never_syncs_again_what_synced_in_the_run_group():
+    from integrations_dagster.engine.fleet import DONE, FAILED_BEFORE, REOPEN, RESUME, START, PriorSync, member_action
+
+    def prior(status: str, *, enumerated: bool = True, this_run: bool = False) -> PriorSync:
+        return PriorSync(id=7, status=status, enumerated=enumerated, chunks=1, this_run=this_run)
+
+    assert member_action(None, first_attempt=True) == START
+    for status in ("success", "skipped"):  # synced (or single-flight skipped) in this run or an ancestor
+        assert member_action(prior(status), first_attempt=True) == DONE
+        assert member_action(prior(status, this_run=True), first_attempt=False) == DONE
+    for status in ("partial", "failed", "processing"):
+        assert member_action(prior(status), first_attempt=True) == REOPEN  # re-executed: failed items retried
+        assert member_action(prior(status), first_attempt=False) == RESUME  # a retry of that step: not again
+        assert member_action(prior(status, this_run=True), first_attempt=False) == RESUME
+    # an enumeration that failed: not retried inside the run, started afresh by a re-execution
+    assert member_action(prior("failed", enumerated=False, this_run=True), first_attempt=False) == FAILED_BEFORE
+    assert member_action(prior("failed", enumerated=False), first_attempt=True) == START
+    assert member_action(prior("enumerating", enumerated=False, this_run=True), first_attempt=False) == START
+
+
+def test_health_checks_are_recorded_unless_a_healthy_integration_synced_cleanly_again():
+    from integrations_dagster.engine.fleet import health_checks_unchanged
+
+    clean = dict(health_before="healthy", last_status_before="success", enabled=True, status="success", failed=0)
+    assert health_checks_unchanged(**clean)
+    for change in ({"health_before": "degraded"}, {"last_status_before": "partial"}, {"last_status_before": None},
+                   {"enabled": False}, {"status": "partial", "failed": 1}, {"failed": 2}, {"status": "failed"}):
+        assert not health_checks_unchanged(**{**clean, **change}), change
+
+
+def test_a_batch_records_health_checks_only_where_a_verdict_can_change(db_url, dagster_instance):
+    ref = ref_for(db_url, batch_step_size=3)
+    store = Store.for_url(db_url)
+    ok, bad = (store.create_integration(provider_key="synthetic", name=n, metadata={"items": 2}).id
+               for n in ("ok", "bad"))
+    assert run_batch(ref, dagster_instance, [ok, bad]).success  # first syncs: checks recorded for both
+
+    def checks(iid: int) -> int:  # evaluations of no_failed_items_holding_cursor recorded for the partition
+        recs = dagster_instance.get_event_records(
+            EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), limit=1000)
+        return sum(1 for r in recs if r.event_log_entry.dagster_event.event_specific_data.partition == str(iid)
+                   and r.event_log_entry.dagster_event.event_specific_data.check_name == "no_failed_items_holding_cursor")
+
+    assert checks(ok) == 1 and checks(bad) == 1
+    store.update_integration(ok, metadata={"items": 4})
+    store.update_integration(bad, metadata={"items": 4})
+    fleet_app.BROKEN.add(bad)
+    assert not run_batch(ref, dagster_instance, [ok, bad], raise_on_error=False).success
+    assert checks(ok) == 1  # healthy, synced cleanly again: its passing checks stand
+    assert checks(bad) == 2  # failed items now hold its cursor: recorded at once
+    assert store.get_integration(ok).cursor == checkpoint_for(3)
+    assert [m["status"] for m in timeline(dagster_instance, ok)] == ["success", "success"]  # timeline: every run
+
+
+def test_batch_runs_pool_the_dagster_instance_connections_once():
+    from integrations_dagster.orchestration.batch import pool_dagster_connections
+
+    class Instance:  # what pool_dagster_connections uses of a DagsterInstance
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        def optimize_for_webserver(self, **kw):  # type: ignore[no-untyped-def]
+            self.calls.append(kw)
+
+    one = Instance()
+    pool_dagster_connections(one)
+    pool_dagster_connections(one)
+    assert one.calls == [{"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 3}]
+    pool_dagster_connections(None)  # no instance (a direct invocation): nothing to do

@@ -111,3 +111,58 @@ def batch_run_key(members: Sequence[DueIntegration]) -> str:
     text = ",".join(f"{d.id}@{d.next_sync_at.isoformat()}" for d in members)
     first = members[0].id if members else 0
     return f"batch:{first}:{len(members)}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
+# --- a batch step's members: what each one does in this attempt (pure) -----------------------------
+START = "start"  #: a new sync run (start_run under single flight, enumerate, chunks, reconcile)
+RESUME = "resume"  #: finish the sync run an earlier attempt left (its pending items; reconcile)
+REOPEN = "reopen"  #: re-executed from failure: finish the parent's sync run, its failed items reopened
+DONE = "done"  #: synced (or skipped by single flight) by this run or an ancestor: nothing to do again
+FAILED_BEFORE = "failed_before"  #: its enumeration failed earlier in this run: not retried, reported again
+
+
+@dataclass(frozen=True)
+class PriorSync:
+    """The latest sync run of a batch member owned by this Dagster run or one of its ancestors."""
+
+    id: int
+    status: str
+    enumerated: bool
+    chunks: int
+    #: owned by the Dagster run executing now (an earlier attempt of this step), not an ancestor
+    this_run: bool
+
+
+def member_action(prior: PriorSync | None, *, first_attempt: bool) -> str:
+    """What a member of a batch step does in this attempt, from its latest sync run under this Dagster run
+    or an ancestor it was re-executed from (``None``: none).
+
+    - none, or one still ``enumerating`` (a dead attempt; ``start_run`` discards it): ``START``;
+    - ``success`` / ``skipped``: ``DONE`` - a re-execution from failure, or a retry of the step, never
+      syncs again an integration that already synced in this run group;
+    - a discarded enumeration (``failed``, never enumerated): ``FAILED_BEFORE`` when this run made it
+      (an enumeration failure is not retried inside a run), ``START`` when an ancestor did;
+    - an enumerated run that is not settled for good (``processing``, ``partial``, ``failed``):
+      ``REOPEN`` on the first attempt of a step re-executed from an ancestor's run (its failed items get
+      their tries again), else ``RESUME`` (a retry continues what is pending, failed items stay failed).
+    """
+    if prior is None or prior.status == "enumerating":
+        return START
+    if prior.status in ("success", "skipped"):
+        return DONE
+    if not prior.enumerated:
+        return FAILED_BEFORE if prior.this_run else START
+    if first_attempt and not prior.this_run:
+        return REOPEN
+    return RESUME
+
+
+def health_checks_unchanged(*, health_before: str | None, last_status_before: str | None, enabled: bool,
+                            status: str, failed: int) -> bool:
+    """Whether a batch step may leave the integration's two health checks as they were recorded: it was
+    healthy, enabled and its last run succeeded (so both checks passed, bar lateness, which the health
+    sensor records), and this run succeeded with no failed item. Any other run records both checks (a
+    verdict may have changed); so does the health sensor when a verdict changes later (lateness, operator
+    actions, older failed items superseded). Saves two Dagster events per clean sync."""
+    return (enabled and health_before == "healthy" and last_status_before == "success"
+            and status == "success" and failed == 0)

@@ -31,6 +31,9 @@ integration, and re-execution still works across processes.
 
 import logging
 import re
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
@@ -43,6 +46,7 @@ from dagster import (
     In,
     InputContext,
     IOManager,
+    MetadataValue,
     OpExecutionContext,
     OutputContext,
     RetryPolicy,
@@ -66,7 +70,7 @@ from integrations_dagster.orchestration.resource import IntegrationsResource
 BATCH_IO_KEY = "integrations_batch_io"
 BATCH_TAG = "integrations/batch"
 BATCH_SIZE_TAG = "integrations/batch_size"
-_MAPPING_KEY = re.compile(r"^i([0-9]+)$")
+_MAPPING_KEY = re.compile(r"^i([0-9]+(?:_[0-9]+)*)$")
 _quiet = logging.getLogger("integrations_dagster.batch")
 
 
@@ -82,19 +86,37 @@ def step_op_name(provider_key: str) -> str:
     return f"{provider_key}_sync_integration"
 
 
-def mapping_key(integration_id: int) -> str:
-    return f"i{int(integration_id)}"
+def mapping_key(integration_id: int | Sequence[int]) -> str:
+    """``i<id>`` for one integration, ``i<id>_<id>_...`` for the members of one step."""
+    ids = [integration_id] if isinstance(integration_id, int) else list(integration_id)
+    if not ids:
+        raise ValueError("a batch step has at least one integration")
+    return "i" + "_".join(str(int(i)) for i in ids)
+
+
+def members_of(key: str | None) -> list[int]:
+    """The integration ids a mapping key names (``i<id>`` or ``i<id>_<id>_...``)."""
+    match = _MAPPING_KEY.match(key or "")
+    if match is None:
+        raise ValueError(f"mapping key {key!r} does not name integrations (expected i<id> or i<id>_<id>_...)")
+    return [int(i) for i in match.group(1).split("_")]
 
 
 def integration_of(key: str | None) -> int:
-    match = _MAPPING_KEY.match(key or "")
-    if match is None:
-        raise ValueError(f"mapping key {key!r} does not name an integration (expected i<id>)")
-    return int(match.group(1))
+    ids = members_of(key)
+    if len(ids) != 1:
+        raise ValueError(f"mapping key {key!r} names {len(ids)} integrations, not one")
+    return ids[0]
+
+
+#: The batch job's console logger prints warnings and errors only: a run worker otherwise prints (and
+#: captures in its compute log) a line per Dagster event. The event log, which the UI reads, is unchanged.
+QUIET_LOGGERS: dict[str, Any] = {"console": {"config": {"log_level": "WARNING"}}}
 
 
 def batch_run_config(provider_key: str, integration_ids: list[int]) -> dict[str, Any]:
-    return {"ops": {plan_op_name(provider_key): {"config": {"integration_ids": [int(i) for i in integration_ids]}}}}
+    return {"ops": {plan_op_name(provider_key): {"config": {"integration_ids": [int(i) for i in integration_ids]}}},
+            "loggers": QUIET_LOGGERS}
 
 
 def batch_members(provider_key: str, run_config: Any) -> list[int]:
@@ -106,21 +128,53 @@ def batch_members(provider_key: str, run_config: Any) -> list[int]:
         return []
 
 
+def step_groups(ids: Sequence[int], per_step: int) -> list[list[int]]:
+    """The shard's ids (first occurrence only, in order) cut into consecutive groups of at most ``per_step``
+    with sizes differing by at most one: the members of each mapped step."""
+    from integrations_dagster.engine.fleet import shard
+
+    seen: set[int] = set()
+    unique = [int(i) for i in ids if not (int(i) in seen or seen.add(int(i)))]  # type: ignore[func-returns-value]
+    return shard(unique, max(1, per_step))
+
+
 class IdFromMappingKey(IOManager):
-    """Stores nothing: the value of each ``<key>_batch_plan`` output is the integration id its mapping key
-    ``i<id>`` names, so loading it (also in a re-execution, in another process) reads the key back."""
+    """Stores nothing: the value of each ``<key>_batch_plan`` output is the list of integration ids its
+    mapping key ``i<id>_<id>...`` names, so loading it (also in a re-execution, in another process) reads the
+    key back."""
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if mapping_key(obj) != context.mapping_key:
             raise ValueError(f"output {obj!r} does not match its mapping key {context.mapping_key!r}")
 
-    def load_input(self, context: InputContext) -> int:
+    def load_input(self, context: InputContext) -> list[int]:
         upstream = context.upstream_output
-        return integration_of(upstream.mapping_key if upstream is not None else None)
+        return members_of(upstream.mapping_key if upstream is not None else None)
+
+
+_pooled: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def pool_dagster_connections(instance: Any) -> None:
+    """Let this process's Dagster instance keep its database connections open (a pool of one per storage,
+    up to three more under load) instead of opening one per event write: dagster-postgres's default
+    (``NullPool``) costs a PostgreSQL connection, and a server process, per event - the largest single
+    cost of a batch run's steps (docs/BENCHMARKS.md, "Fleet"). ``DagsterInstance.optimize_for_webserver``
+    is the public method ``dagster-webserver`` calls for the same reason; no statement timeout is set (0).
+    A no-op for SQLite storage; called once per instance."""
+    if instance is None or instance in _pooled:
+        return
+    try:
+        instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=3)
+    except Exception as exc:  # an instance without it (or a storage that refuses): keep its default
+        _quiet.warning("could not pool the Dagster instance's connections: %s", exc)
+    _pooled.add(instance)
 
 
 @io_manager(description="The batch plan's outputs are the integration ids its mapping keys name: nothing stored.")
-def id_from_mapping_key(_init_context: Any) -> IdFromMappingKey:
+def id_from_mapping_key(init_context: Any) -> IdFromMappingKey:
+    # Every batch run (and every re-execution of one) initialises this resource once, before its steps.
+    pool_dagster_connections(getattr(init_context, "instance", None))
     return IdFromMappingKey()
 
 
@@ -150,58 +204,77 @@ class _StepLog:
         self._dagster.error(msg, *a, **k)
 
 
+@dataclass
+class _MemberOutcome:
+    """What one member's sync came to in this attempt of its step."""
+
+    integration_id: int
+    failure: str | None = None  # a Failure description (items failed, enumeration failed, an error)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    wait_seconds: float | None = None  # items wait for a retry: hand the step back to Dagster
+    retryable: bool = False  # an unexpected error: the step's RetryPolicy may try again
+
+
+def _run_chain(context: OpExecutionContext) -> list[str]:
+    """This Dagster run's id and its ancestors' (the runs it was re-executed from), nearest first."""
+    chain = [context.run_id]
+    parent = context.run.parent_run_id
+    while parent and parent not in chain:
+        chain.append(parent)
+        run = context.instance.get_run_by_id(parent)
+        parent = run.parent_run_id if run is not None else None
+    return chain
+
+
 def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDefinition) -> Any:
     key = provider.key
+    per_step = engine.settings.batch_step_size
 
     @op(
         name=plan_op_name(key),
         config_schema={"integration_ids": [int]},
-        out=DynamicOut(int, io_manager_key=BATCH_IO_KEY),
+        out=DynamicOut(list, io_manager_key=BATCH_IO_KEY),
         tags={"kind": "plan"},
     )
     def plan_op(context: OpExecutionContext):  # type: ignore[no-untyped-def]
-        """One mapped step per integration of the shard (mapping key ``i<id>``)."""
-        seen: set[int] = set()
-        for iid in context.op_config["integration_ids"]:
-            if iid in seen:
-                continue
-            seen.add(iid)
-            yield DynamicOutput(int(iid), mapping_key=mapping_key(iid))
+        """One mapped step per group of the shard's integrations (mapping key ``i<id>_<id>...``)."""
+        for members in step_groups(context.op_config["integration_ids"], per_step):
+            yield DynamicOutput(members, mapping_key=mapping_key(members))
 
-    @op(
-        name=step_op_name(key),
-        ins={"integration_id": In(int)},
-        out={},
-        retry_policy=RetryPolicy(max_retries=3, delay=1, backoff=Backoff.EXPONENTIAL),
-        tags={"kind": "sync"},
-    )
-    def sync_integration_op(context: OpExecutionContext, integrations: IntegrationsResource, integration_id: int):  # type: ignore[no-untyped-def]
-        """Enumerate, process every chunk and reconcile one integration (its own sync run and cursor)."""
-        store = integrations.get_store()
-        iid = int(integration_id)
-        log = _StepLog(context)
+    def sync_member(context: OpExecutionContext, store: Any, iid: int, action: str, prior: Any,
+                    log: _StepLog) -> _MemberOutcome:
+        """One integration's sync inside a batch step (``action``: ``engine.fleet.member_action``)."""
+        from integrations_dagster.engine.fleet import FAILED_BEFORE, REOPEN, RESUME
         from integrations_dagster.errors import IntegrationNotFound
 
+        out = _MemberOutcome(iid)
         try:
             integration = store.get_integration(iid)
         except IntegrationNotFound as exc:
-            raise Failure(description=str(exc), allow_retries=False) from None
+            out.failure = str(exc)
+            return out
         if integration.provider_key != key:
-            raise Failure(description=f"integration {iid} belongs to provider {integration.provider_key!r}, "
-                          f"not {key!r}", allow_retries=False)
+            out.failure = f"integration {iid} belongs to provider {integration.provider_key!r}, not {key!r}"
+            return out
+        if action == FAILED_BEFORE:
+            out.failure = (f"enumeration of {integration} failed earlier in this run (sync run {prior.id}); "
+                           "cursor unchanged")
+            out.metadata = {"sync_run_id": int(prior.id)}
+            return out
+        reopen = action == REOPEN
+        before = integration
 
-        resume = None
-        reopen = False
-        parent = context.run.parent_run_id
-        if context.retry_number > 0:  # an earlier attempt of this step (in this run, or the parent's run
-            # when that attempt found nothing to reopen and so left the sync run under the parent's id)
-            resume = engine.resumable_run(store, iid, context.run_id) or (
-                engine.resumable_run(store, iid, parent) if parent else None)
-        elif parent is not None:  # re-executed from failure: the sync run the parent's step left
-            resume = engine.resumable_run(store, iid, parent)
-            reopen = resume is not None
-        if resume is not None:
-            run_id, chunks = int(resume.id), int(resume.chunks)
+        def _checks_for(settled: Any) -> tuple[Any, Any]:
+            """(store, engine) when the health checks are to be recorded, else (None, None)."""
+            from integrations_dagster.engine.fleet import health_checks_unchanged
+
+            same = action not in (RESUME, REOPEN) and health_checks_unchanged(
+                health_before=before.health, last_status_before=before.last_run_status,
+                enabled=bool(before.enabled), status=settled.status, failed=settled.failed)
+            return (None, None) if same else (store, engine)
+
+        if action in (RESUME, REOPEN):
+            run_id, chunks = int(prior.id), int(prior.chunks)
         else:
             start = engine.start_run(
                 store, iid, dagster_run_id=context.run_id, trigger=context.run.tags.get(TRIGGER_TAG, "schedule"),
@@ -211,7 +284,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                 context.log.warning(start.skipped_reason or "skipped")
                 context.log_event(AssetObservation(asset_key=asset_key(key), partition=str(iid),
                                                    metadata={"status": "skipped", "reason": start.skipped_reason or ""}))
-                return
+                return out
             assert start.run_id is not None
             integration = store.get_integration(iid)  # the cursor as start_run left it
             from integrations_dagster.authoring.context import http_factory_for
@@ -228,14 +301,14 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                     asset_key=asset_key(key), partition=str(iid),
                     metadata={"status": "failed", "sync_run_id": start.run_id, "error": safe_error(exc, integration)}))
                 log_health_checks(context, store, engine, iid)
-                raise Failure(
-                    description=f"enumeration of {integration} failed; cursor unchanged: {safe_error(exc, integration)}",
-                    metadata={"sync_run_id": start.run_id}, allow_retries=False,
-                ) from None
+                out.failure = f"enumeration of {integration} failed; cursor unchanged: {safe_error(exc, integration)}"
+                out.metadata = {"sync_run_id": start.run_id}
+                return out
             run_id, chunks = result.run_id, result.chunks
             if result.items == 0:
-                _record(context, engine.reconcile(store, run_id, log=log), store, engine)
-                return
+                settled = engine.reconcile(store, run_id, log=log)
+                _record(context, settled, *_checks_for(settled))
+                return out
 
         failed = succeeded = 0
         failed_items: list[tuple[int, str | None, str]] = []
@@ -251,24 +324,83 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                 failed += res.failed
                 failed_items.extend(res.failed_items)
                 failed_chunk = chunk if failed_chunk is None else failed_chunk
-        if waits:  # hand the step back to Dagster; other integrations' steps run meanwhile
-            raise RetryRequested(max_retries=100_000, seconds_to_wait=min(waits))
-        _record(context, engine.reconcile(store, run_id, log=log), store, engine)
+        if waits:  # hand the step back to Dagster; other steps run meanwhile
+            out.wait_seconds = min(waits)
+            return out
+        settled = engine.reconcile(store, run_id, log=log)
+        _record(context, settled, *_checks_for(settled))
+        failed = max(failed, settled.failed if settled.final else 0)
         if failed:
             from integrations_dagster.orchestration.failure_text import ChunkFailure
 
             text = ChunkFailure(integration_id=iid, sync_run_id=run_id, chunk=failed_chunk or 0,
                                 failed_items=failed_items, failed=failed, succeeded=succeeded,
                                 tries=engine.settings.item_tries)
-            raise Failure(description=text.description(), metadata=text.metadata(), allow_retries=False)
+            out.failure, out.metadata = text.description(), text.metadata()
+        return out
+
+    @op(
+        name=step_op_name(key),
+        ins={"integration_ids": In(list)},
+        out={},
+        retry_policy=RetryPolicy(max_retries=3, delay=1, backoff=Backoff.EXPONENTIAL),
+        tags={"kind": "sync"},
+    )
+    def sync_integration_op(context: OpExecutionContext, integrations: IntegrationsResource,  # type: ignore[no-untyped-def]
+                            integration_ids: list[int]):
+        """Enumerate, process every chunk and reconcile each integration of the step, one after the other
+        (each its own sync run and cursor); one member's failure does not stop the others."""
+        from integrations_dagster.engine.fleet import DONE, START, PriorSync, member_action
+        from integrations_dagster.store import runs as run_sql
+
+        store = integrations.get_store()
+        ids = [int(i) for i in integration_ids]
+        log = _StepLog(context)
+        first_attempt = context.retry_number == 0
+        priors: dict[int, PriorSync] = {}
+        if not first_attempt or context.run.parent_run_id:  # a retry, or a re-execution: what ran before
+            for iid, row in run_sql.latest_owned_runs(store, ids, _run_chain(context)).items():
+                priors[iid] = PriorSync(id=int(row.id), status=str(row.status), enumerated=row.enumerated_at is not None,
+                                        chunks=int(row.chunks or 0), this_run=row.dagster_run_id == context.run_id)
+        outcomes: list[_MemberOutcome] = []
+        for iid in ids:
+            prior = priors.get(iid)
+            action = member_action(prior, first_attempt=first_attempt) if prior is not None else START
+            if action == DONE:
+                continue
+            try:
+                outcomes.append(sync_member(context, store, iid, action, prior, log))
+            except Exception as exc:  # an unexpected error (a database outage...): the others still sync
+                from integrations_dagster.security.redaction import safe_error
+
+                try:
+                    text = safe_error(exc, store.get_integration(iid))
+                except Exception:
+                    text = f"{type(exc).__name__}"
+                context.log.error(f"integration {iid}: {text}")
+                outcomes.append(_MemberOutcome(iid, failure=f"integration {iid}: {text}", retryable=True))
+        waits = [o.wait_seconds for o in outcomes if o.wait_seconds is not None]
+        if waits:
+            raise RetryRequested(max_retries=100_000, seconds_to_wait=min(waits))
+        failures = [o for o in outcomes if o.failure]
+        if failures:
+            description = "\n\n".join(o.failure or "" for o in failures)
+            if len(ids) > 1:
+                description = (f"{len(failures)} of the {len(ids)} integrations of this step failed "
+                               f"({', '.join(str(o.integration_id) for o in failures)}); the others synced. "
+                               "Re-execute from failure syncs only the failed ones again.\n\n" + description)
+            metadata: dict[str, Any] = dict(failures[0].metadata) if len(failures) == 1 else {}
+            metadata["failed_integration_ids"] = MetadataValue.json([o.integration_id for o in failures])
+            raise Failure(description=description, metadata=metadata,
+                          allow_retries=any(o.retryable for o in failures))
 
     @job(
         name=batch_job_name(key),
         executor_def=executor,
         tags={PROVIDER_TAG: key, BATCH_TAG: "true"},
-        description=(f"Sync a shard of small {key} integrations in one run: one step per integration (mapping "
-                     f"key i<id>), each with its own sync run, cursor and timeline partition. Launched by "
-                     f"{key}_sync_sensor; one-off syncs use {key}_sync."),
+        description=(f"Sync a shard of small {key} integrations in one run: mapped steps of up to {per_step} "
+                     f"integrations (mapping key i<id>_<id>...), each integration with its own sync run, cursor and "
+                     f"timeline partition. Launched by {key}_sync_sensor; one-off syncs use {key}_sync."),
     )
     def sync_batch_job():  # type: ignore[no-untyped-def]
         plan_op().map(sync_integration_op)

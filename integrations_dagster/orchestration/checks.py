@@ -236,12 +236,15 @@ HEALTH_SENSOR = "integrations_health_checks_sensor"
 
 
 def fingerprint(integration: Any, failed_items: Sequence[dict[str, Any]], outcomes: Sequence[CheckOutcome]) -> str:
-    """Changes whenever a verdict, the failed items or the integration row change (pure)."""
+    """Changes whenever a verdict, the failed items or the integration's health change (pure)."""
     import hashlib
     import json
 
+    # Not updated_at (nor the sync times): every sync changes them, and re-recording every synced
+    # integration's unchanged verdicts each tick would cost two Dagster events per sync.
     data = [
-        _iso(integration.updated_at), len(failed_items), min((r["id"] for r in failed_items), default=None),
+        integration.health, bool(integration.enabled), integration.consecutive_failures, integration.last_run_status,
+        len(failed_items), min((r["id"] for r in failed_items), default=None),
         [(o.name, o.passed, o.severity) for o in outcomes],
     ]
     return hashlib.sha1(json.dumps(data, default=str).encode()).hexdigest()[:12]

@@ -32,6 +32,9 @@ import httpx
 from integrations_dagster.errors import CredentialsError
 
 DEFAULT_MARGIN = timedelta(seconds=60)
+#: What a refused refresh tells the operator to do.
+RECONNECT = ("connect the account again (`integrations connect PROVIDER --authorize-url ...`, then "
+             "`--redirected-to ...`; README: Account setup)")
 
 
 class RefreshRefused(CredentialsError):
@@ -133,7 +136,7 @@ def refresh(
 ) -> OAuth2Token:
     """Exchange the refresh token for a new access token (refresh_token grant)."""
     if not token.refresh_token:
-        raise RefreshRefused("no refresh token stored: connect the account again (`integrations connect PROVIDER --authorize-url ...`, then `--redirected-to ...`; README: Account setup)")
+        raise RefreshRefused("no refresh token stored: " + RECONNECT)
     data = {"grant_type": "refresh_token", "refresh_token": token.refresh_token, "client_id": client_id}
     if client_secret:
         data["client_secret"] = client_secret
@@ -152,7 +155,7 @@ def refresh(
             raise RefreshRefused(
                 f"token endpoint refused the refresh token ({resp.status_code} {err or 'no error code'}): "
                 "the account's authorization was revoked or the refresh token was already used; "
-                "connect the account again (`integrations connect PROVIDER --authorize-url ...`, then `--redirected-to ...`; README: Account setup)"
+                + RECONNECT
             )
         if resp.status_code >= 300:
             raise CredentialsError(f"token endpoint {token_url} answered HTTP {resp.status_code}")
@@ -204,7 +207,7 @@ class OAuth2Strategy:
                        if not (credentials.get(k) or (k == "token_url" and self.token_url))]
             raise RefreshRefused(
                 f"the access token expired or was refused and cannot be refreshed (credentials lack "
-                f"{', '.join(missing)}): connect the account again (`integrations connect PROVIDER --authorize-url ...`, then `--redirected-to ...`; README: Account setup)"
+                f"{', '.join(missing)}): " + RECONNECT
             )
         new = refresh(
             token, token_url=str(url), client_id=str(client_id),
@@ -262,6 +265,8 @@ def _authlib_httpx() -> Any:
     and warns when it falls back to ``httpx``, which is the client this project uses and pins: the
     warning is about Authlib's future, not this use, and is not shown."""
     import warnings
+
+    import authlib.deprecate  # noqa: F401 - it installs an "always" filter of its own: ours goes after it
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The httpx module is deprecated")

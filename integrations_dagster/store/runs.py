@@ -151,3 +151,22 @@ def has_newer_run(conn: Connection, integration_id: int, run_id: int) -> bool:
                m.sync_runs.c.status != RunStatus.SKIPPED)
         .limit(1)
     ).first() is not None
+
+
+def latest_owned_runs(store: Store, integration_ids: Sequence[int], dagster_run_ids: Sequence[str]) -> dict[int, Any]:
+    """``{integration id: row}`` of each integration's latest sync run (id, status, enumerated_at, chunks,
+    dagster_run_id) made under one of ``dagster_run_ids`` (a run and its ancestors), in one query; the ones
+    without such a run are absent."""
+    if not integration_ids or not dagster_run_ids:
+        return {}
+    sr = m.sync_runs
+    latest = (
+        select(func.max(sr.c.id).label("id"))
+        .where(sr.c.integration_id.in_(list(integration_ids)), sr.c.dagster_run_id.in_(list(dagster_run_ids)))
+        .group_by(sr.c.integration_id)
+        .subquery()
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(sr.c.id, sr.c.integration_id, sr.c.status, sr.c.enumerated_at, sr.c.chunks,
+                                   sr.c.dagster_run_id).join(latest, sr.c.id == latest.c.id)).all()
+    return {int(r.integration_id): r for r in rows}
