@@ -217,6 +217,14 @@ def _cursor_text(value: Any) -> str:
     return "null" if value is None else json.dumps(value, sort_keys=True)
 
 
+def _cursor_move(before: Any, after: Any) -> str:
+    """``cursor X -> Y``; a run that recorded no cursor after it (failed, or not settled) left the
+    cursor where it was, which ``X -> null`` would misread as a lost cursor."""
+    if after is None and before is not None:
+        return f"cursor {_cursor_text(before)} (unchanged)"
+    return f"cursor {_cursor_text(before)} -> {_cursor_text(after)}"
+
+
 def _short_time(value: str | None) -> str:
     return value[:19].replace("T", " ") if value else "-"
 
@@ -569,7 +577,7 @@ def _print_summary(data: dict[str, Any]) -> None:
     click.echo(f"sync run {data['sync_run_id'] if data['sync_run_id'] is not None else '-'}: {data['status']}")
     click.echo(f"items {data['total']}: {data['succeeded']} succeeded, {data['failed']} failed, "
                f"{data['skipped']} skipped; {data['requests']} requests")
-    click.echo(f"cursor {_cursor_text(data['cursor_before'])} -> {_cursor_text(data['cursor_after'])}")
+    click.echo(_cursor_move(data['cursor_before'], data['cursor_after']))
     res = data.get("result")
     if res is not None:
         click.echo(f"{data['direction']}: pushed {res['pushed']}, pulled {res['pulled']}, conflicts "
@@ -838,7 +846,7 @@ def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as
 
 def _print_item_result(res: ops.ItemActionResult, verb: str) -> None:
     click.echo(f"sync item {res.item_id} {verb}; sync run {res.sync_run_id} is {res.run_status}")
-    click.echo(f"cursor {_cursor_text(res.cursor_before)} -> {_cursor_text(res.cursor_after)}")
+    click.echo(_cursor_move(res.cursor_before, res.cursor_after))
 
 
 @cli.command("retry-item")
@@ -989,7 +997,7 @@ def advance_cmd(env: Env, integration_id: int, set_cursor: str | None, tenant: s
         click.echo(f"reclaimed {len(res.reclaimed_items)} stuck and {len(res.abandoned_items)} abandoned items "
                    "as failed (see list-failed-items)")
     click.echo(f"reconciled {len(res.runs)} runs of integration {integration_id}")
-    click.echo(f"cursor {_cursor_text(res.cursor_before)} -> {_cursor_text(res.cursor_after)}")
+    click.echo(_cursor_move(res.cursor_before, res.cursor_after))
 
 
 @cli.command("timeline")
@@ -1010,7 +1018,7 @@ def timeline_cmd(env: Env, integration_id: int, limit: int, tenant: str | None, 
         click.echo(f"sync run {r['id']}  {r['status']}  {_short_time(r['started_at'])} -> "
                    f"{_short_time(r['finished_at'])}  trigger={r['trigger'] or '-'}  dagster={r['dagster_run_id'] or '-'}")
         click.echo(f"  items {r['total']}: {r['succeeded']} ok, {r['failed']} failed, {r['skipped']} skipped, "
-                   f"{r['superseded']} superseded; cursor {_cursor_text(r['cursor_before'])} -> {_cursor_text(r['cursor_after'])}")
+                   f"{r['superseded']} superseded; " + _cursor_move(r['cursor_before'], r['cursor_after']))
         if r.get("direction"):  # a provider that pushes: what the run's push did (docs/PUSH.md)
             push = r.get("push") or {}
             click.echo(f"  direction {r['direction']}: " + (
@@ -1097,9 +1105,12 @@ def rest_migrate_cmd(env: Env, files: tuple[str, ...], check: bool, accept: bool
         for line in describe(plans):
             click.echo(line)
         if not check:
-            applied = [p for p in plans if p.status == "pending"]
-            click.echo(f"applied {len(applied)} migration(s)" + ("" if applied else ": every table is up to date")
-                       if not any(p.refused for p in plans) else "some tables were left as they are (see above)")
+            applied = sum(1 for p in plans if p.status == "pending")
+            refused = sum(1 for p in plans if p.refused)
+            if refused:
+                click.echo(f"applied {applied} migration(s); {refused} table(s) left as they are (see above)")
+            else:
+                click.echo(f"applied {applied} migration(s)" + ("" if applied else ": every table is up to date"))
     if any(p.refused for p in plans) or (check and any(p.status == "pending" for p in plans)):
         sys.exit(1)
 

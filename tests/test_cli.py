@@ -443,3 +443,18 @@ def test_every_verb_treats_another_tenants_ids_as_not_found(env, poison):
     assert (shown["enabled"], shown["tenant"]) == (True, "acme")
     assert invoke_json(env, "--tenant", "acme", "list-failed-items")[0]["status"] == "failed"
     assert invoke_json(env, "skip-sync-item", str(item), "--tenant", "acme")["item_status"] == "skipped"
+
+
+def test_a_failed_sync_says_the_cursor_is_unchanged_not_null(env, poison, db_url):
+    """A failed run records no cursor after it; the CLI says the cursor stayed, not ``-> null``."""
+    iid = _synced(env, poison, items=20, bad=())
+    store = Store.for_url(db_url)
+    integ = store.get_integration(iid)
+    assert integ.cursor is not None
+    store.update_integration(iid, metadata={**integ.metadata, "items": 30, "fail_enumeration_after": 2})
+    out = invoke(env, "sync", str(iid), "--wait", code=1).stdout
+    assert f"cursor {json.dumps(integ.cursor)} (unchanged)" in out, out
+    assert "-> null" not in out
+    timeline = invoke(env, "timeline", str(iid)).stdout
+    assert "-> null" not in timeline and "(unchanged)" in timeline
+    assert store.get_integration(iid).cursor == integ.cursor

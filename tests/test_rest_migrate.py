@@ -208,6 +208,7 @@ def test_cli_rest_migrate_check_apply_json(store, db_url, tmp_path) -> None:  # 
                             name="retyped.yaml")
     refused = CliRunner().invoke(cli, ["rest", "migrate", str(retyped)], env=env)
     assert refused.exit_code == 1 and "column vip changes type from boolean to integer" in refused.output
+    assert "applied 0 migration(s); 1 table(s) left as they are" in refused.output
     bad = CliRunner().invoke(cli, ["rest", "migrate", str(tmp_path / "none.yaml")], env=env)
     assert bad.exit_code == 1 and "does not exist" in bad.output
 
@@ -236,3 +237,26 @@ def test_two_declarative_providers_keep_to_their_own_tables(store, db_url, tmp_p
         assert conn.execute(text("SELECT count(*) FROM crm_contacts")).scalar() == 7
         assert conn.execute(text("SELECT count(*) FROM rest_github_issues")).scalar() == 0
         assert conn.execute(select(text("1")).select_from(text("rest_table_versions"))).all()
+
+
+def test_two_migrations_at_once_apply_one_revision(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    path = contacts_yaml(tmp_path)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            (plan,) = migrate_destinations(store, RestProvider.from_yaml(path))
+            results.append(plan.status)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and sorted(results) == ["pending", "up to date"]  # serialised: one applied, one found it done
+    assert [r for r, _ in versions(store)] == [1]

@@ -107,6 +107,7 @@ def enumerate_run(
             status=RunStatus.PROCESSING, items_total=session.dispatched, chunks=session.chunks, enumerated_at=now,
         )
         Outbox.mark_delivered(conn, delivered, run_id)
+    store.refresh_statistics(session.dispatched)
     log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
     return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)
 

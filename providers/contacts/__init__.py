@@ -12,4 +12,6 @@ CONTACTS_YAML = Path(__file__).with_name("contacts.yaml")
 
 
 def contacts_provider() -> RestProvider:
+    """The provider; pass ``provider.listener`` to ``build_definitions(listeners=[...])`` and create its
+    table with ``integrations rest migrate providers/contacts/contacts.yaml``."""
     return RestProvider.from_yaml(CONTACTS_YAML)
