@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "Direction": ".engine.push",
     "Mutation": ".engine.push",
     "Outbox": ".store.outbox",
+    "PushOutcome": ".engine.push",
     "PushRejection": ".engine.push",
     "Rejected": ".engine.push",
     "SyncResult": ".engine.push",
@@ -127,6 +128,7 @@ __all__ = [
     "Direction",
     "Mutation",
     "Outbox",
+    "PushOutcome",
     "PushRejection",
     "Rejected",
     "SyncResult",
@@ -160,7 +162,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; never executed
     from .authoring.staged import StagedBatch
     from .authoring.tables import ProviderTables
     from .engine.health import HealthPolicy
-    from .engine.push import Applied, Conflict, Direction, Mutation, PushRejection, Rejected, SyncResult
+    from .engine.push import Applied, Conflict, Direction, Mutation, PushOutcome, PushRejection, Rejected, SyncResult
     from .errors import (
         CredentialsError,
         IntegrationNotFound,

@@ -167,6 +167,23 @@ _progress_default = _progress
 
 
 # --- output helpers -------------------------------------------------------------------------------
+def _check_secret_key() -> None:
+    """The key check ``Env.store`` makes (``CredentialCipher``), for the verbs that read without the
+    store (``store/quick.py``): a malformed ``INTEGRATIONS_SECRET_KEY`` is reported by them too. Without
+    ``cryptography``: a Fernet key is 32 url-safe base64 bytes (what ``Fernet()`` checks)."""
+    import base64
+    import binascii
+
+    for part in (k.strip() for k in os.environ.get("INTEGRATIONS_SECRET_KEY", "").split(",") if k.strip()):
+        try:
+            ok = len(base64.urlsafe_b64decode(part.encode())) == 32
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok:
+            raise UserError("INTEGRATIONS_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes); "
+                            "make one with `integrations generate-key`")
+
+
 def _emit_json(data: Any) -> None:
     # ``operations.actions.dumps``, without importing the operations (a test keeps the two equal)
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -416,6 +433,7 @@ def list_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
     from integrations_dagster.store.quick import list_integrations as quick_list
 
     # No SQLAlchemy when the database is already migrated (store/quick.py), as for status.
+    _check_secret_key()
     rows = quick_list(env.database_url, tenant=_tenant(env, tenant))
     if rows is None:
         rows = ops.list_integrations(env.store, tenant=_tenant(env, tenant))
@@ -438,7 +456,12 @@ def list_cmd(env: Env, tenant: str | None, as_json: bool) -> None:
 @pass_env
 def show_cmd(env: Env, integration_id: int, tenant: str | None, as_json: bool) -> None:
     """Show one integration (never its credentials) and its recent runs."""
-    data = ops.show_integration(env.store, integration_id, tenant=_tenant(env, tenant))
+    from integrations_dagster.store.quick import show_integration as quick_show
+
+    _check_secret_key()
+    data = quick_show(env.database_url, integration_id, tenant=_tenant(env, tenant))  # no SQLAlchemy when migrated
+    if data is None:
+        data = ops.show_integration(env.store, integration_id, tenant=_tenant(env, tenant))
     if as_json:
         _emit_json(data)
         return
@@ -794,6 +817,7 @@ def list_failed_cmd(env: Env, integration_id: int | None, tenant: str | None, as
     """Failed sync items that hold a cursor back: retry them or skip them."""
     from integrations_dagster.store.quick import failed_items as quick_failed_items
 
+    _check_secret_key()
     quick = quick_failed_items(env.database_url, integration_id=integration_id, tenant=_tenant(env, tenant))
     if quick is not None:  # a migrated database: no SQLAlchemy (store/quick.py)
         rows, n_mutations = quick

@@ -317,8 +317,9 @@ def test_key_generation_and_rotation(env, db_url):
     assert store.get_integration(int(iid)).credentials == {"token": TOKEN}
     nokey = invoke(env | {"INTEGRATIONS_SECRET_KEY": ""}, "rotate-key", code=1).stderr
     assert "INTEGRATIONS_SECRET_KEY must be set" in nokey
-    invalid = invoke(env | {"INTEGRATIONS_SECRET_KEY": "not-a-key"}, "list", code=1).stderr
-    assert "is not a valid Fernet key" in invalid
+    for verb in (["list"], ["show", iid], ["list-failed-items"]):  # also the verbs that read without the store
+        invalid = invoke(env | {"INTEGRATIONS_SECRET_KEY": "not-a-key"}, *verb, code=1).stderr
+        assert "is not a valid Fernet key" in invalid, verb
 
 
 def test_add_json_and_credentials_refused_without_a_key(env):

@@ -264,3 +264,32 @@ def test_list_failed_items_on_a_migrated_database_reads_without_sqlalchemy_like_
     assert json.loads(probe_all(env, "list-failed-items", "--json")["stdout"]) == json.loads(ops.dumps(rows))
     missing = probe_all(env, "list-failed-items", "--integration", "999999")
     assert missing["code"] == 1 and "integration 999999 not found" in missing["stderr"]
+
+
+def test_show_on_a_migrated_database_reads_without_sqlalchemy_like_the_full_path(env, db_url):
+    """``integrations show ID`` from the DB-API driver (store/quick.py): the same integration and recent
+    runs as ``operations.show_integration`` (not found alike), on both databases."""
+    from integrations_dagster import Store
+    from integrations_dagster.operations import actions as ops
+    from integrations_dagster.store import quick
+
+    synced = _populate(db_url)
+    store = Store.for_url(db_url)
+    ids = [r["id"] for r in ops.list_integrations(store)]
+    for iid, tenant in [*((i, None) for i in ids), (synced, "default"), (synced, "acme"), (999999, None)]:
+        try:
+            full = ops.show_integration(store, iid, tenant=tenant)
+        except Exception as exc:  # noqa: BLE001 - compared with the quick path's error below
+            with pytest.raises(type(exc), match=str(exc)):
+                quick.show_integration(db_url, iid, tenant=tenant)
+            continue
+        assert quick.show_integration(db_url, iid, tenant=tenant) == full, (iid, tenant)
+    assert ops.show_integration(store, synced)["recent_runs"][0]["failed"] == 1
+    for argv in (["show", str(synced)], ["show", str(synced), "--json"]):
+        data = probe_all(env, *argv)
+        assert data["code"] == 0, data["stderr"][-2000:]
+        assert (data["dagster"], data["heavy"]) == ([], []), f"`integrations {' '.join(argv)}` imported {data['heavy']}"
+    assert json.loads(probe_all(env, "show", str(synced), "--json")["stdout"]) == json.loads(
+        ops.dumps(ops.show_integration(store, synced)))
+    missing = probe_all(env, "show", "999999")
+    assert missing["code"] == 1 and "integration 999999 not found" in missing["stderr"]

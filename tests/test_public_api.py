@@ -19,7 +19,6 @@ ALLOWED = {
     "bench/scheduler.py": "measures the sensor tick itself (its run keys, tags, seeded history rows)",
     "bench/run_origin.py": "measures the run-origin machinery under execute_sync",
     "providers/tether/client.py": "the push direction's records (engine.push) are not public yet (issue 13)",
-    "providers/tether/provider.py": "PushOutcome / push_pending (engine.push) are not public yet (issue 13)",
     "integrations_app/demo.py": "the push part of the demo uses engine.push helpers not public yet (issue 13)",
     "bench/push.py": "measures the push loop (engine.push) itself",
     "providers/github/app.py": "GitHub App tokens use security.oauth2, not public yet (issue 14)",

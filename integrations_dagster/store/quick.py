@@ -4,7 +4,7 @@
 costs more than that budget here. This module answers ``status`` with ``sqlite3`` (standard library) or
 ``psycopg`` directly, with the same query as ``store.operator.status_rows`` and the same JSON shape as
 ``operations.actions.status_rows``; ``integrations list`` likewise (``list_integrations``: the integration
-rows as ``operations.actions.integration_dict`` shapes them). ``tests/test_cli_fast.py`` checks both
+rows as ``operations.actions.integration_dict`` shapes them), ``list-failed-items`` and ``show``. ``tests/test_cli_fast.py`` checks both
 paths give identical output on SQLite and PostgreSQL. It only reads, and only a database already at the migrations' head: anything
 else (a new database, a pending migration, a URL form it does not know) returns ``None`` and the caller
 takes the full path, which migrates.
@@ -126,6 +126,12 @@ def _status_sql(mark: str, integration_id: int | None, tenant: str | None) -> tu
 def _read(url: str, make_sql: Any) -> tuple[list[Any], bool] | None:
     """(rows, is SQLite) of ``make_sql(mark) -> (sql, params)`` on a database at head; None when this
     path cannot answer (the caller takes the full path, which reports errors the way it always does)."""
+    read = _read_many(url, lambda mark: [make_sql(mark)])
+    return None if read is None else (read[0][0], read[1])
+
+
+def _read_many(url: str, make_sqls: Any) -> tuple[list[list[Any]], bool] | None:
+    """Like ``_read`` for several statements on one connection: (one row list per statement, is SQLite)."""
     try:
         opened = _connect(url)
     except Exception:
@@ -137,9 +143,11 @@ def _read(url: str, make_sql: Any) -> tuple[list[Any], bool] | None:
         cur = conn.cursor()
         if not _at_head(cur):
             return None
-        sql, params = make_sql(mark)
-        cur.execute(sql, params)
-        return cur.fetchall(), mark == "?"
+        out = []
+        for sql, params in make_sqls(mark):
+            cur.execute(sql, params)
+            out.append(cur.fetchall())
+        return out, mark == "?"
     except Exception:
         return None
     finally:
@@ -160,34 +168,78 @@ _TIME_KEYS = {"last_synced_at", "next_sync_at", "created_at", "updated_at"}
 _BOOL_KEYS = {"has_credentials", "enabled"}
 
 
+def _integrations_sql(mark: str, integration_id: int | None, tenant: str | None) -> tuple[str, list[Any]]:
+    cols = ", ".join(col for _, col in _INTEGRATION_COLUMNS)
+    where: list[str] = []
+    params: list[Any] = []
+    if integration_id is not None:
+        where.append(f"id = {mark}")
+        params.append(integration_id)
+    if tenant is not None:
+        where.append(f"tenant = {mark}")
+        params.append(tenant)
+    return f"SELECT {cols} FROM integrations" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", params
+
+
+def _integration_row(r: Any, sqlite: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for (key, _), value in zip(_INTEGRATION_COLUMNS, r, strict=True):
+        if key in _JSON_KEYS:
+            value = _json(value, sqlite)
+        elif key in _TIME_KEYS:
+            value = _iso(value)
+        elif key in _BOOL_KEYS:
+            value = bool(value)
+        row[key] = value
+    row["metadata"] = row["metadata"] or {}
+    return row
+
+
 def list_integrations(url: str, *, tenant: str | None = None) -> list[dict[str, Any]] | None:
     """``operations.actions.list_integrations`` (``integrations list``) without SQLAlchemy or pydantic;
     None when this path cannot answer. Never reads a credential, only whether one is stored."""
-
-    def sql(mark: str) -> tuple[str, list[Any]]:
-        cols = ", ".join(col for _, col in _INTEGRATION_COLUMNS)
-        if tenant is None:
-            return f"SELECT {cols} FROM integrations ORDER BY id", []
-        return f"SELECT {cols} FROM integrations WHERE tenant = {mark} ORDER BY id", [tenant]
-
-    read = _read(url, sql)
+    read = _read(url, lambda mark: _integrations_sql(mark, None, tenant))
     if read is None:
         return None
     rows, sqlite = read
-    out = []
-    for r in rows:
-        row: dict[str, Any] = {}
-        for (key, _), value in zip(_INTEGRATION_COLUMNS, r, strict=True):
-            if key in _JSON_KEYS:
-                value = _json(value, sqlite)
-            elif key in _TIME_KEYS:
-                value = _iso(value)
-            elif key in _BOOL_KEYS:
-                value = bool(value)
-            row[key] = value
-        row["metadata"] = row["metadata"] or {}
-        out.append(row)
-    return out
+    return [_integration_row(r, sqlite) for r in rows]
+
+
+#: ``operations.actions._run_summary``'s source columns of ``sync_runs`` (counts under their column names,
+#: which ``status.run_summary`` reads like the full path does).
+_RUN_COLUMNS = ("id", "dagster_run_id", "status", "trigger", "started_at", "finished_at", "items_total",
+                "success_count", "failed_count", "skipped_count", "superseded_count", "request_count",
+                "cursor_before", "cursor_after", "error", "direction", "push_summary")
+
+
+def show_integration(url: str, integration_id: int, *, tenant: str | None = None) -> dict[str, Any] | None:
+    """``operations.actions.show_integration`` (``integrations show ID``) without SQLAlchemy or pydantic:
+    the integration and its 5 latest runs; None when this path cannot answer."""
+    from integrations_dagster.status import run_summary
+
+    read = _read_many(url, lambda mark: [
+        _integrations_sql(mark, integration_id, tenant),
+        (f"SELECT {', '.join(_RUN_COLUMNS)} FROM sync_runs WHERE integration_id = {mark} ORDER BY id DESC LIMIT 5",
+         [integration_id]),
+    ])
+    if read is None:
+        return None
+    (found, runs), sqlite = read
+    if not found:
+        raise IntegrationNotFound(integration_id)
+    data = _integration_row(found[0], sqlite)
+    recent = []
+    for r in runs:
+        run = dict(zip(_RUN_COLUMNS, r, strict=True))
+        recent.append({
+            "id": run["id"], "dagster_run_id": run["dagster_run_id"], "status": run["status"],
+            "trigger": run["trigger"], "started_at": _iso(run["started_at"]), "finished_at": _iso(run["finished_at"]),
+            **run_summary(run), "requests": run["request_count"],
+            "cursor_before": _json(run["cursor_before"], sqlite), "cursor_after": _json(run["cursor_after"], sqlite),
+            "error": run["error"], "direction": run["direction"], "push": _json(run["push_summary"], sqlite),
+        })
+    data["recent_runs"] = recent
+    return data
 
 
 def failed_items(

@@ -14,8 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations_dagster import Applied, Conflict, Integration, Mutation, Provider, Rejected, SyncItemEvent, SyncSession
-from integrations_dagster.engine.push import PushOutcome
+from integrations_dagster import (
+    Applied,
+    Conflict,
+    Integration,
+    Mutation,
+    Provider,
+    PushOutcome,
+    Rejected,
+    SyncItemEvent,
+    SyncSession,
+)
 from integrations_dagster.http import SyncCursorPaginator
 
 
