@@ -231,7 +231,7 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     proc = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} exit {proc.returncode}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{cmd[:3]} exit {proc.returncode}:\n{proc.stderr[-3000:]}\n{proc.stdout[-3000:]}")
     return elapsed
 
 
