@@ -73,8 +73,10 @@ class FakeServer:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
         self.proc = subprocess.Popen(
+            # One server serves every repeat of a size (peers: about 4,000 requests per repeat at 100,000
+            # issues), so GitHub's 5,000 requests an hour would run out in the second repeat.
             [sys.executable, "-m", "providers.github.fake_api", "--port", str(port), "--issues", str(issues),
-             "--token", TOKEN], stdout=subprocess.PIPE, text=True,
+             "--token", TOKEN, "--rate-limit", str(10 ** 9)], stdout=subprocess.PIPE, text=True,
         )
         assert self.proc.stdout is not None
         self.proc.stdout.readline()  # "fake GitHub serving ..." once listening

@@ -778,10 +778,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--owner", default="acme")
     parser.add_argument("--repo", default="widgets")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate-limit", type=int, default=5000, help="requests per hour per token (GitHub's 5,000)")
     args = parser.parse_args(argv)
     fake = FakeGitHub(
         issues=args.issues, token=args.token, host=args.host, port=args.port,
-        owner=args.owner, repo=args.repo, seed=args.seed,
+        owner=args.owner, repo=args.repo, seed=args.seed, rate_limit=args.rate_limit,
     ).start()
     print(f"fake GitHub serving {args.issues} issues of {args.owner}/{args.repo} at {fake.url}", flush=True)
     try:
