@@ -458,3 +458,14 @@ def test_a_failed_sync_says_the_cursor_is_unchanged_not_null(env, poison, db_url
     timeline = invoke(env, "timeline", str(iid)).stdout
     assert "-> null" not in timeline and "(unchanged)" in timeline
     assert store.get_integration(iid).cursor == integ.cursor
+
+
+def test_sync_recovers_a_dagster_home_whose_first_start_was_killed(env, poison, db_url, home):
+    """The kill -9 suite's start-up kill (CI 2026-12-02): a first ``sync`` killed while Dagster created
+    its storage left ``history/runs/index.db`` empty; the documented recovery, ``sync ID --wait``, works."""
+    iid = int(invoke(env, "add", "synthetic", "--name", "x", "--meta", "items=15").stdout)
+    (home / "history" / "runs").mkdir(parents=True)
+    (home / "history" / "runs" / "index.db").touch()
+    out = invoke(env, "sync", str(iid), "--wait").stdout
+    assert "success" in out, out
+    assert Store.for_url(db_url).get_integration(iid).cursor == checkpoint_for(14)

@@ -208,9 +208,10 @@ def build_health_checks(provider_key: str, engine: Any) -> Any:
     def health_checks(context):  # type: ignore[no-untyped-def]
         store = context.resources.integrations.get_store()
         totals = {name: 0 for name in CHECK_NAMES}
+        from integrations_dagster.orchestration.dagster_storage import dynamic_partition_keys
         from integrations_dagster.orchestration.definitions import partitions_name
 
-        existing = set(context.instance.get_dynamic_partitions(partitions_name(provider_key)))
+        existing = set(dynamic_partition_keys(context.instance, partitions_name(provider_key)))
         ids = [i for i in store.integration_ids(provider_key) if str(i) in existing]  # a check needs its partition
         for integration_id in ids:
             _, outcomes = evaluate_for(store, engine, integration_id)
@@ -292,6 +293,7 @@ def build_health_sensor(engine: Any, *, minimum_interval_seconds: int = 60, runn
 
     from dagster import DefaultSensorStatus, SensorResult, SkipReason, sensor
 
+    from integrations_dagster.orchestration.dagster_storage import dynamic_partition_keys
     from integrations_dagster.orchestration.definitions import partitions_name
 
     @sensor(
@@ -305,7 +307,7 @@ def build_health_sensor(engine: Any, *, minimum_interval_seconds: int = 60, runn
         store = context.resources.integrations.get_store()
         previous = json.loads(context.cursor) if context.cursor else {}
         keys = list(engine.providers)
-        partitions = {k: set(context.instance.get_dynamic_partitions(partitions_name(k))) for k in keys}
+        partitions = {k: set(dynamic_partition_keys(context.instance, partitions_name(k))) for k in keys}
         changed, current = changed_evaluations(
             store.list_integrations(), store.failed_items(), previous=previous, now=engine.clock(),
             default_intervals={k: p.default_sync_interval for k, p in engine.providers.items()},

@@ -20,6 +20,7 @@ from dagster import (
     build_reconstructable_job,
 )
 
+from integrations_dagster.orchestration.dagster_storage import add_dynamic_partition
 from integrations_dagster.orchestration.definitions import (
     DIRECTION_TAG,
     INTEGRATION_TAG,
@@ -88,10 +89,7 @@ def load_job(module: str, attr: str, kwargs_json: str, name: str) -> Any:
 
 
 def ensure_partition(instance: DagsterInstance, provider_key: str, integration_id: int) -> None:
-    name = partitions_name(provider_key)
-    key = str(integration_id)
-    if not instance.has_dynamic_partition(name, key):
-        instance.add_dynamic_partitions(name, [key])
+    add_dynamic_partition(instance, partitions_name(provider_key), str(integration_id))
 
 
 def sync_tags(provider_key: str, integration_id: int, trigger: str, direction: str | None = None) -> dict[str, str]:

@@ -38,6 +38,7 @@ from dagster import (
 
 from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.engine.engine import SyncEngine
+from integrations_dagster.orchestration.dagster_storage import dynamic_partition_keys
 from integrations_dagster.orchestration.definitions import (
     ALIVE_STATUSES,
     DIRECTION_TAG,
@@ -86,7 +87,7 @@ def evaluate_push_tick(
         part = run.tags.get("dagster/partition") or run.tags.get(INTEGRATION_TAG)
         if part is not None:
             alive.setdefault(part, run)
-    existing = set(context.instance.get_dynamic_partitions(partitions_name(key)))
+    existing = set(dynamic_partition_keys(context.instance, partitions_name(key)))
     missing = [str(i) for i in pending if str(i) not in existing]
     requests: list[RunRequest] = []
     for iid in pending:

@@ -53,6 +53,7 @@ from integrations_dagster.authoring.provider import Provider
 from integrations_dagster.engine.engine import SyncEngine
 from integrations_dagster.engine.fleet import DueIntegration, TickPlan, batch_run_key, plan_tick
 from integrations_dagster.engine.health import claim_next
+from integrations_dagster.orchestration.dagster_storage import dynamic_partition_keys
 from integrations_dagster.orchestration.definitions import (
     ALIVE_STATUSES,
     INTEGRATION_TAG,
@@ -169,7 +170,7 @@ def evaluate_sync_tick(
     sizes = tick.last_sizes
     in_flight_sync = tick.in_flight
 
-    existing = set(context.instance.get_dynamic_partitions(partitions_name(key)))
+    existing = set(dynamic_partition_keys(context.instance, partitions_name(key)))
     report.added_partitions = sorted(ids - existing, key=_int_order)
     report.deleted_partitions = sorted(existing - ids, key=_int_order)
     requests_for_partitions: list[Any] = []
