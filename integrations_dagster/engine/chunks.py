@@ -12,7 +12,7 @@ from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.engine.dispatch import Problem, run_listeners
 from integrations_dagster.engine.results import ChunkResult
 from integrations_dagster.engine.retry import after_failure
-from integrations_dagster.engine.supersede import Version, supersede
+from integrations_dagster.engine.supersede import Version, probe_needed, supersede
 from integrations_dagster.security.redaction import scrub, secret_values
 from integrations_dagster.status import RUN_CLAIMABLE, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
@@ -22,6 +22,7 @@ from integrations_dagster.store.locks import ChunkClaim, chunk_lock
 
 if TYPE_CHECKING:
     from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.engine.pipeline import PipelineGuard
 
 log_default = logging.getLogger("integrations_dagster")
 
@@ -35,18 +36,32 @@ def process_chunk(
     reopen_failed: bool = False,
     dagster_run_id: str | None = None,
     log: Any = log_default,
+    pipelined: PipelineGuard | None = None,
 ) -> ChunkResult:
     """Run listeners for the chunk's unfinished items, retrying inside the step.
 
     Returns with ``waiting > 0`` when the next retry is further away than ``inline_wait_max``;
-    the caller hands the step back to Dagster for that long (other steps run meanwhile).
+    the caller hands the step back to Dagster for that long (other steps run meanwhile). The
+    result also names the chunk's items that had already failed before this step (a pipelined
+    pass failed them, or an earlier attempt of this step), so the step reports every failure.
+
+    ``pipelined`` (``engine.pipeline``): the chunk is processed while its run is still
+    enumerating: the claim requires the run to be enumerating, every ready item runs once (no
+    retry waits: an item to retry keeps its new state and is left pending for the chunk step), and
+    the guard is consulted before each batch and inside each staged listener's transaction.
     """
     result = ChunkResult(run_id=run_id, chunk=chunk)
     with chunk_lock(store, run_id, chunk) as claimed:
         if not claimed:  # another step holds this chunk right now: it will finish it
             log.info(f"sync run {run_id} chunk {chunk}: already being processed elsewhere")
             return result
-        items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
+        items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id,
+                      enumerating=pipelined is not None)
+        if pipelined is None and not reopen_failed:
+            with store.engine.connect() as conn:  # failed before this step (a pipelined pass, an earlier attempt)
+                earlier = item_sql.failed_items_of_chunk(conn, run_id, chunk)
+            result.failed += len(earlier)
+            result.failed_items.extend(earlier)
         if not items:
             return result
         integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
@@ -56,7 +71,7 @@ def process_chunk(
         factory = http_factory_for(engine, store, provider, integration, run_id, for_items=True) if provider else None
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
             return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration),
-                                  claimed)
+                                  claimed, pipelined)
 
 
 def finish_leftover_chunks(
@@ -98,16 +113,22 @@ def finish_leftover_chunks(
 
 
 def claim(
-    engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None
+    engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None,
+    enumerating: bool = False,
 ) -> list[dict[str, Any]]:
     """Take the chunk's unfinished items (and its failed ones when re-executing).
 
-    Called under ``chunk_lock``, so no other step is working on this chunk.
+    Called under ``chunk_lock``, so no other step is working on this chunk. ``enumerating``: the
+    run's own enumeration processes a chunk it has finished writing (``engine.pipeline``); the run
+    must still be enumerating.
     """
     now = engine.clock()
     with store.begin() as conn:
         run = run_sql.claimable_run(store, conn, run_id)
-        if run is None or run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
+        if enumerating:
+            if run is None or run.status != RunStatus.ENUMERATING:
+                return []  # discarded meanwhile: nothing of it may run
+        elif run is None or run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
             return []  # discarded (or never enumerated): nothing of it may run
         if reopen_failed:
             # A failed item whose later version succeeded is not reopened: it is superseded.
@@ -117,7 +138,15 @@ def claim(
                 store.transition_run(conn, run_id, RUN_CLAIMABLE, "reopen its failed items",
                                      status=RunStatus.PROCESSING, finished_at=None, dagster_run_id=dagster_run_id)
         rows = item_sql.claim_unfinished(store, conn, run_id, chunk, now)
-        # Never run an older version over a newer one that already succeeded (engine.supersede).
+        if not rows:
+            return rows
+        # Never run an older version over a newer one that already succeeded (engine.supersede),
+        # when one can exist at all (probe_needed: one cheap round trip instead of a probe of every id).
+        later_run, later_success = (False, False) if enumerating or reopen_failed else \
+            item_sql.later_versions_possible(conn, int(run.integration_id), run_id, chunk, int(run.chunks or 0))
+        if not probe_needed(reopening=reopen_failed, enumerating=enumerating, later_run=later_run,
+                            later_success=later_success):
+            return rows
         gone, _ = supersede(conn, int(run.integration_id),
                             [Version(r["id"], r["external_id"], r["status"]) for r in rows], now)
         return [r for r in rows if r["id"] not in gone] if gone else rows
@@ -170,6 +199,7 @@ def _process_items(
     log: Any,
     secrets: list[str],
     claim: ChunkClaim | None = None,
+    pipelined: PipelineGuard | None = None,
 ) -> ChunkResult:
     settings = engine.settings
     # PostgreSQL: each batch's status write runs in the background while the next batch's
@@ -194,7 +224,9 @@ def _process_items(
                 part = ready[start:start + size]
                 if claim is not None:
                     claim.check()  # the chunk is still ours (PostgreSQL: the advisory lock's session lives)
-                successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets)
+                if pipelined is not None:
+                    pipelined.check()  # the enumeration has not failed meanwhile
+                successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets, pipelined)
                 if writer is not None:
                     writer.submit(item_sql.write_outcomes, store, successes, changes, now)
                 else:
@@ -203,7 +235,7 @@ def _process_items(
             if writer is not None:
                 writer.drain()
             items = waiting
-            if not items:
+            if not items or pipelined is not None:  # a pipelined pass leaves retries to the chunk step
                 break
             next_at = min(as_utc(it["next_attempt_at"]) for it in items)
             wait = max(0.0, (next_at - engine.clock()).total_seconds())
@@ -228,12 +260,14 @@ def _run_batch(
     result: ChunkResult,
     waiting: list[dict[str, Any]],
     secrets: list[str],
+    pipelined: PipelineGuard | None = None,
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Run the listeners of ``part``; returns (succeeded ids, changes for the rest).
 
     Items to retry get their new state in place and are appended to ``waiting``.
     """
-    outcomes = run_listeners(engine.listeners, engine.event_types, store, part)
+    outcomes = run_listeners(engine.listeners, engine.event_types, store, part,
+                             staged_guard=None if pipelined is None else pipelined.in_transaction)
     successes: list[int] = []
     changes: list[dict[str, Any]] = []
     for it in part:

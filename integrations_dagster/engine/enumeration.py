@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from integrations_dagster.authoring.context import SyncContext, sync_context
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.session import SyncSession
+from integrations_dagster.engine.pipeline import ChunkPipeline, pipelining
 from integrations_dagster.engine.push import Direction, SyncResult, parse_direction, push_caller, push_pending
 from integrations_dagster.engine.reconcile import apply_health
 from integrations_dagster.engine.results import EnumerationResult
@@ -62,6 +63,10 @@ def enumerate_run(
                           chunk_size=provider.chunk_size)
     if http_factory is not None:
         session._http_factory = lambda: http_factory(session)
+    pipeline: ChunkPipeline | None = None
+    if pipelining(enabled=engine.settings.pipeline_chunks, postgres=not store.is_sqlite):
+        pipeline = ChunkPipeline(engine, store, run_id, session.chunk_size, session.event_classes, log)
+        session.on_written = pipeline.written
     delivered: list[int] = []
     pushed: SyncResult | None = None
     try:
@@ -92,8 +97,12 @@ def enumerate_run(
         if way is None or way.pulls:
             provider.enumerate(integration, session)
         session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
+        if pipeline is not None:  # every handed-over chunk is done before the run leaves enumerating
+            pipeline.finish(session.dispatched)
     except BaseException as exc:
         session.stop_writing()  # no batch may land after the discard below
+        if pipeline is not None:
+            pipeline.stop()  # nor a pipelined listener run
         fail_enumeration(engine, store, integration, run_id, exc)
         raise
     finally:

@@ -278,3 +278,27 @@ def failed_of_chunk(conn: Connection, run_id: int, chunk: int) -> list[tuple[int
         select(_t.c.id, _t.c.external_id, _t.c.status)
         .where(_t.c.run_id == run_id, _t.c.chunk == chunk, _t.c.status == ItemStatus.FAILED)
     )]
+
+
+def failed_items_of_chunk(conn: Connection, run_id: int, chunk: int) -> list[tuple[int, str | None, str]]:
+    """(id, external_id, last_error) of the chunk's failed items, in id order (what a chunk step reports)."""
+    return [(int(i), ext, err or "") for i, ext, err in conn.execute(
+        select(_t.c.id, _t.c.external_id, _t.c.last_error)
+        .where(_t.c.run_id == run_id, _t.c.chunk == chunk, _t.c.status == ItemStatus.FAILED)
+        .order_by(_t.c.id)
+    )]
+
+
+def later_versions_possible(conn: Connection, integration_id: int, run_id: int, chunk: int,
+                            chunks: int) -> tuple[bool, bool]:
+    """The facts ``engine.supersede.probe_needed`` decides on, in one round trip: (a later run of the
+    integration exists, an item of this run in this chunk or a later one has succeeded). Items get
+    ids in dispatch order, so only those can be later versions of this chunk's items. ``chunks``:
+    the run's chunk count (one index probe per chunk on ``ix_sync_items_run_chunk``)."""
+    later_run = select(m.sync_runs.c.id).where(
+        m.sync_runs.c.integration_id == integration_id, m.sync_runs.c.id > run_id).limit(1).exists()
+    later_success = select(_t.c.id).where(
+        _t.c.run_id == run_id, _t.c.chunk.in_(list(range(chunk, max(chunks, chunk + 1)))),
+        _t.c.status == ItemStatus.SUCCESS).limit(1).exists()
+    row = conn.execute(select(later_run, later_success)).one()
+    return bool(row[0]), bool(row[1])

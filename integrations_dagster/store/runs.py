@@ -88,9 +88,11 @@ def update_integration_row(conn: Connection, integration_id: int, values: dict[s
 
 
 def claimable_run(store: Store, conn: Connection, run_id: int) -> Any:
-    """(status, enumerated_at, integration_id) of the run, locked: a chunk step checks it before claiming items."""
+    """(status, enumerated_at, integration_id, chunks) of the run, locked: a chunk step checks it before
+    claiming items."""
     return conn.execute(store.for_update(
-        select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at, m.sync_runs.c.integration_id)
+        select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at, m.sync_runs.c.integration_id,
+               m.sync_runs.c.chunks)
         .where(m.sync_runs.c.id == run_id))).first()
 
 
