@@ -22,6 +22,10 @@ _CLAIM_COLUMNS = (_t.c.id, _t.c.status, _t.c.attempts, _t.c.deferrals, _t.c.firs
                   _t.c.next_attempt_at, _t.c.event_type, _t.c.external_id)
 
 
+_PG_CLAIM = (f"SELECT {', '.join(c.name for c in _CLAIM_COLUMNS)} FROM sync_items "
+             "WHERE run_id = %s AND chunk = %s AND status = ANY(%s) ORDER BY id")
+
+
 def reopen_failed(conn: Connection, run_id: int, chunk: int) -> int:
     """The chunk's failed items back to pending with fresh attempts (re-execution)."""
     return int(conn.execute(
@@ -34,7 +38,18 @@ def reopen_failed(conn: Connection, run_id: int, chunk: int) -> int:
 
 def claim_unfinished(store: Store, conn: Connection, run_id: int, chunk: int, now: datetime) -> list[dict[str, Any]]:
     """The chunk's unfinished items as dicts; on SQLite they are marked ``processing`` (PostgreSQL
-    holds the chunk's advisory lock instead, ``store.locks.chunk_lock``)."""
+    holds the chunk's advisory lock instead, ``store.locks.chunk_lock``).
+
+    On PostgreSQL read through the driver's cursor (plain tuples, in the caller's transaction): a
+    chunk of 10,000 items costs half the CPU of SQLAlchemy rows, which matters when the chunk is
+    claimed on the pipeline thread beside the enumeration (``engine.pipeline``)."""
+    if not store.is_sqlite:
+        driver = conn.connection.driver_connection
+        if driver is not None:
+            cursor = driver.cursor()
+            cursor.execute(_PG_CLAIM, (run_id, chunk, [str(st) for st in UNFINISHED]))
+            keys = [c.name for c in _CLAIM_COLUMNS]
+            return [dict(zip(keys, r, strict=True)) for r in cursor.fetchall()]
     result = conn.execute(
         select(*_CLAIM_COLUMNS)
         .where(_t.c.run_id == run_id, _t.c.chunk == chunk, _t.c.status.in_(UNFINISHED))
