@@ -74,7 +74,7 @@ class Keys(Provider):
 def _engine(keys: list[str], listeners: list[Any] | None = None, pause: Any = None, **settings: Any) -> SyncEngine:
     base: dict[str, Any] = {"chunk_size": 10, "flush_every": 10, "listener_batch_size": 5, "item_tries": 3,
                             "item_backoff": [0.0], "inline_wait_max": 5.0}
-    return SyncEngine(providers=[Keys(keys, pause)], listeners=ListenerRegistry.build(listeners or [copy_piped]),
+    return SyncEngine(providers=[Keys(keys, pause)], listeners=ListenerRegistry.build([copy_piped] if listeners is None else listeners),
                       settings=SyncSettings(**(base | settings)))
 
 
@@ -113,21 +113,25 @@ def _start(engine: SyncEngine, store: Store) -> tuple[int, int]:
 
 # --- pure decisions --------------------------------------------------------------------------------
 def test_complete_chunks_counts_only_full_chunks_until_the_enumeration_has_returned():
-    assert complete_chunks(0, 10, finished=False) == 0
-    assert complete_chunks(9, 10, finished=False) == 0
-    assert complete_chunks(10, 10, finished=False) == 1
-    assert complete_chunks(35, 10, finished=False) == 3
-    assert complete_chunks(35, 10, finished=True) == 4
-    assert complete_chunks(40, 10, finished=True) == 4
-    assert complete_chunks(0, 10, finished=True) == 0
+    assert complete_chunks(0, 10, finished=False, dispatched=11) == 0
+    assert complete_chunks(9, 10, finished=False, dispatched=11) == 0
+    assert complete_chunks(10, 10, finished=False, dispatched=11) == 1
+    assert complete_chunks(35, 10, finished=False, dispatched=36) == 3
+    assert complete_chunks(35, 10, finished=True, dispatched=35) == 4
+    assert complete_chunks(40, 10, finished=True, dispatched=40) == 4
+    # A run of one chunk never: nothing would overlap (a small sync stays with its chunk step).
+    assert complete_chunks(10, 10, finished=False, dispatched=10) == 0
+    assert complete_chunks(7, 10, finished=True, dispatched=7) == 0
+    assert complete_chunks(10, 10, finished=True, dispatched=10) == 0
 
 
 def test_pipelining_needs_the_setting_and_postgresql_and_staged_listeners_only():
     assert pipelining(enabled=True, postgres=True)
     assert not pipelining(enabled=False, postgres=True)
     assert not pipelining(enabled=True, postgres=False)
-    assert staged_only([[True], [True, True], []])  # a type without listeners is fine
+    assert staged_only([[True], [True, True]])
     assert not staged_only([[True], [True, False]])
+    assert not staged_only([[True], []])  # no listener here: maybe another process's definitions have one
     assert staged_only([])
 
 
@@ -230,14 +234,24 @@ def test_a_python_listener_keeps_the_chunk_steps(scratch):
     assert [engine.process_chunk(store, run_id, c).succeeded for c in range(result.chunks)] == [10, 10, 5]
 
 
-def test_a_small_sync_is_left_to_its_chunk_steps(scratch):
-    """Fewer items than one chunk: nothing completes while enumerating, so nothing is pipelined."""
+@pytest.mark.parametrize("n", [7, 10])
+def test_a_small_sync_is_left_to_its_chunk_steps(scratch, n):
+    """A run of one chunk (7 or 10 items, chunks of 10) is never pipelined."""
     store = scratch
-    engine = _engine([f"k{i}" for i in range(7)])
+    engine = _engine([f"k{i}" for i in range(n)], flush_every=1000)
+    integ_id, run_id = _start(engine, store)
+    result = engine.enumerate(store, store.get_integration(integ_id), run_id)
+    assert set(_statuses(store, run_id).values()) == {"pending"}
+    assert sum(engine.process_chunk(store, run_id, c).succeeded for c in range(result.chunks)) == n
+
+
+def test_an_event_type_without_listeners_is_not_pipelined(scratch):
+    """The engine that enumerates may not be the one that runs the chunks (another process)."""
+    store = scratch
+    engine = _engine([f"k{i:03d}" for i in range(25)], listeners=[])
     integ_id, run_id = _start(engine, store)
     engine.enumerate(store, store.get_integration(integ_id), run_id)
     assert set(_statuses(store, run_id).values()) == {"pending"}
-    assert engine.process_chunk(store, run_id, 0).succeeded == 7
 
 
 def test_a_run_discarded_while_a_chunk_is_pipelined_gets_no_further_listener_run(scratch, pg_url):

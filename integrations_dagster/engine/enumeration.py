@@ -65,7 +65,8 @@ def enumerate_run(
         session._http_factory = lambda: http_factory(session)
     pipeline: ChunkPipeline | None = None
     if pipelining(enabled=engine.settings.pipeline_chunks, postgres=not store.is_sqlite):
-        pipeline = ChunkPipeline(engine, store, run_id, session.chunk_size, session.event_classes, log)
+        pipeline = ChunkPipeline(engine, store, run_id, session.chunk_size, session.event_classes,
+                                 lambda: session.dispatched, log)
         session.on_written = pipeline.written
     delivered: list[int] = []
     pushed: SyncResult | None = None

@@ -16,9 +16,9 @@ superseding and cursor rule are the chunk step's own):
 - only on PostgreSQL, with ``SyncSettings.pipeline_chunks`` on (the default), and only while every
   event type dispatched so far has staged listeners alone: a Python listener keeps today's path
   (the pipeline hands over no further chunk once one appears);
-- a chunk is handed over once the rows of every later-dispatched item before its end are committed
-  (``complete_chunks``); the last, partial chunk only once the enumeration has returned, and only
-  when the pipeline took part in the run (a small sync stays as it was: its chunk steps run it);
+- a chunk is handed over once the rows of all its items are committed (``complete_chunks``), the
+  last, partial one once the enumeration has returned; a run of one chunk never is (a small sync
+  stays as it was: its chunk step runs it);
 - a pipelined pass runs each ready item once: an item to retry keeps its new state and waits,
   pending, for its chunk step, which retries it (and reports every failed item of its chunk);
 - the claim requires the run to be enumerating (under the run row's lock), and every staged
@@ -41,6 +41,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from integrations_dagster.authoring.events import InvalidPayload
 from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.errors import IntegrationsError, SyncRunDiscarded
 from integrations_dagster.status import RunStatus
@@ -60,16 +61,21 @@ def pipelining(*, enabled: bool, postgres: bool) -> bool:
 
 
 def staged_only(staged_flags: Iterable[Sequence[bool]]) -> bool:
-    """Whether the chunks written so far may be pipelined: every event type dispatched so far has only
-    staged listeners (``staged_flags``: per event type, one flag per listener; a type without
-    listeners is fine, its items just succeed)."""
-    return all(all(flags) for flags in staged_flags)
+    """Whether the chunks written so far may be pipelined: every event type dispatched so far has
+    staged listeners, and only those (``staged_flags``: per event type, one flag per listener). A
+    type without listeners here is not pipelined: the engine that enumerates may not be the one
+    whose chunk steps run the listeners (another process with other definitions)."""
+    return all(flags and all(flags) for flags in staged_flags)
 
 
-def complete_chunks(written: int, chunk_size: int, *, finished: bool) -> int:
-    """How many leading chunks have all their items written: ``written`` rows are committed, in
-    dispatch order. While the enumeration runs only full chunks count; once it has returned
-    (``finished``) the last, partial one does too."""
+def complete_chunks(written: int, chunk_size: int, *, finished: bool, dispatched: int) -> int:
+    """How many leading chunks may be handed over: ``written`` rows are committed, in dispatch order,
+    of ``dispatched`` so far. While the enumeration runs only full chunks count; once it has
+    returned (``finished``) the last, partial one does too. A run of one chunk (``dispatched`` not
+    above ``chunk_size``) is never pipelined: nothing would overlap, and a small sync stays as it
+    was (its chunk step runs it)."""
+    if dispatched <= chunk_size:
+        return 0
     if finished:
         return -(-written // chunk_size)
     return written // chunk_size
@@ -117,6 +123,7 @@ class ChunkPipeline:
         run_id: int,
         chunk_size: int,
         event_classes: Callable[[], Iterable[type]],
+        dispatched: Callable[[], int],
         log: Any,
     ) -> None:
         self._engine = engine
@@ -124,6 +131,7 @@ class ChunkPipeline:
         self._run_id = run_id
         self._chunk_size = chunk_size
         self._event_classes = event_classes
+        self._dispatched = dispatched
         self._log = log
         self.guard = PipelineGuard(store, run_id)
         self._next = 0  # the next chunk to hand over
@@ -136,16 +144,15 @@ class ChunkPipeline:
         """``rows`` items of the run are committed (called by the session's writer thread, which
         must not fail because of the pipeline: a problem here only turns the pipeline off)."""
         try:
-            self._hand_over(complete_chunks(rows, self._chunk_size, finished=False))
+            self._hand_over(complete_chunks(rows, self._chunk_size, finished=False, dispatched=self._dispatched()))
         except Exception as exc:  # pragma: no cover - defensive: the chunk steps do the work anyway
             self._off = True
             self._log.warning(f"sync run {self._run_id}: chunk pipeline off ({type(exc).__name__}: {exc})")
 
     def finish(self, dispatched: int) -> None:
-        """The enumeration returned and every row is written: hand over the rest (only if the
-        pipeline took part in this run), then wait until every handed-over chunk is done."""
-        if self._next > 0:
-            self._hand_over(complete_chunks(dispatched, self._chunk_size, finished=True))
+        """The enumeration returned and every row is written: hand over the rest, then wait until
+        every handed-over chunk is done."""
+        self._hand_over(complete_chunks(dispatched, self._chunk_size, finished=True, dispatched=dispatched))
         self._close()
         if self.processed:
             self._log.info(f"sync run {self._run_id}: {self.processed} chunks ({self.items} items) processed while "
@@ -166,7 +173,9 @@ class ChunkPipeline:
         if self._off or upto <= self._next or self.guard.stopped:
             return
         listeners = self._engine.listeners
-        flags = [[spec.staged for spec in listeners.for_type(cls)] for cls in list(self._event_classes())]
+        # Invalid items fail at once whatever the listeners (engine.dispatch): they do not decide.
+        flags = [[spec.staged for spec in listeners.for_type(cls)] for cls in list(self._event_classes())
+                 if not issubclass(cls, InvalidPayload)]
         if not staged_only(flags):
             self._off = True
             if self._next:
