@@ -204,7 +204,8 @@ def _process_items(
     settings = engine.settings
     # PostgreSQL: each batch's status write runs in the background while the next batch's
     # listeners run; drained before the step decides anything (see BackgroundWriter).
-    writer = None if store.is_sqlite else BackgroundWriter("outcome-writer")
+    # A pipelined pass is itself on a worker thread beside the enumeration: it writes in line.
+    writer = None if store.is_sqlite or pipelined is not None else BackgroundWriter("outcome-writer")
     try:
         first = True
         while items:

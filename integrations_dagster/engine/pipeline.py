@@ -13,7 +13,7 @@ pipeline did not finish), with the usual retries, failure reports and re-executi
 Rules (``pipelining``, ``staged_only`` and ``complete_chunks`` below; the per-item records, retries,
 superseding and cursor rule are the chunk step's own):
 
-- only on PostgreSQL, with ``SyncSettings.pipeline_chunks`` on (the default), and only while every
+- only on PostgreSQL, with ``SyncSettings.pipeline_chunks`` on (off by default: see the setting), and only while every
   event type dispatched so far has staged listeners alone: a Python listener keeps today's path
   (the pipeline hands over no further chunk once one appears);
 - a chunk is handed over once the rows of all its items are committed (``complete_chunks``), the
@@ -31,7 +31,7 @@ superseding and cursor rule are the chunk step's own):
 
 A staged listener may thus have run for some items of an enumeration that then fails: their rows
 are discarded with the run and the next run delivers them again. Listeners are idempotent anyway
-(every item may be retried); set ``pipeline_chunks=False`` for the strict "nothing before the
+(every item may be retried); leave ``pipeline_chunks`` off for the strict "nothing before the
 enumeration has finished" order.
 """
 

@@ -25,7 +25,7 @@ def test_kill9_trial(db_url, tmp_path, n):
 
 #: A staged listener, and a write every 10 items (a chunk): on PostgreSQL the chunks are pipelined,
 #: processed while the enumeration still runs (``engine.pipeline``), so kills land inside them too.
-PIPELINED = {"KILL_APP_STAGED": "1", "INTEGRATIONS_FLUSH_EVERY": "10"}
+PIPELINED = {"KILL_APP_STAGED": "1", "INTEGRATIONS_FLUSH_EVERY": "10", "INTEGRATIONS_PIPELINE_CHUNKS": "true"}
 
 
 @pytest.mark.kill9
