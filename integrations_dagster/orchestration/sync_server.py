@@ -50,6 +50,11 @@ def _warm_up(database_url: str | None, defs_spec: str) -> None:
         from integrations_dagster.orchestration.reexecutable import workspace_location_origin
 
         workspace_location_origin(env.ref)
+    # The HTTP stack a sync's client needs: httpx imports httpcore at its first client, and the TLS
+    # context loads the CA bundle (tens of milliseconds each, otherwise paid by every child).
+    from integrations_dagster.http import ApiClient
+
+    ApiClient(base_url="https://localhost").close()
     Store.forget_all()  # no pooled database connection is shared with a forked child
 
 
