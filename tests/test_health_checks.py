@@ -224,3 +224,4 @@ def test_a_clean_sync_of_a_healthy_integration_leaves_its_checks_as_recorded(sto
     execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)  # after a partial: recorded
     reds = evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)
     assert len(reds) == 3 and reds[-1].passed == (not store.failed_items(integration_id=integration.id))
+
