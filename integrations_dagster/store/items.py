@@ -235,7 +235,7 @@ def max_string_checkpoint(conn: Connection, run_id: int, below: str | None) -> t
 # --- supersession (engine.supersede decides) ------------------------------------------------------
 def latest_successes(conn: Connection, integration_id: int, external_ids: Sequence[str]) -> dict[str, int]:
     """The highest id of a successful item per external id of the integration (index
-    ``ix_sync_items_integration_external``); external ids without a success are absent.
+    ``ix_sync_items_completed_external``, partial: completed items only); external ids without a success are absent.
 
     On PostgreSQL one statement per 10,000 ids with the ids as one array parameter (``= ANY``): a
     chunk's probe is one round trip with a short, cached statement (measured: about 2x faster than

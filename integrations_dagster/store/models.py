@@ -20,9 +20,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
+
+#: The completed item statuses (``status.COMPLETED``) as SQL, for the partial external-id index.
+_COMPLETED_SQL = "status IN ('success', 'skipped', 'superseded')"
 
 # Integer primary keys that are BIGINT on PostgreSQL and INTEGER (rowid alias) on SQLite.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -126,8 +130,10 @@ sync_items = Table(
     Index("ix_sync_items_run_status", "run_id", "status"),
     Index("ix_sync_items_integration_status", "integration_id", "status"),
     Index("ix_sync_items_status_finished", "status", "finished_at"),
-    # Versions of one external id (supersession; migration 0011_superseded).
-    Index("ix_sync_items_integration_external", "integration_id", "external_id"),
+    # Completed versions of one external id (supersession, overlap windows; migrations 0011_superseded
+    # and 0021_completed_external_index: pending rows never enter it).
+    Index("ix_sync_items_completed_external", "integration_id", "external_id",
+          postgresql_where=text(_COMPLETED_SQL), sqlite_where=text(_COMPLETED_SQL)),
 )
 
 requests_log = Table(
