@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
@@ -23,6 +24,8 @@ from integrations_dagster.status import ItemStatus, RunStatus
 from integrations_dagster.store import utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from integrations_dagster.authoring.integration import Integration
     from integrations_dagster.settings import SyncSettings
     from integrations_dagster.store import Store
@@ -340,11 +343,24 @@ class SyncSession:
                 raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
             self._store.insert_item_rows(conn, rows)
 
-    def finish(self) -> None:
-        """End dispatching (a later ``dispatch`` raises ``SyncSessionClosed``), then write everything."""
+    def finish(self, then: Callable[[Connection], None] | None = None) -> None:
+        """End dispatching (a later ``dispatch`` raises ``SyncSessionClosed``), then write everything.
+
+        ``then(conn)``: runs first in the transaction that writes the last dispatched items (one of its
+        own when there are none left), so whatever it records (the engine: the run's end of enumeration,
+        a compare-and-set on its status) commits together with those items or not at all; the status
+        check of each write is then ``then``'s to make. Earlier batches are written first."""
         with self._lock:
             self._closed = True
-            self.flush()
+            if then is None:
+                self.flush()
+                return
+            if self._writer is not None:
+                self._writer.drain()
+            rows, self._buffer = self._buffer, []
+            with self._store.begin() as conn:
+                then(conn)
+                self._store.insert_item_rows(conn, rows)
 
     def flush(self) -> None:
         """Write every dispatched item now and wait until it is stored."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from integrations_dagster.authoring.context import SyncContext, http_factory_for, sync_context
+from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.engine.dispatch import Problem, run_listeners
 from integrations_dagster.engine.results import ChunkResult
@@ -35,21 +36,26 @@ def process_chunk(
     reopen_failed: bool = False,
     dagster_run_id: str | None = None,
     log: Any = log_default,
+    integration: Integration | None = None,
 ) -> ChunkResult:
     """Run listeners for the chunk's unfinished items, retrying inside the step.
 
     Returns with ``waiting > 0`` when the next retry is further away than ``inline_wait_max``;
     the caller hands the step back to Dagster for that long (other steps run meanwhile).
+    ``integration``: the run's integration as the caller already holds it (a batch step: the one it
+    started and enumerated the run with), so it is not read again; any other is ignored and read.
     """
     result = ChunkResult(run_id=run_id, chunk=chunk)
     with chunk_lock(store, run_id, chunk) as claimed:
         if not claimed:  # another step holds this chunk right now: it will finish it
             log.info(f"sync run {run_id} chunk {chunk}: already being processed elsewhere")
             return result
-        items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id)
+        integration_id, items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed,
+                                      dagster_run_id=dagster_run_id)
         if not items:
             return result
-        integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
+        if integration is None or integration.id != integration_id:
+            integration = store.get_integration(integration_id)
         provider = engine.providers.get(integration.provider_key)
         if provider is not None and provider.owned_tables is not None:
             store.ensure_provider_tables(provider.owned_tables)
@@ -99,16 +105,19 @@ def finish_leftover_chunks(
 
 def claim(
     engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None
-) -> list[dict[str, Any]]:
-    """Take the chunk's unfinished items (and its failed ones when re-executing).
+) -> tuple[int, list[dict[str, Any]]]:
+    """Take the chunk's unfinished items (and its failed ones when re-executing): (the run's integration
+    id, the items); (0, []) when the run is gone.
 
     Called under ``chunk_lock``, so no other step is working on this chunk.
     """
     now = engine.clock()
     with store.begin() as conn:
         run = run_sql.claimable_run(store, conn, run_id)
-        if run is None or run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
-            return []  # discarded (or never enumerated): nothing of it may run
+        if run is None:
+            return 0, []
+        if run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
+            return int(run.integration_id), []  # discarded (or never enumerated): nothing of it may run
         if reopen_failed:
             # A failed item whose later version succeeded is not reopened: it is superseded.
             failed = item_sql.failed_of_chunk(conn, run_id, chunk)
@@ -120,7 +129,7 @@ def claim(
         # Never run an older version over a newer one that already succeeded (engine.supersede).
         gone, _ = supersede(conn, int(run.integration_id),
                             [Version(r["id"], r["external_id"], r["status"]) for r in rows], now)
-        return [r for r in rows if r["id"] not in gone] if gone else rows
+        return int(run.integration_id), [r for r in rows if r["id"] not in gone] if gone else rows
 
 
 def drop_superseded(engine: SyncEngine, store: Store, run_id: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -173,8 +182,10 @@ def _process_items(
 ) -> ChunkResult:
     settings = engine.settings
     # PostgreSQL: each batch's status write runs in the background while the next batch's
-    # listeners run; drained before the step decides anything (see BackgroundWriter).
-    writer = None if store.is_sqlite else BackgroundWriter("outcome-writer")
+    # listeners run; drained before the step decides anything (see BackgroundWriter). The thread
+    # starts with the first batch that another batch follows: a write with nothing to overlap (a
+    # small sync's one batch) is made here, without a thread.
+    writer: BackgroundWriter | None = None
     try:
         first = True
         while items:
@@ -195,6 +206,8 @@ def _process_items(
                 if claim is not None:
                     claim.check()  # the chunk is still ours (PostgreSQL: the advisory lock's session lives)
                 successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets)
+                if writer is None and not store.is_sqlite and start + size < len(ready):
+                    writer = BackgroundWriter("outcome-writer")
                 if writer is not None:
                     writer.submit(item_sql.write_outcomes, store, successes, changes, now)
                 else:

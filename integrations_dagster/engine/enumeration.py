@@ -20,6 +20,8 @@ from integrations_dagster.store import runs as run_sql
 from integrations_dagster.store.outbox import Outbox
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from integrations_dagster.engine.engine import SyncEngine
 
 log_default = logging.getLogger("integrations_dagster")
@@ -64,6 +66,17 @@ def enumerate_run(
         session._http_factory = lambda: http_factory(session)
     delivered: list[int] = []
     pushed: SyncResult | None = None
+
+    def end_enumeration(conn: Connection) -> None:
+        # In the transaction of the last dispatched items: they and the run's end of enumeration
+        # commit together. Raises SyncRunDiscarded when the run was discarded meanwhile (presumed
+        # dead): nothing of it is written, and it must not go on to processing and reconciliation.
+        store.transition_run(
+            conn, run_id, RunStatus.ENUMERATING, "finish its enumeration",
+            status=RunStatus.PROCESSING, items_total=session.dispatched, chunks=session.chunks,
+            enumerated_at=engine.clock(),
+        )
+        Outbox.mark_delivered(conn, delivered, run_id)
     try:
         if way is not None:
             box = Outbox(store)
@@ -91,22 +104,16 @@ def enumerate_run(
                 delivered.append(m.id)
         if way is None or way.pulls:
             provider.enumerate(integration, session)
-        session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
+        # No dispatch is accepted after this (e.g. from a helper thread); the last items and the end
+        # of the enumeration are one transaction.
+        session.finish(then=end_enumeration)
     except BaseException as exc:
         session.stop_writing()  # no batch may land after the discard below
+        # (A run already discarded or moved on by another process: fail_enumeration changes nothing.)
         fail_enumeration(engine, store, integration, run_id, exc)
         raise
     finally:
         session.close()
-    now = engine.clock()
-    with store.begin() as conn:
-        # Raises SyncRunDiscarded when the run was discarded meanwhile (presumed dead): what it
-        # dispatched is gone, so it must not go on to processing and reconciliation.
-        store.transition_run(
-            conn, run_id, RunStatus.ENUMERATING, "finish its enumeration",
-            status=RunStatus.PROCESSING, items_total=session.dispatched, chunks=session.chunks, enumerated_at=now,
-        )
-        Outbox.mark_delivered(conn, delivered, run_id)
     store.refresh_statistics(session.dispatched)
     log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
     return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)

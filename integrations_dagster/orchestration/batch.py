@@ -286,7 +286,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                                                    metadata={"status": "skipped", "reason": start.skipped_reason or ""}))
                 return out
             assert start.run_id is not None
-            integration = store.get_integration(iid)  # the cursor as start_run left it
+            integration = start.integration  # the cursor as start_run left it
             from integrations_dagster.authoring.context import http_factory_for
 
             try:
@@ -316,7 +316,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
         waits: list[float] = []
         for chunk in range(chunks):
             res = engine.process_chunk(store, run_id, chunk, reopen_failed=reopen, dagster_run_id=context.run_id,
-                                       log=log)
+                                       log=log, integration=integration)
             succeeded += res.succeeded
             if res.waiting:
                 waits.append(res.wait_seconds)

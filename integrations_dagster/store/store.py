@@ -277,6 +277,10 @@ class Store:
         data["metadata"] = data.get("metadata") or {}
         return Integration(**data)
 
+    def integration_from_row(self, row: Any) -> Integration:
+        """The ``Integration`` of an ``integrations`` row read elsewhere (credentials decrypted)."""
+        return self._row_to_integration(row)
+
     def get_integration(self, integration_id: int, *, tenant: str | None = None, decrypt: bool = True) -> Integration:
         stmt = select(m.integrations).where(m.integrations.c.id == integration_id)
         if tenant is not None:
