@@ -24,8 +24,6 @@ from integrations_dagster.status import ItemStatus, RunStatus
 from integrations_dagster.store import utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from integrations_dagster.authoring.integration import Integration
     from integrations_dagster.settings import SyncSettings
     from integrations_dagster.store import Store
@@ -343,7 +341,7 @@ class SyncSession:
                 raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
             self._store.insert_item_rows(conn, rows)
 
-    def finish(self, then: Callable[[Connection], None] | None = None) -> None:
+    def finish(self, then: Callable[[Any], None] | None = None) -> None:
         """End dispatching (a later ``dispatch`` raises ``SyncSessionClosed``), then write everything.
 
         ``then(conn)``: runs first in the transaction that writes the last dispatched items (one of its

@@ -20,8 +20,6 @@ from integrations_dagster.store import runs as run_sql
 from integrations_dagster.store.outbox import Outbox
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from integrations_dagster.engine.engine import SyncEngine
 
 log_default = logging.getLogger("integrations_dagster")
@@ -67,7 +65,7 @@ def enumerate_run(
     delivered: list[int] = []
     pushed: SyncResult | None = None
 
-    def end_enumeration(conn: Connection) -> None:
+    def end_enumeration(conn: Any) -> None:  # the store's connection, in the last write's transaction
         # In the transaction of the last dispatched items: they and the run's end of enumeration
         # commit together. Raises SyncRunDiscarded when the run was discarded meanwhile (presumed
         # dead): nothing of it is written, and it must not go on to processing and reconciliation.

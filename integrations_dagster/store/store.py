@@ -291,6 +291,15 @@ class Store:
             raise IntegrationNotFound(integration_id)
         return self._row_to_integration(row, decrypt=decrypt)
 
+    def get_integrations(self, integration_ids: Sequence[int]) -> dict[int, Integration]:
+        """``{id: Integration}`` of the given ids in one query (credentials decrypted); ids without a
+        row are absent."""
+        if not integration_ids:
+            return {}
+        stmt = select(m.integrations).where(self.id_in(m.integrations.c.id, [int(i) for i in integration_ids]))
+        with self.engine.connect() as conn:
+            return {int(r.id): self._row_to_integration(r) for r in conn.execute(stmt)}
+
     def list_integrations(
         self, *, provider_key: str | None = None, tenant: str | None = None, decrypt: bool = False
     ) -> list[Integration]:
