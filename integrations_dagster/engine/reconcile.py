@@ -176,10 +176,9 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     to_notify: list[dict[str, Any]] = []
     others: list[int] = []  # other runs whose failed items this run's successes superseded
     with store.begin() as conn:
-        run = run_sql.lock_run(store, conn, run_id)
+        run, integ = run_sql.lock_run_and_integration(store, conn, run_id)  # one statement, both locked
         if run is None:
             raise LookupError(f"sync run {run_id} not found")
-        integ = run_sql.lock_integration(store, conn, run.integration_id)
         if integ is None:
             raise LookupError(f"integration {run.integration_id} of sync run {run_id} not found")
         provider = engine.provider(integ.provider_key)

@@ -26,6 +26,43 @@ def lock_run(store: Store, conn: Connection, run_id: int) -> Any:
     return conn.execute(store.for_update(select(m.sync_runs).where(m.sync_runs.c.id == run_id))).first()
 
 
+def lock_run_and_integration(store: Store, conn: Connection, run_id: int) -> tuple[Any, Any]:
+    """(the run's row, its integration's row), both locked for the transaction, in one statement
+    (``FOR UPDATE`` over the join locks the run's row and the integration's, as ``lock_run`` and
+    ``lock_integration`` one after the other did); (None, None) without the run, (run, None) without
+    its integration."""
+    sr, it = m.sync_runs, m.integrations
+    runs_cols = [c.label(f"r_{c.name}") for c in sr.c]
+    integ_cols = [c.label(f"i_{c.name}") for c in it.c]
+    row = conn.execute(store.for_update(
+        select(*runs_cols, *integ_cols).select_from(sr.join(it, it.c.id == sr.c.integration_id))
+        .where(sr.c.id == run_id))).first()
+    if row is None:  # no run, or (never in practice: a foreign key) a run without its integration
+        return lock_run(store, conn, run_id), None
+    data = row._mapping
+    return (_Record({c.name: data[f"r_{c.name}"] for c in sr.c}),
+            _Record({c.name: data[f"i_{c.name}"] for c in it.c}))
+
+
+class _Record:
+    """A row's columns as attributes (what ``lock_run``'s and ``lock_integration``'s rows offer)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return self._values
+
+
 def record_kept_checkpoints(conn: Connection, run_id: int, kept: list[Any]) -> None:
     """Record a settled run's kept checkpoints (a run settled before migration 0015_run_summary)."""
     conn.execute(m.sync_runs.update().where(m.sync_runs.c.id == run_id).values(kept_checkpoints=kept))
