@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, true
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text, true
 from sqlalchemy.engine import make_url
 
 from integrations_dagster.authoring.integration import Integration
@@ -395,6 +395,9 @@ class Store:
             stmt = stmt.with_for_update(read=True)
         return conn.execute(stmt).scalar()
 
+    _TRANSITION = m.sync_runs.update().where(
+        m.sync_runs.c.id == bindparam("b_run"), m.sync_runs.c.status.in_(bindparam("b_states", expanding=True)))
+
     def transition_run(
         self, conn: Connection, run_id: int, expected: str | Sequence[str], action: str, **values: Any
     ) -> None:
@@ -404,11 +407,9 @@ class Store:
         from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
 
         states = (expected,) if isinstance(expected, str) else tuple(expected)
-        done = conn.execute(
-            m.sync_runs.update()
-            .where(m.sync_runs.c.id == run_id, m.sync_runs.c.status.in_(states))
-            .values(**values)
-        ).rowcount
+        # One statement built once; the SET clause is the parameters' columns (plain values only).
+        done = conn.execute(self._TRANSITION, {"b_run": int(run_id), "b_states": [str(s) for s in states],
+                                               **values}).rowcount
         if done == 1:
             return
         row = conn.execute(
@@ -419,12 +420,11 @@ class Store:
             raise SyncRunDiscarded(run_id, states, found, action)
         raise SyncRunStateConflict(run_id, states, found, action)
 
+    _ITEM_COUNTS = (select(m.sync_items.c.status, func.count()).where(m.sync_items.c.run_id == bindparam("b_run"))
+                    .group_by(m.sync_items.c.status))  # built once: its cache key is computed once
+
     def item_counts(self, conn: Connection, run_id: int) -> dict[str, int]:
-        rows = conn.execute(
-            select(m.sync_items.c.status, func.count())
-            .where(m.sync_items.c.run_id == run_id)
-            .group_by(m.sync_items.c.status)
-        )
+        rows = conn.execute(self._ITEM_COUNTS, {"b_run": int(run_id)})
         counts = {str(s): 0 for s in (*UNFINISHED, *TERMINAL)}
         for status, n in rows:
             counts[status] = int(n)
