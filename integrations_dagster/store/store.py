@@ -150,7 +150,13 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(self.url, pool_size=5, max_overflow=10)
+        _ping_when_idle(engine, self.PING_AFTER_IDLE_SECONDS)
+        return engine
+
+    #: A pooled PostgreSQL connection idle longer than this is pinged before it is handed out (see
+    #: ``_ping_when_idle``).
+    PING_AFTER_IDLE_SECONDS: ClassVar[float] = 1.0
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -504,6 +510,36 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(m.sync_items).where(m.sync_items.c.run_id == run_id).order_by(m.sync_items.c.id))
             return [_item_dict(r) for r in rows]
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling that pings only connections that sat in the pool for more than
+    ``idle_seconds``: ``pool_pre_ping`` pings at every checkout, a round trip of its own, and a small sync
+    checks a connection out about eight times in a few milliseconds. A connection that was idle longer
+    (a server restart, ``idle_session_timeout``, a failover may have closed it) is pinged and, when dead,
+    replaced before use (SQLAlchemy's pool events: a ``checkout`` handler that raises
+    ``DisconnectionError`` makes the pool discard the connection and hand out a fresh one). One that
+    died within the last second fails its statement: the error invalidates the pool (every pooled
+    connection is replaced) and the step fails, or is retried, with nothing lost."""
+    import time
+
+    from sqlalchemy import exc as sa_exc
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_conn: Any, record: Any) -> None:
+        record.info["integrations_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("integrations_idle_since", None)
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return  # new (just connected) or back in the pool a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception:
+            alive = False
+        if not alive:
+            raise sa_exc.DisconnectionError("a pooled connection is gone; reconnecting")
 
 
 def _run_dict(row: Any) -> dict[str, Any]:
