@@ -470,7 +470,7 @@ def test_batch_runs_pool_the_dagster_instance_connections_once():
     pool_dagster_connections(None)  # no instance (a direct invocation): nothing to do
 
 
-def test_a_small_sync_in_a_batch_step_reads_its_integration_row_at_most_twice(db_url, dagster_instance):
+def test_a_small_sync_in_a_batch_step_reads_its_integration_row_twice_plus_once_per_step(db_url, dagster_instance):
     """Per-sync work of a batch step (issue 11 point 1): each member's integration row is read once for
     the whole step (one query for its members), then once under start_run's lock and once under
     reconcile's; the chunk and the enumeration take the integration they are handed. Before: six reads
