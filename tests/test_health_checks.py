@@ -202,3 +202,26 @@ def test_executing_the_checks_from_the_ui_records_one_evaluation_per_partition(s
         EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION))
         if r.event_log_entry.dagster_event.event_specific_data.partition is not None]
     assert {r.event_log_entry.dagster_event.event_specific_data.partition for r in partitioned} == {str(integration.id)}
+
+
+def test_a_clean_sync_of_a_healthy_integration_leaves_its_checks_as_recorded(store: Store, db_url, dagster_instance):
+    """The partitioned job, as a batch step (``engine.fleet.health_checks_unchanged``): the checks are
+    recorded when a verdict may change, not on every clean sync (two Dagster events saved per sync)."""
+    integration = store.create_integration(provider_key="synthetic", name="s", metadata={"items": 5})
+    execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)  # first: recorded
+    assert len(evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)) == 1
+    store.update_integration(integration.id, metadata={"items": 8})
+    execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)  # clean, was healthy
+    assert len(evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)) == 1
+    assert len(evaluations(dagster_instance, integration.id, SYNCED_WITHIN_INTERVAL)) == 1
+
+    store.update_integration(integration.id, metadata={"items": 12})
+    app.POISON.update({"item-10"})
+    execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)  # partial: recorded red
+    assert not evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)[-1].passed
+    app.POISON.clear()
+    store.update_integration(integration.id, metadata={"items": 14})
+    execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)  # after a partial: recorded
+    reds = evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)
+    assert len(reds) == 3 and reds[-1].passed == (not store.failed_items(integration_id=integration.id))
+

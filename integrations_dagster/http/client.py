@@ -27,6 +27,7 @@ import functools
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 from collections import deque
@@ -179,6 +180,19 @@ def _first_error(exc: pydantic.ValidationError) -> tuple[str, str]:
     return loc, f"{err.get('msg', 'invalid')}{more}"
 
 
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """The TLS context every ``ApiClient`` verifies servers with unless given its own: httpx's default
+    (certifi's CA bundle; ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), built once per process.
+
+    Building it loads the whole CA bundle: 20-40 ms of CPU, which ``httpx.Client()`` pays for every
+    client it makes. A sync makes a client for its enumeration and one for its listeners, so a fleet
+    of small syncs paid it twice per sync (measured: docs/BENCHMARKS.md, Fleet). An ``SSLContext`` is
+    safe to share between clients and threads.
+    """
+    return httpx.create_ssl_context()
+
+
 class ApiClient:
     """An ``httpx.Client`` bound to one integration, safe to log and kind to rate limits.
 
@@ -208,6 +222,7 @@ class ApiClient:
         secrets: Iterable[str] = (),
         follow_redirects: bool = True,
         prefetch_pages: int = 8,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -237,6 +252,8 @@ class ApiClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=follow_redirects,
+            # Certificates are always verified; the context is built once per process, not per client.
+            verify=verify if verify is not None else shared_tls_context(),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from dagster import (
     ExecutorDefinition,
     Failure,
     OpExecutionContext,
+    Out,
+    Output,
     PartitionedConfig,
     RetryPolicy,
     RetryRequested,
@@ -106,6 +108,24 @@ def fail_if_owner_dead(instance: Any, run: Any) -> bool:
     return True
 
 
+def _checks_for(context: OpExecutionContext, chunk: dict[str, Any], settled: ReconcileResult,
+                store: Any, engine: Any) -> tuple[Any, Any]:
+    """(store, engine) when a chunk or reconcile step records the two health checks, else (None, None).
+
+    As in a batch step (``engine.fleet.health_checks_unchanged``): a clean run of an integration that was
+    healthy, enabled and last succeeded leaves both verdicts as recorded (two Dagster events saved per
+    sync). A re-execution always records them (its parent's failure changed them), and so does any run
+    whose step output does not carry the integration's state before it (``before`` in the chunk).
+    """
+    from integrations_dagster.engine.fleet import health_checks_unchanged
+
+    before = chunk.get("before")
+    same = before is not None and context.run.parent_run_id is None and health_checks_unchanged(
+        health_before=before["health"], last_status_before=before["last_run_status"],
+        enabled=bool(before["enabled"]), status=settled.status, failed=settled.failed)
+    return (None, None) if same else (store, engine)
+
+
 def _record(context: OpExecutionContext, result: ReconcileResult, store: Any = None, engine: Any = None) -> None:
     if result.final and result.changed:
         context.log_event(
@@ -176,7 +196,8 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             )
             return
         assert start.run_id is not None
-        integration = start.integration  # the cursor as start_run left it
+        integration_before = integration
+        integration = start.integration  # the cursor as start_run left it (read under its lock)
         from integrations_dagster.authoring.context import http_factory_for
 
         try:
@@ -201,18 +222,29 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 metadata={"sync_run_id": start.run_id},
                 allow_retries=False,
             ) from None
+        # The state the health checks were last recorded from (``_checks_for``), before this run.
+        before = {"health": integration_before.health, "last_run_status": integration_before.last_run_status,
+                  "enabled": bool(integration_before.enabled)}
         if result.items == 0:
-            _record(context, engine.reconcile(store, result.run_id, log=context.log), store, engine)
+            settled = engine.reconcile(store, result.run_id, log=context.log)
+            _record(context, settled, *_checks_for(context, {"before": before}, settled, store, engine))
             return
         for chunk in range(result.chunks):
-            yield DynamicOutput({"run_id": result.run_id, "chunk": chunk}, mapping_key=f"chunk_{chunk}")
+            yield DynamicOutput({"run_id": result.run_id, "chunk": chunk, "before": before},
+                                mapping_key=f"chunk_{chunk}")
 
     @op(
         name=f"{key}_process_chunk",
         retry_policy=RetryPolicy(max_retries=3, delay=1, backoff=Backoff.EXPONENTIAL),
         tags={"kind": "listeners"},
+        # No output when this step settled the run itself: when no chunk step of the run yields one
+        # (a run of one chunk, the small incremental sync), Dagster skips the reconcile step, which would
+        # find nothing left to do (a step and about seven events less per small sync).
+        out=Out(dict, is_required=False),
     )
-    def process_op(context: OpExecutionContext, integrations: IntegrationsResource, chunk: dict[str, Any]) -> dict[str, Any]:
+    def process_op(
+        context: OpExecutionContext, integrations: IntegrationsResource, chunk: dict[str, Any]
+    ) -> Iterator[Output[dict[str, Any]]]:
         """Run the listeners of one chunk's unfinished items, retrying each item inside the step."""
         store = integrations.get_store()
         reopen = context.run.parent_run_id is not None and context.retry_number == 0
@@ -224,7 +256,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             raise RetryRequested(max_retries=100_000, seconds_to_wait=res.wait_seconds)
         settled = engine.try_reconcile(store, chunk["run_id"], log=context.log, after_chunk=chunk["chunk"])
         if settled is not None:
-            _record(context, settled, store, engine)
+            _record(context, settled, *_checks_for(context, chunk, settled, store, engine))
         if res.failed:
             from integrations_dagster.orchestration.failure_text import ChunkFailure
 
@@ -234,7 +266,10 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 tries=engine.settings.item_tries,
             )
             raise Failure(description=text.description(), metadata=text.metadata(), allow_retries=False)
-        return {"run_id": chunk["run_id"], "chunk": chunk["chunk"], "succeeded": res.succeeded}
+        if settled is not None and settled.final:
+            context.log.debug(f"sync run {chunk['run_id']}: settled by this step; nothing left for the reconcile step")
+            return
+        yield Output({"run_id": chunk["run_id"], "chunk": chunk["chunk"], "succeeded": res.succeeded})
 
     @op(name=f"{key}_reconcile", tags={"kind": "reconcile"})
     def reconcile_op(context: OpExecutionContext, integrations: IntegrationsResource, chunks: list[dict[str, Any]]) -> dict[str, Any]:

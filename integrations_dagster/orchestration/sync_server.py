@@ -45,11 +45,20 @@ def _warm_up(database_url: str | None, defs_spec: str) -> None:
     env.runs_jobs = True
     _ = env.engine  # imports Dagster and loads the definitions (cached for every child)
     _ = env.store  # migrations checked once
-    with env.instance() as instance:  # instance storage imported and its schema checked once
-        instance.get_runs(limit=1)
-        from integrations_dagster.orchestration.reexecutable import workspace_location_origin
+    # The instance is opened once and kept: each forked child uses it (``Env.warm_instance``). Dagster's
+    # storages hold no open connection between calls (SQLite and dagster-postgres use NullPool), so none
+    # crosses a fork; a child disposes its copy when its command ends.
+    instance = env.instance()
+    instance.get_runs(limit=1)
+    cli.Env.warm_instance = (os.environ["DAGSTER_HOME"], instance)
+    from integrations_dagster.orchestration.reexecutable import workspace_location_origin
 
-        workspace_location_origin(env.ref)
+    workspace_location_origin(env.ref)
+    # The HTTP stack a sync's client needs: httpx imports httpcore at its first client, and the TLS
+    # context loads the CA bundle (tens of milliseconds each, otherwise paid by every child).
+    from integrations_dagster.http import ApiClient
+
+    ApiClient(base_url="https://localhost").close()
     Store.forget_all()  # no pooled database connection is shared with a forked child
 
 
