@@ -135,6 +135,14 @@ def main() -> None:
     from integrations_dagster.orchestration.in_process import ensure_partition
 
     store = Store.for_url(state_url)
+    dialect = store.engine.dialect
+    real_ping = dialect.do_ping
+
+    def counting_ping(dbapi_conn):  # type: ignore[no-untyped-def]
+        COUNTS["pings"] += 1  # the pool's liveness round trip (pool_pre_ping or the idle check)
+        return real_ping(dbapi_conn)
+
+    dialect.do_ping = counting_ping  # type: ignore[method-assign]
     t0 = time.time() - 3600
     ids = seed(store, args.n, 2, args.rate, t0, datetime.now(UTC))
     instance = DagsterInstance.get()
@@ -186,14 +194,15 @@ def main() -> None:
             "sql_dagster_per_sync": round(COUNTS["sql_dagster"] / n, 1),
             "connects_per_sync": round(COUNTS["connects"] / n, 1),
             "checkouts_per_sync": round(COUNTS["checkouts"] / n, 1),
+            "pings_per_sync": round(COUNTS["pings"] / n, 2),
             "tx_state_per_sync": round(COUNTS["tx_state"] / n, 1),
             "events_per_sync": round(sum(events.values()) / n, 2),
             "events": dict(events),
         })
     print_table(["run", "syncs", "CPU-s/sync (this process)", "PG server CPU-s/sync", "wall", "SQL state/sync",
-                 "SQL Dagster/sync", "connects/sync", "pool checkouts/sync", "state transactions/sync", "events/sync"],
+                 "SQL Dagster/sync", "connects/sync", "pool checkouts/sync", "pings/sync", "state transactions/sync", "events/sync"],
                 [[r["run"], r["syncs"], r["cpu_s_per_sync"], r["pg_cpu_s_per_sync"], f"{r['wall_s']} s",
-                  r["sql_state_per_sync"], r["sql_dagster_per_sync"], r["connects_per_sync"], r["checkouts_per_sync"], r["tx_state_per_sync"],
+                  r["sql_state_per_sync"], r["sql_dagster_per_sync"], r["connects_per_sync"], r["checkouts_per_sync"], r["pings_per_sync"], r["tx_state_per_sync"],
                   r["events_per_sync"]]
                  for r in rows])
     print("events by type (last run):", json.dumps(rows[-1]["events"]))
