@@ -48,6 +48,13 @@ class SyncSettings(BaseSettings):
         description="Events handed to a batch listener per call; each batch's statuses are written in one statement "
         "(on PostgreSQL while the next batch runs).",
     )
+    pipeline_chunks: bool = Field(
+        default=False,
+        description="PostgreSQL, staged listeners only: a chunk whose items are all written is processed while "
+        "the enumeration goes on (engine.pipeline); its chunk step then finds it done. Off by default: on a "
+        "2-core machine that also runs the database it costs CPU and gains no time (docs/BENCHMARKS.md, GitHub); "
+        "for a sync machine with cores to spare or a database on another host.",
+    )
     cursor_rule: Literal["low_water_mark", "strict"] = Field(
         default="low_water_mark",
         description="low_water_mark: a failure holds back only later checkpoints; strict: any failure keeps the cursor.",

@@ -157,6 +157,10 @@ class SyncSession:
         # BackgroundWriter); SQLite writes in-process anyway, one writer at a time: synchronous.
         self._background = not store.is_sqlite
         self._writer: BackgroundWriter | None = None  # started at the first batch
+        self._written = 0  # rows committed so far (in dispatch order)
+        #: Called with the number of rows committed after each written batch (on the writer thread):
+        #: the engine's chunk pipeline (``engine.pipeline``) hands over the chunks that are complete.
+        self.on_written: Callable[[int], None] | None = None
         # An explicit SyncSettings(chunk_size=...) wins; else the provider's preference; else the default.
         explicit = "chunk_size" in settings.model_fields_set
         self.chunk_size = settings.chunk_size if explicit or not chunk_size else chunk_size
@@ -340,6 +344,13 @@ class SyncSession:
                 cls = SyncRunDiscarded if status in (None, RunStatus.FAILED) else SyncRunStateConflict
                 raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
             self._store.insert_item_rows(conn, rows)
+        self._written += len(rows)
+        if self.on_written is not None:
+            self.on_written(self._written)
+
+    def event_classes(self) -> list[type]:
+        """The event classes dispatched so far."""
+        return list(self._type_names)
 
     def finish(self, then: Callable[[Any], None] | None = None) -> None:
         """End dispatching (a later ``dispatch`` raises ``SyncSessionClosed``), then write everything.
@@ -359,6 +370,7 @@ class SyncSession:
             with self._store.begin() as conn:
                 then(conn)
                 self._store.insert_item_rows(conn, rows)
+            self._written += len(rows)  # (not handed to on_written: a pipelined run finishes without then)
 
     def flush(self) -> None:
         """Write every dispatched item now and wait until it is stored."""

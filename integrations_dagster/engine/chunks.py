@@ -13,7 +13,7 @@ from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.engine.dispatch import Problem, run_listeners
 from integrations_dagster.engine.results import ChunkResult
 from integrations_dagster.engine.retry import after_failure
-from integrations_dagster.engine.supersede import Version, supersede
+from integrations_dagster.engine.supersede import Version, probe_needed, supersede
 from integrations_dagster.security.redaction import scrub, secret_values
 from integrations_dagster.status import RUN_CLAIMABLE, ItemStatus, RunStatus
 from integrations_dagster.store import Store, as_utc
@@ -23,6 +23,7 @@ from integrations_dagster.store.locks import ChunkClaim, chunk_lock
 
 if TYPE_CHECKING:
     from integrations_dagster.engine.engine import SyncEngine
+    from integrations_dagster.engine.pipeline import PipelineGuard
 
 log_default = logging.getLogger("integrations_dagster")
 
@@ -37,13 +38,22 @@ def process_chunk(
     dagster_run_id: str | None = None,
     log: Any = log_default,
     integration: Integration | None = None,
+    pipelined: PipelineGuard | None = None,
 ) -> ChunkResult:
     """Run listeners for the chunk's unfinished items, retrying inside the step.
 
     Returns with ``waiting > 0`` when the next retry is further away than ``inline_wait_max``;
-    the caller hands the step back to Dagster for that long (other steps run meanwhile).
+    the caller hands the step back to Dagster for that long (other steps run meanwhile). The
+    result also names the chunk's items that had already failed before this step (a pipelined
+    pass failed them, or an earlier attempt of this step), so the step reports every failure.
+
     ``integration``: the run's integration as the caller already holds it (a batch step: the one it
     started and enumerated the run with), so it is not read again; any other is ignored and read.
+
+    ``pipelined`` (``engine.pipeline``): the chunk is processed while its run is still
+    enumerating: the claim requires the run to be enumerating, every ready item runs once (no
+    retry waits: an item to retry keeps its new state and is left pending for the chunk step), and
+    the guard is consulted before each batch and inside each staged listener's transaction.
     """
     result = ChunkResult(run_id=run_id, chunk=chunk)
     with chunk_lock(store, run_id, chunk) as claimed:
@@ -51,7 +61,12 @@ def process_chunk(
             log.info(f"sync run {run_id} chunk {chunk}: already being processed elsewhere")
             return result
         integration_id, items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed,
-                                      dagster_run_id=dagster_run_id)
+                                      dagster_run_id=dagster_run_id, enumerating=pipelined is not None)
+        if pipelined is None and not reopen_failed:
+            with store.engine.connect() as conn:  # failed before this step (a pipelined pass, an earlier attempt)
+                earlier = item_sql.failed_items_of_chunk(conn, run_id, chunk)
+            result.failed += len(earlier)
+            result.failed_items.extend(earlier)
         if not items:
             return result
         if integration is None or integration.id != integration_id:
@@ -62,7 +77,7 @@ def process_chunk(
         factory = http_factory_for(engine, store, provider, integration, run_id, for_items=True) if provider else None
         with sync_context(SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory)):
             return _process_items(engine, store, run_id, chunk, items, result, log, secret_values(integration),
-                                  claimed)
+                                  claimed, pipelined)
 
 
 def finish_leftover_chunks(
@@ -104,19 +119,25 @@ def finish_leftover_chunks(
 
 
 def claim(
-    engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None
+    engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None,
+    enumerating: bool = False,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Take the chunk's unfinished items (and its failed ones when re-executing): (the run's integration
     id, the items); (0, []) when the run is gone.
 
-    Called under ``chunk_lock``, so no other step is working on this chunk.
+    Called under ``chunk_lock``, so no other step is working on this chunk. ``enumerating``: the
+    run's own enumeration processes a chunk it has finished writing (``engine.pipeline``); the run
+    must still be enumerating.
     """
     now = engine.clock()
     with store.begin() as conn:
         run = run_sql.claimable_run(store, conn, run_id)
         if run is None:
             return 0, []
-        if run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
+        if enumerating:
+            if run.status != RunStatus.ENUMERATING:
+                return int(run.integration_id), []  # discarded meanwhile: nothing of it may run
+        elif run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
             return int(run.integration_id), []  # discarded (or never enumerated): nothing of it may run
         if reopen_failed:
             # A failed item whose later version succeeded is not reopened: it is superseded.
@@ -126,7 +147,15 @@ def claim(
                 store.transition_run(conn, run_id, RUN_CLAIMABLE, "reopen its failed items",
                                      status=RunStatus.PROCESSING, finished_at=None, dagster_run_id=dagster_run_id)
         rows = item_sql.claim_unfinished(store, conn, run_id, chunk, now)
-        # Never run an older version over a newer one that already succeeded (engine.supersede).
+        if not rows:
+            return int(run.integration_id), rows
+        # Never run an older version over a newer one that already succeeded (engine.supersede),
+        # when one can exist at all (probe_needed: one cheap round trip instead of a probe of every id).
+        later_run, later_success = (False, False) if enumerating or reopen_failed else \
+            item_sql.later_versions_possible(conn, int(run.integration_id), run_id, chunk, int(run.chunks or 0))
+        if not probe_needed(reopening=reopen_failed, enumerating=enumerating, later_run=later_run,
+                            later_success=later_success):
+            return int(run.integration_id), rows
         gone, _ = supersede(conn, int(run.integration_id),
                             [Version(r["id"], r["external_id"], r["status"]) for r in rows], now)
         return int(run.integration_id), [r for r in rows if r["id"] not in gone] if gone else rows
@@ -179,12 +208,14 @@ def _process_items(
     log: Any,
     secrets: list[str],
     claim: ChunkClaim | None = None,
+    pipelined: PipelineGuard | None = None,
 ) -> ChunkResult:
     settings = engine.settings
     # PostgreSQL: each batch's status write runs in the background while the next batch's
     # listeners run; drained before the step decides anything (see BackgroundWriter). The thread
     # starts with the first batch that another batch follows: a write with nothing to overlap (a
-    # small sync's one batch) is made here, without a thread.
+    # small sync's one batch) is made here, without a thread. A pipelined pass is itself on a worker
+    # thread beside the enumeration: it writes in line.
     writer: BackgroundWriter | None = None
     try:
         first = True
@@ -205,8 +236,11 @@ def _process_items(
                 part = ready[start:start + size]
                 if claim is not None:
                     claim.check()  # the chunk is still ours (PostgreSQL: the advisory lock's session lives)
-                successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets)
-                if writer is None and not store.is_sqlite and start + size < len(ready):
+                if pipelined is not None:
+                    pipelined.check()  # the enumeration has not failed meanwhile
+                successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets, pipelined)
+                if (writer is None and pipelined is None and not store.is_sqlite
+                        and start + size < len(ready)):
                     writer = BackgroundWriter("outcome-writer")
                 if writer is not None:
                     writer.submit(item_sql.write_outcomes, store, successes, changes, now)
@@ -216,7 +250,7 @@ def _process_items(
             if writer is not None:
                 writer.drain()
             items = waiting
-            if not items:
+            if not items or pipelined is not None:  # a pipelined pass leaves retries to the chunk step
                 break
             next_at = min(as_utc(it["next_attempt_at"]) for it in items)
             wait = max(0.0, (next_at - engine.clock()).total_seconds())
@@ -241,12 +275,14 @@ def _run_batch(
     result: ChunkResult,
     waiting: list[dict[str, Any]],
     secrets: list[str],
+    pipelined: PipelineGuard | None = None,
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Run the listeners of ``part``; returns (succeeded ids, changes for the rest).
 
     Items to retry get their new state in place and are appended to ``waiting``.
     """
-    outcomes = run_listeners(engine.listeners, engine.event_types, store, part)
+    outcomes = run_listeners(engine.listeners, engine.event_types, store, part,
+                             staged_guard=None if pipelined is None else pipelined.in_transaction)
     successes: list[int] = []
     changes: list[dict[str, Any]] = []
     for it in part:

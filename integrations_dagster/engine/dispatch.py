@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from integrations_dagster.authoring.events import InvalidPayload, InvalidPayloadError
 from integrations_dagster.authoring.listeners import ListenerRegistry, ListenerSpec, close_awaitable, is_queued
@@ -19,6 +19,9 @@ from integrations_dagster.authoring.staged import StagedBatch
 from integrations_dagster.errors import RateLimited, SyncListenerMustNotBeQueuedError
 from integrations_dagster.store import Store
 from integrations_dagster.store import items as item_sql
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 Problem = tuple[BaseException, str]
 Pair = tuple[dict[str, Any], Any]
@@ -51,9 +54,14 @@ class _Rollback(Exception):
 
 
 def run_listeners(
-    listeners: ListenerRegistry, types: EventTypes, store: Store, items: list[dict[str, Any]]
+    listeners: ListenerRegistry, types: EventTypes, store: Store, items: list[dict[str, Any]], *,
+    staged_guard: Callable[[Connection], None] | None = None,
 ) -> dict[int, Problem]:
-    """Run every listener for ``items``; returns failures by item id as (exception, kind)."""
+    """Run every listener for ``items``; returns failures by item id as (exception, kind).
+
+    ``staged_guard(conn)`` runs first inside each staged listener's transaction; what it raises
+    is not a listener failure: it propagates (``engine.pipeline``: the run is no longer enumerating).
+    """
     failures: dict[int, Problem] = {}
     by_type: dict[str, list[dict[str, Any]]] = {}
     for it in items:
@@ -96,7 +104,7 @@ def run_listeners(
                 alive = []
                 break
             if spec.staged:
-                alive = isolating(alive, failures, partial(call_staged, spec, store, cls))
+                alive = isolating(alive, failures, partial(call_staged, spec, store, cls, guard=staged_guard))
             elif spec.batch:
                 alive = isolating(alive, failures, partial(call_batch, spec))
             else:
@@ -150,14 +158,32 @@ def call_batch(spec: ListenerSpec, pairs: list[Pair]) -> Problem | None:
     return call(spec, [ev for _, ev in pairs])
 
 
-def call_staged(spec: ListenerSpec, store: Store, cls: type, pairs: list[Pair]) -> Problem | None:
-    """One staged call in a transaction of its own: committed if the listener returns."""
+class GuardFailed(Exception):
+    """Carries what a staged guard raised past the listener-failure handling."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def call_staged(spec: ListenerSpec, store: Store, cls: type, pairs: list[Pair], *,
+                guard: Callable[[Connection], None] | None = None) -> Problem | None:
+    """One staged call in a transaction of its own: committed if the listener returns.
+
+    ``guard(conn)`` first, in the same transaction (see ``run_listeners``)."""
     events = [ev for _, ev in pairs] if all(ev is not None for _, ev in pairs) else None
     try:
         with store.begin() as conn:
+            if guard is not None:
+                try:
+                    guard(conn)
+                except Exception as exc:
+                    raise GuardFailed(exc) from exc
             problem = call(spec, StagedBatch(conn, [it["id"] for it, _ in pairs], cls, events=events))
             if problem is not None:
                 raise _Rollback(problem)
+    except GuardFailed as failed:
+        raise failed.cause from None
     except _Rollback as rollback:
         return rollback.problem
     except Exception as exc:  # the commit itself failed (e.g. a deferred constraint)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from integrations_dagster.authoring.context import SyncContext, sync_context
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.session import SyncSession
+from integrations_dagster.engine.pipeline import ChunkPipeline, pipelining
 from integrations_dagster.engine.push import Direction, SyncResult, parse_direction, push_caller, push_pending
 from integrations_dagster.engine.reconcile import apply_health
 from integrations_dagster.engine.results import EnumerationResult
@@ -62,6 +63,11 @@ def enumerate_run(
                           chunk_size=provider.chunk_size)
     if http_factory is not None:
         session._http_factory = lambda: http_factory(session)
+    pipeline: ChunkPipeline | None = None
+    if pipelining(enabled=engine.settings.pipeline_chunks, postgres=not store.is_sqlite):
+        pipeline = ChunkPipeline(engine, store, run_id, session.chunk_size, session.event_classes,
+                                 lambda: session.dispatched, log)
+        session.on_written = pipeline.written
     delivered: list[int] = []
     pushed: SyncResult | None = None
 
@@ -102,16 +108,25 @@ def enumerate_run(
                 delivered.append(m.id)
         if way is None or way.pulls:
             provider.enumerate(integration, session)
-        # No dispatch is accepted after this (e.g. from a helper thread); the last items and the end
-        # of the enumeration are one transaction.
-        session.finish(then=end_enumeration)
+        if pipeline is None:
+            # No dispatch is accepted after this (e.g. from a helper thread); the last items and the
+            # end of the enumeration are one transaction.
+            session.finish(then=end_enumeration)
+        else:
+            session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
+            pipeline.finish(session.dispatched)  # every handed-over chunk is done before the run leaves enumerating
     except BaseException as exc:
         session.stop_writing()  # no batch may land after the discard below
+        if pipeline is not None:
+            pipeline.stop()  # nor a pipelined listener run
         # (A run already discarded or moved on by another process: fail_enumeration changes nothing.)
         fail_enumeration(engine, store, integration, run_id, exc)
         raise
     finally:
         session.close()
+    if pipeline is not None:  # pipelined: the end of enumeration after its chunks, in its own transaction
+        with store.begin() as conn:
+            end_enumeration(conn)
     store.refresh_statistics(session.dispatched)
     log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
     return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)

@@ -54,6 +54,25 @@ def supersessions(items: Iterable[Version], latest_success: Mapping[str, int]) -
     return out
 
 
+def probe_needed(*, reopening: bool, enumerating: bool, later_run: bool, later_success: bool) -> bool:
+    """Whether the superseded-items probe at a chunk's claim can find anything (else it is skipped,
+    and no ``Version`` of the chunk's items is built).
+
+    A later version of an item has a higher id: it is in this run, in the same chunk or a later one,
+    or in a later run of the integration. So the probe is needed only when re-executing (failed
+    items of any age are reopened), or when a later run exists (``later_run``), or when an item of
+    this run in this chunk or a later one has already succeeded (``later_success``). A chunk
+    processed while its run is still enumerating (``engine.pipeline``) never needs it: single
+    flight admits no later run then, and the pipeline takes the run's chunks in order, so a later
+    version in this run is still pending.
+    """
+    if reopening:
+        return True
+    if enumerating:
+        return False
+    return later_run or later_success
+
+
 def reason(later_id: int) -> str:
     """What a superseded item records (``sync_items.skip_reason``)."""
     return (f"superseded by sync item {later_id}: a later version of the same external id succeeded, "

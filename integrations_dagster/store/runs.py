@@ -20,7 +20,8 @@ _LOCK_INTEGRATION = select(m.integrations).where(m.integrations.c.id == bindpara
 _LOCK_INTEGRATION_FOR_UPDATE = _LOCK_INTEGRATION.with_for_update()
 _IN_FLIGHT = (select(m.sync_runs).where(m.sync_runs.c.integration_id == bindparam("b_id"))
               .where(m.sync_runs.c.status.in_(RUN_IN_FLIGHT)))
-_CLAIMABLE = (select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at, m.sync_runs.c.integration_id)
+_CLAIMABLE = (select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at, m.sync_runs.c.integration_id,
+                     m.sync_runs.c.chunks)
               .where(m.sync_runs.c.id == bindparam("b_id")))
 _CLAIMABLE_FOR_UPDATE = _CLAIMABLE.with_for_update()
 _RUN_AND_INTEGRATION = (
@@ -133,7 +134,8 @@ def update_integration_row(conn: Connection, integration_id: int, values: dict[s
 
 
 def claimable_run(store: Store, conn: Connection, run_id: int) -> Any:
-    """(status, enumerated_at, integration_id) of the run, locked: a chunk step checks it before claiming items."""
+    """(status, enumerated_at, integration_id, chunks) of the run, locked: a chunk step checks it before
+    claiming items."""
     stmt = _CLAIMABLE if store.is_sqlite else _CLAIMABLE_FOR_UPDATE
     return conn.execute(stmt, {"b_id": int(run_id)}).first()
 

@@ -91,7 +91,8 @@ def _reached(target: str, store: Any, integration_id: int, log: Path, k: int) ->
     return delivered >= (k if target == "processing" else ITEMS)
 
 
-def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, *, targeted: bool = False) -> Trial:
+def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, *, targeted: bool = False,
+              extra_env: dict[str, str] | None = None) -> Trial:
     """One trial. ``targeted``: instead of a delay from the start (where a loaded machine puts most
     kills in start-up), aim at a phase chosen at random: start-up (a delay in [0, 3) s), the sync
     run's first appearance (enumeration), the k-th delivery (k random: mid-chunk or between chunks),
@@ -111,7 +112,7 @@ def run_trial(db_url: str, db: str, seed: int, workdir: Path, max_delay: float, 
     log.touch()
     store = Store.for_url(db_url)
     integ = store.create_integration(provider_key="synthetic", name=f"kill-{seed}", metadata={"items": ITEMS})
-    env = _env(db_url, home, log)
+    env = _env(db_url, home, log) | (extra_env or {})
     command = [str(script), "sync", str(integ.id), "--wait"]
     if target == "operator":
         verb = rng.choice(OPERATOR_VERBS)

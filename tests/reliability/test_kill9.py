@@ -21,3 +21,16 @@ def test_kill9_trial(db_url, tmp_path, n):
     db = "sqlite" if db_url.startswith("sqlite") else "postgres"
     trial = run_trial(db_url, db, seed=7000 + n, workdir=tmp_path / "trial", max_delay=10.0, targeted=True)
     assert trial.violations == [], trial
+
+
+#: A staged listener, and a write every 10 items (a chunk): on PostgreSQL the chunks are pipelined,
+#: processed while the enumeration still runs (``engine.pipeline``), so kills land inside them too.
+PIPELINED = {"KILL_APP_STAGED": "1", "INTEGRATIONS_FLUSH_EVERY": "10", "INTEGRATIONS_PIPELINE_CHUNKS": "true"}
+
+
+@pytest.mark.kill9
+@pytest.mark.parametrize("n", range(TRIALS))
+def test_kill9_trial_pipelined_chunks(pg_store, pg_url, tmp_path, n):
+    trial = run_trial(pg_url, "postgres", seed=7500 + n, workdir=tmp_path / "trial", max_delay=10.0, targeted=True,
+                      extra_env=PIPELINED)
+    assert trial.violations == [], trial
