@@ -165,10 +165,10 @@ def lag_figures(store: Store, ids: list[int], start: datetime, end: datetime, in
 
 
 def phase(name: str, *, storage: str, m_count: int, interval: int, batch_size: int, warmup: float, window: float,
-          rate: float, keep: bool) -> dict[str, Any]:
+          rate: float, keep: bool, db_prefix: str = "hfleet") -> dict[str, Any]:
     tag = f"{name}_{storage}"
-    state_db = f"hfleet_state_{tag}"
-    dagster_db = f"hfleet_dagster_{tag}" if storage == "postgres" else None
+    state_db = f"{db_prefix}_state_{tag}"
+    dagster_db = f"{db_prefix}_dagster_{tag}" if storage == "postgres" else None
     state_url = fresh_database(state_db)
     if dagster_db:
         fresh_database(dagster_db)
@@ -271,16 +271,17 @@ def main() -> None:
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep each phase's DAGSTER_HOME (logs) and print it")
+    ap.add_argument("--db-prefix", default="hfleet", help="scratch databases PREFIX_state_* and PREFIX_dagster_*")
     args = ap.parse_args()
     results = []
     if not args.skip_batch:
         results.append(phase("batch", storage=args.storage, m_count=args.m, interval=args.interval,
                              batch_size=args.batch_size, warmup=args.warmup, window=args.window, rate=args.rate,
-                             keep=args.keep))
+                             keep=args.keep, db_prefix=args.db_prefix))
     if not args.skip_baseline:
         results.append(phase("baseline", storage=args.storage, m_count=args.baseline_m,
                              interval=args.baseline_interval, batch_size=0, warmup=args.baseline_warmup,
-                             window=args.baseline_window, rate=args.rate, keep=args.keep))
+                             window=args.baseline_window, rate=args.rate, keep=args.keep, db_prefix=args.db_prefix))
     print()
     print_table(
         ["phase", "Dagster storage", "integrations", "interval", "demand/min", "syncs/min", "CPU-s/sync",

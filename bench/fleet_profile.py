@@ -46,6 +46,8 @@ from bench._common import drop_database, fresh_database, print_table  # noqa: E4
 from bench.fleet import dagster_yaml, seed  # noqa: E402
 
 COUNTS: Counter[str] = Counter()
+#: state statements by their text's first words (``--sql-top``)
+STATEMENTS: Counter[str] = Counter()
 STATE_DB = "hfleet_prof_state"
 DAGSTER_DB = "hfleet_prof_dagster"
 
@@ -60,12 +62,26 @@ def _which(conn: Any) -> str:
 
 @event.listens_for(Engine, "before_cursor_execute")
 def _count_sql(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-    COUNTS[f"sql_{_which(conn)}"] += 1
+    which = _which(conn)
+    COUNTS[f"sql_{which}"] += 1
+    if which == "state":
+        STATEMENTS[" ".join(statement.split())[:110]] += 1
 
 
 @event.listens_for(Pool, "connect")
 def _count_connect(dbapi_conn, record):  # type: ignore[no-untyped-def]
     COUNTS["connects"] += 1
+
+
+@event.listens_for(Pool, "checkout")
+def _count_checkout(dbapi_conn, record, proxy):  # type: ignore[no-untyped-def]
+    # a checkout of the state store's pool costs a round trip of its own (``pool_pre_ping``)
+    COUNTS["checkouts"] += 1
+
+
+@event.listens_for(Engine, "begin")
+def _count_begin(conn):  # type: ignore[no-untyped-def]
+    COUNTS[f"tx_{_which(conn)}"] += 1
 
 
 def postgres_cpu() -> float:
@@ -94,15 +110,20 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2.5)
     ap.add_argument("--profile", default=None)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--sql-top", type=int, default=0, help="print the N most frequent state statements (last run)")
+    ap.add_argument("--db-prefix", default="hfleet_prof",
+                    help="scratch database names: PREFIX_state and PREFIX_dagster (dropped at the end)")
     ap.add_argument("--variants", default="as-is",
                     help="comma-separated, measured in turn: as-is, pool (instance.optimize_for_webserver), "
                          "quiet (console logger at WARNING), pool+quiet")
     args = ap.parse_args()
+    global STATE_DB, DAGSTER_DB
+    STATE_DB, DAGSTER_DB = f"{args.db_prefix}_state", f"{args.db_prefix}_dagster"
 
     state_url = fresh_database(STATE_DB)
     if args.storage == "postgres":
         fresh_database(DAGSTER_DB)
-    home = Path(tempfile.mkdtemp(prefix="hfleet-prof-"))
+    home = Path(tempfile.mkdtemp(prefix=f"{args.db_prefix}-"))
     (home / "dagster.yaml").write_text(dagster_yaml(args.storage, DAGSTER_DB))
     os.environ.update(DAGSTER_HOME=str(home), INTEGRATIONS_DATABASE_URL=state_url, DAGSTER_DISABLE_TELEMETRY="yes")
 
@@ -114,6 +135,14 @@ def main() -> None:
     from integrations_dagster.orchestration.in_process import ensure_partition
 
     store = Store.for_url(state_url)
+    dialect = store.engine.dialect
+    real_ping = dialect.do_ping
+
+    def counting_ping(dbapi_conn):  # type: ignore[no-untyped-def]
+        COUNTS["pings"] += 1  # the pool's liveness round trip (pool_pre_ping or the idle check)
+        return real_ping(dbapi_conn)
+
+    dialect.do_ping = counting_ping  # type: ignore[method-assign]
     t0 = time.time() - 3600
     ids = seed(store, args.n, 2, args.rate, t0, datetime.now(UTC))
     instance = DagsterInstance.get()
@@ -147,6 +176,7 @@ def main() -> None:
     plan = [(v, k) for v in args.variants.split(",") for k in range(args.runs)]
     for v, k in plan:
         COUNTS.clear()
+        STATEMENTS.clear()
         pg0, cpu0, w0 = postgres_cpu(), time.process_time(), time.perf_counter()
         if prof is not None and (v, k) == plan[-1]:
             prof.enable()
@@ -163,15 +193,23 @@ def main() -> None:
             "wall_s": round(wall, 1), "sql_state_per_sync": round(COUNTS["sql_state"] / n, 1),
             "sql_dagster_per_sync": round(COUNTS["sql_dagster"] / n, 1),
             "connects_per_sync": round(COUNTS["connects"] / n, 1),
+            "checkouts_per_sync": round(COUNTS["checkouts"] / n, 1),
+            "pings_per_sync": round(COUNTS["pings"] / n, 2),
+            "tx_state_per_sync": round(COUNTS["tx_state"] / n, 1),
             "events_per_sync": round(sum(events.values()) / n, 2),
             "events": dict(events),
         })
     print_table(["run", "syncs", "CPU-s/sync (this process)", "PG server CPU-s/sync", "wall", "SQL state/sync",
-                 "SQL Dagster/sync", "connects/sync", "events/sync"],
+                 "SQL Dagster/sync", "connects/sync", "pool checkouts/sync", "pings/sync", "state transactions/sync", "events/sync"],
                 [[r["run"], r["syncs"], r["cpu_s_per_sync"], r["pg_cpu_s_per_sync"], f"{r['wall_s']} s",
-                  r["sql_state_per_sync"], r["sql_dagster_per_sync"], r["connects_per_sync"], r["events_per_sync"]]
+                  r["sql_state_per_sync"], r["sql_dagster_per_sync"], r["connects_per_sync"], r["checkouts_per_sync"], r["pings_per_sync"], r["tx_state_per_sync"],
+                  r["events_per_sync"]]
                  for r in rows])
     print("events by type (last run):", json.dumps(rows[-1]["events"]))
+    if args.sql_top:
+        print("state statements per sync (last run):")
+        for text, count in STATEMENTS.most_common(args.sql_top):
+            print(f"  {count / len(ids):6.2f}  {text}")
     if prof is not None:
         prof.dump_stats(args.profile)
         pstats.Stats(prof).sort_stats("cumulative").print_stats(args.top)

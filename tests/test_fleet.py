@@ -468,3 +468,50 @@ def test_batch_runs_pool_the_dagster_instance_connections_once():
     pool_dagster_connections(one)
     assert one.calls == [{"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 3}]
     pool_dagster_connections(None)  # no instance (a direct invocation): nothing to do
+
+
+def test_a_small_sync_in_a_batch_step_reads_its_integration_row_twice_plus_once_per_step(db_url, dagster_instance):
+    """Per-sync work of a batch step (issue 11 point 1): each member's integration row is read once for
+    the whole step (one query for its members), then once under start_run's lock and once under
+    reconcile's; the chunk and the enumeration take the integration they are handed. Before: six reads
+    per sync (two in the step, start_run, the chunk, reconcile, its health update). The statements and
+    pool checkouts of a small sync are bounded too (PostgreSQL), so a new round trip per sync shows here."""
+    from sqlalchemy import event
+
+    ref = ref_for(db_url, chunk_size=100, batch_step_size=3)
+    store = Store.for_url(db_url)
+    ids = [store.create_integration(provider_key="synthetic", name=f"c{k}", metadata={"items": 3}).id
+           for k in range(6)]
+    assert run_batch(ref, dagster_instance, ids).success  # first syncs
+    for iid in ids:
+        store.update_integration(iid, metadata={"items": 5})  # two new items each
+    statements: list[str] = []
+    checkouts: list[int] = []
+
+    def on_execute(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split()))
+
+    def on_checkout(dbapi_conn, record, proxy):  # type: ignore[no-untyped-def]
+        checkouts.append(1)
+
+    event.listen(store.engine, "before_cursor_execute", on_execute)
+    event.listen(store.engine.pool, "checkout", on_checkout)
+    try:
+        assert run_batch(ref, dagster_instance, ids).success
+    finally:
+        event.remove(store.engine, "before_cursor_execute", on_execute)
+        event.remove(store.engine.pool, "checkout", on_checkout)
+    print(f"state statements per sync {len(statements) / len(ids):.1f}, pool checkouts per sync "
+          f"{len(checkouts) / len(ids):.1f}")
+    for iid in ids:  # every guarantee as before: its cursor, its items, its timeline
+        assert store.get_integration(iid).cursor == checkpoint_for(4)
+        assert [m["total"] for m in timeline(dagster_instance, iid)] == [2, 3]
+    assert sorted(e for i, e in fleet_app.SEEN[-12:]) == sorted(["item-3", "item-4"] * 6)
+    row_reads = [s for s in statements if s.startswith("SELECT")
+                 and (" FROM integrations " in s or " JOIN integrations " in s or s.endswith(" FROM integrations"))]
+    steps = len(step_groups(ids, 3))
+    assert len(row_reads) == steps + 2 * len(ids), row_reads
+    if not store.is_sqlite:
+        per_sync = len(statements) / len(ids)
+        assert per_sync <= 22, (per_sync, statements)
+        assert len(checkouts) / len(ids) <= 11, len(checkouts) / len(ids)

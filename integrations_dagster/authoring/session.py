@@ -352,11 +352,25 @@ class SyncSession:
         """The event classes dispatched so far."""
         return list(self._type_names)
 
-    def finish(self) -> None:
-        """End dispatching (a later ``dispatch`` raises ``SyncSessionClosed``), then write everything."""
+    def finish(self, then: Callable[[Any], None] | None = None) -> None:
+        """End dispatching (a later ``dispatch`` raises ``SyncSessionClosed``), then write everything.
+
+        ``then(conn)``: runs first in the transaction that writes the last dispatched items (one of its
+        own when there are none left), so whatever it records (the engine: the run's end of enumeration,
+        a compare-and-set on its status) commits together with those items or not at all; the status
+        check of each write is then ``then``'s to make. Earlier batches are written first."""
         with self._lock:
             self._closed = True
-            self.flush()
+            if then is None:
+                self.flush()
+                return
+            if self._writer is not None:
+                self._writer.drain()
+            rows, self._buffer = self._buffer, []
+            with self._store.begin() as conn:
+                then(conn)
+                self._store.insert_item_rows(conn, rows)
+            self._written += len(rows)  # (not handed to on_written: a pipelined run finishes without then)
 
     def flush(self) -> None:
         """Write every dispatched item now and wait until it is stored."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from integrations_dagster.authoring.context import SyncContext, http_factory_for, sync_context
+from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.engine.dispatch import Problem, run_listeners
 from integrations_dagster.engine.results import ChunkResult
@@ -36,6 +37,7 @@ def process_chunk(
     reopen_failed: bool = False,
     dagster_run_id: str | None = None,
     log: Any = log_default,
+    integration: Integration | None = None,
     pipelined: PipelineGuard | None = None,
 ) -> ChunkResult:
     """Run listeners for the chunk's unfinished items, retrying inside the step.
@@ -44,6 +46,9 @@ def process_chunk(
     the caller hands the step back to Dagster for that long (other steps run meanwhile). The
     result also names the chunk's items that had already failed before this step (a pipelined
     pass failed them, or an earlier attempt of this step), so the step reports every failure.
+
+    ``integration``: the run's integration as the caller already holds it (a batch step: the one it
+    started and enumerated the run with), so it is not read again; any other is ignored and read.
 
     ``pipelined`` (``engine.pipeline``): the chunk is processed while its run is still
     enumerating: the claim requires the run to be enumerating, every ready item runs once (no
@@ -55,8 +60,8 @@ def process_chunk(
         if not claimed:  # another step holds this chunk right now: it will finish it
             log.info(f"sync run {run_id} chunk {chunk}: already being processed elsewhere")
             return result
-        items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed, dagster_run_id=dagster_run_id,
-                      enumerating=pipelined is not None)
+        integration_id, items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed,
+                                      dagster_run_id=dagster_run_id, enumerating=pipelined is not None)
         if pipelined is None and not reopen_failed:
             with store.engine.connect() as conn:  # failed before this step (a pipelined pass, an earlier attempt)
                 earlier = item_sql.failed_items_of_chunk(conn, run_id, chunk)
@@ -64,7 +69,8 @@ def process_chunk(
             result.failed_items.extend(earlier)
         if not items:
             return result
-        integration = store.get_integration(int(store.get_run(run_id)["integration_id"]))
+        if integration is None or integration.id != integration_id:
+            integration = store.get_integration(integration_id)
         provider = engine.providers.get(integration.provider_key)
         if provider is not None and provider.owned_tables is not None:
             store.ensure_provider_tables(provider.owned_tables)
@@ -115,8 +121,9 @@ def finish_leftover_chunks(
 def claim(
     engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None,
     enumerating: bool = False,
-) -> list[dict[str, Any]]:
-    """Take the chunk's unfinished items (and its failed ones when re-executing).
+) -> tuple[int, list[dict[str, Any]]]:
+    """Take the chunk's unfinished items (and its failed ones when re-executing): (the run's integration
+    id, the items); (0, []) when the run is gone.
 
     Called under ``chunk_lock``, so no other step is working on this chunk. ``enumerating``: the
     run's own enumeration processes a chunk it has finished writing (``engine.pipeline``); the run
@@ -125,11 +132,13 @@ def claim(
     now = engine.clock()
     with store.begin() as conn:
         run = run_sql.claimable_run(store, conn, run_id)
+        if run is None:
+            return 0, []
         if enumerating:
-            if run is None or run.status != RunStatus.ENUMERATING:
-                return []  # discarded meanwhile: nothing of it may run
-        elif run is None or run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
-            return []  # discarded (or never enumerated): nothing of it may run
+            if run.status != RunStatus.ENUMERATING:
+                return int(run.integration_id), []  # discarded meanwhile: nothing of it may run
+        elif run.enumerated_at is None or run.status not in RUN_CLAIMABLE:
+            return int(run.integration_id), []  # discarded (or never enumerated): nothing of it may run
         if reopen_failed:
             # A failed item whose later version succeeded is not reopened: it is superseded.
             failed = item_sql.failed_of_chunk(conn, run_id, chunk)
@@ -139,17 +148,17 @@ def claim(
                                      status=RunStatus.PROCESSING, finished_at=None, dagster_run_id=dagster_run_id)
         rows = item_sql.claim_unfinished(store, conn, run_id, chunk, now)
         if not rows:
-            return rows
+            return int(run.integration_id), rows
         # Never run an older version over a newer one that already succeeded (engine.supersede),
         # when one can exist at all (probe_needed: one cheap round trip instead of a probe of every id).
         later_run, later_success = (False, False) if enumerating or reopen_failed else \
             item_sql.later_versions_possible(conn, int(run.integration_id), run_id, chunk, int(run.chunks or 0))
         if not probe_needed(reopening=reopen_failed, enumerating=enumerating, later_run=later_run,
                             later_success=later_success):
-            return rows
+            return int(run.integration_id), rows
         gone, _ = supersede(conn, int(run.integration_id),
                             [Version(r["id"], r["external_id"], r["status"]) for r in rows], now)
-        return [r for r in rows if r["id"] not in gone] if gone else rows
+        return int(run.integration_id), [r for r in rows if r["id"] not in gone] if gone else rows
 
 
 def drop_superseded(engine: SyncEngine, store: Store, run_id: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,9 +212,11 @@ def _process_items(
 ) -> ChunkResult:
     settings = engine.settings
     # PostgreSQL: each batch's status write runs in the background while the next batch's
-    # listeners run; drained before the step decides anything (see BackgroundWriter).
-    # A pipelined pass is itself on a worker thread beside the enumeration: it writes in line.
-    writer = None if store.is_sqlite or pipelined is not None else BackgroundWriter("outcome-writer")
+    # listeners run; drained before the step decides anything (see BackgroundWriter). The thread
+    # starts with the first batch that another batch follows: a write with nothing to overlap (a
+    # small sync's one batch) is made here, without a thread. A pipelined pass is itself on a worker
+    # thread beside the enumeration: it writes in line.
+    writer: BackgroundWriter | None = None
     try:
         first = True
         while items:
@@ -228,6 +239,9 @@ def _process_items(
                 if pipelined is not None:
                     pipelined.check()  # the enumeration has not failed meanwhile
                 successes, changes = _run_batch(engine, store, part, now, result, waiting, secrets, pipelined)
+                if (writer is None and pipelined is None and not store.is_sqlite
+                        and start + size < len(ready)):
+                    writer = BackgroundWriter("outcome-writer")
                 if writer is not None:
                     writer.submit(item_sql.write_outcomes, store, successes, changes, now)
                 else:

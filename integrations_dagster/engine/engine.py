@@ -156,9 +156,10 @@ class SyncEngine:
         reopen_failed: bool = False,
         dagster_run_id: str | None = None,
         log: Any = log_default,
+        integration: Integration | None = None,
     ) -> ChunkResult:
         return chunks.process_chunk(self, store, run_id, chunk, reopen_failed=reopen_failed,
-                                    dagster_run_id=dagster_run_id, log=log)
+                                    dagster_run_id=dagster_run_id, log=log, integration=integration)
 
     def finish_leftover_chunks(
         self, store: Store, run_id: int, *, dagster_run_id: str | None = None, log: Any = log_default

@@ -70,6 +70,17 @@ def enumerate_run(
         session.on_written = pipeline.written
     delivered: list[int] = []
     pushed: SyncResult | None = None
+
+    def end_enumeration(conn: Any) -> None:  # the store's connection, in the last write's transaction
+        # In the transaction of the last dispatched items: they and the run's end of enumeration
+        # commit together. Raises SyncRunDiscarded when the run was discarded meanwhile (presumed
+        # dead): nothing of it is written, and it must not go on to processing and reconciliation.
+        store.transition_run(
+            conn, run_id, RunStatus.ENUMERATING, "finish its enumeration",
+            status=RunStatus.PROCESSING, items_total=session.dispatched, chunks=session.chunks,
+            enumerated_at=engine.clock(),
+        )
+        Outbox.mark_delivered(conn, delivered, run_id)
     try:
         if way is not None:
             box = Outbox(store)
@@ -97,26 +108,25 @@ def enumerate_run(
                 delivered.append(m.id)
         if way is None or way.pulls:
             provider.enumerate(integration, session)
-        session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
-        if pipeline is not None:  # every handed-over chunk is done before the run leaves enumerating
-            pipeline.finish(session.dispatched)
+        if pipeline is None:
+            # No dispatch is accepted after this (e.g. from a helper thread); the last items and the
+            # end of the enumeration are one transaction.
+            session.finish(then=end_enumeration)
+        else:
+            session.finish()  # no dispatch is accepted after this (e.g. from a helper thread)
+            pipeline.finish(session.dispatched)  # every handed-over chunk is done before the run leaves enumerating
     except BaseException as exc:
         session.stop_writing()  # no batch may land after the discard below
         if pipeline is not None:
             pipeline.stop()  # nor a pipelined listener run
+        # (A run already discarded or moved on by another process: fail_enumeration changes nothing.)
         fail_enumeration(engine, store, integration, run_id, exc)
         raise
     finally:
         session.close()
-    now = engine.clock()
-    with store.begin() as conn:
-        # Raises SyncRunDiscarded when the run was discarded meanwhile (presumed dead): what it
-        # dispatched is gone, so it must not go on to processing and reconciliation.
-        store.transition_run(
-            conn, run_id, RunStatus.ENUMERATING, "finish its enumeration",
-            status=RunStatus.PROCESSING, items_total=session.dispatched, chunks=session.chunks, enumerated_at=now,
-        )
-        Outbox.mark_delivered(conn, delivered, run_id)
+    if pipeline is not None:  # pipelined: the end of enumeration after its chunks, in its own transaction
+        with store.begin() as conn:
+            end_enumeration(conn)
     store.refresh_statistics(session.dispatched)
     log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
     return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)

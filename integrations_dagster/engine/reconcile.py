@@ -124,6 +124,16 @@ def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, stat
     row = run_sql.integration_row(conn, integration_id)
     if row is None:
         return
+    values = health_values(engine, row, status, auth, now, trigger)
+    if values:
+        run_sql.update_integration_row(conn, integration_id, values)
+
+
+def health_values(engine: SyncEngine, row: Any, status: str, auth: bool, now: datetime,
+                  trigger: str | None = None) -> dict[str, Any]:
+    """The integration columns ``engine.health.after_run`` derives for a run's end (``updated_at``
+    included), from the integration's ``row`` as it stood (``after_run`` reads neither its cursor nor
+    its ``updated_at``); empty when nothing is to be written."""
     provider = engine.providers.get(row.provider_key)
     values = after_run(
         integration=row,
@@ -136,7 +146,7 @@ def apply_health(engine: SyncEngine, conn: Connection, integration_id: int, stat
     )
     if values:
         values["updated_at"] = now
-        run_sql.update_integration_row(conn, integration_id, values)
+    return values
 
 
 def try_reconcile(
@@ -166,10 +176,9 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
     to_notify: list[dict[str, Any]] = []
     others: list[int] = []  # other runs whose failed items this run's successes superseded
     with store.begin() as conn:
-        run = run_sql.lock_run(store, conn, run_id)
+        run, integ = run_sql.lock_run_and_integration(store, conn, run_id)  # one statement, both locked
         if run is None:
             raise LookupError(f"sync run {run_id} not found")
-        integ = run_sql.lock_integration(store, conn, run.integration_id)
         if integ is None:
             raise LookupError(f"integration {run.integration_id} of sync run {run_id} not found")
         provider = engine.provider(integ.provider_key)
@@ -247,10 +256,15 @@ def reconcile(engine: SyncEngine, store: Store, run_id: int, *, log: Any = log_d
                 error=run_error,
                 kept_checkpoints=outcome.kept,
             )
+            # The cursor and the health in one write: the row is locked since the start of this
+            # transaction, so ``integ`` is what health_values must read.
+            row_values: dict[str, Any] = {}
             if cursor_after != integ.cursor:
-                run_sql.update_integration_row(conn, integ.id, {"cursor": cursor_after, "updated_at": now})
+                row_values.update(cursor=cursor_after, updated_at=now)
             if counts_health:
-                apply_health(engine, conn, integ.id, status, bool(run.auth_failure), now, run.trigger)
+                row_values.update(health_values(engine, integ, status, bool(run.auth_failure), now, run.trigger))
+            if row_values:
+                run_sql.update_integration_row(conn, integ.id, row_values)
             if counts["failed"]:
                 to_notify = item_sql.take_unnotified_failures(store, conn, run_id)
         elif run.kept_checkpoints is None and outcome.kept is not None:

@@ -21,6 +21,9 @@ def display(value: Any) -> str:
 class StartResult:
     run_id: int | None
     skipped_reason: str | None = None
+    #: The integration as the new run starts from it (``authoring.Integration``: its row read under the
+    #: start's lock, the cursor the run recorded as ``cursor_before``); None when skipped.
+    integration: Any = None
 
     @property
     def skipped(self) -> bool:

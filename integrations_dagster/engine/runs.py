@@ -89,7 +89,10 @@ def start_run(
         with store.begin() as conn:
             cursor = run_sql.integration_cursor(conn, integration_id)
             store.transition_run(conn, run_id, RunStatus.ENUMERATING, "take the cursor", cursor_before=cursor)
-    return StartResult(run_id=run_id)
+        return StartResult(run_id=run_id, integration=store.get_integration(integration_id))
+    # The row read under the lock is the integration this run starts from (its cursor is the run's
+    # cursor_before): the caller need not read it again.
+    return StartResult(run_id=run_id, integration=store.integration_from_row(row))
 
 
 def unfinished_runs(store: Store, integration_id: int) -> list[int]:

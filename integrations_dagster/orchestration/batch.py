@@ -242,16 +242,17 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
             yield DynamicOutput(members, mapping_key=mapping_key(members))
 
     def sync_member(context: OpExecutionContext, store: Any, iid: int, action: str, prior: Any,
-                    log: _StepLog) -> _MemberOutcome:
-        """One integration's sync inside a batch step (``action``: ``engine.fleet.member_action``)."""
+                    log: _StepLog, known: Any) -> _MemberOutcome:
+        """One integration's sync inside a batch step (``action``: ``engine.fleet.member_action``;
+        ``known``: the integration as the step read it with its other members at its start, None when
+        it has no row)."""
         from integrations_dagster.engine.fleet import FAILED_BEFORE, REOPEN, RESUME
         from integrations_dagster.errors import IntegrationNotFound
 
         out = _MemberOutcome(iid)
-        try:
-            integration = store.get_integration(iid)
-        except IntegrationNotFound as exc:
-            out.failure = str(exc)
+        integration = known
+        if integration is None:
+            out.failure = str(IntegrationNotFound(iid))
             return out
         if integration.provider_key != key:
             out.failure = f"integration {iid} belongs to provider {integration.provider_key!r}, not {key!r}"
@@ -275,6 +276,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
 
         if action in (RESUME, REOPEN):
             run_id, chunks = int(prior.id), int(prior.chunks)
+            integration = store.get_integration(iid)  # as it is now, for the listeners (a rare path)
         else:
             start = engine.start_run(
                 store, iid, dagster_run_id=context.run_id, trigger=context.run.tags.get(TRIGGER_TAG, "schedule"),
@@ -286,7 +288,9 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                                                    metadata={"status": "skipped", "reason": start.skipped_reason or ""}))
                 return out
             assert start.run_id is not None
-            integration = store.get_integration(iid)  # the cursor as start_run left it
+            # The row as start_run read it under its lock: the cursor this run starts from, and the
+            # health before it (for _checks_for).
+            integration = before = start.integration
             from integrations_dagster.authoring.context import http_factory_for
 
             try:
@@ -316,7 +320,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
         waits: list[float] = []
         for chunk in range(chunks):
             res = engine.process_chunk(store, run_id, chunk, reopen_failed=reopen, dagster_run_id=context.run_id,
-                                       log=log)
+                                       log=log, integration=integration)
             succeeded += res.succeeded
             if res.waiting:
                 waits.append(res.wait_seconds)
@@ -363,13 +367,17 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                 priors[iid] = PriorSync(id=int(row.id), status=str(row.status), enumerated=row.enumerated_at is not None,
                                         chunks=int(row.chunks or 0), this_run=row.dagster_run_id == context.run_id)
         outcomes: list[_MemberOutcome] = []
+        actions = {iid: member_action(priors[iid], first_attempt=first_attempt) if iid in priors else START
+                   for iid in ids}
+        # Every member's integration row in one read (start_run reads each again under its lock).
+        known = store.get_integrations([iid for iid in ids if actions[iid] != DONE])
         for iid in ids:
             prior = priors.get(iid)
-            action = member_action(prior, first_attempt=first_attempt) if prior is not None else START
+            action = actions[iid]
             if action == DONE:
                 continue
             try:
-                outcomes.append(sync_member(context, store, iid, action, prior, log))
+                outcomes.append(sync_member(context, store, iid, action, prior, log, known.get(iid)))
             except Exception as exc:  # an unexpected error (a database outage...): the others still sync
                 from integrations_dagster.security.redaction import safe_error
 

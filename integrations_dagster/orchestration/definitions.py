@@ -197,7 +197,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             return
         assert start.run_id is not None
         integration_before = integration
-        integration = store.get_integration(integration_id)  # the cursor as start_run left it
+        integration = start.integration  # the cursor as start_run left it (read under its lock)
         from integrations_dagster.authoring.context import http_factory_for
 
         try:

@@ -7,6 +7,7 @@ can load it again; ``DefinitionsRef`` names where the definitions live (a module
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -88,6 +89,25 @@ def load_job(module: str, attr: str, kwargs_json: str, name: str) -> Any:
     return load_definitions(module, attr, kwargs_json).resolve_job_def(name)
 
 
+_frozen = False
+
+
+def freeze_long_lived_objects() -> None:
+    """Once per process, before its first run here: ``gc.freeze()`` what is alive now.
+
+    A process that executes a sync holds about 200,000 long-lived objects (Dagster's and pydantic's
+    modules, the loaded definitions, the instance); each full collection of Python's cyclic garbage
+    collector walks all of them (~0.1 s here), and a sync of 10,000 items triggers one or two. Frozen
+    objects are left out of every later collection (what the ``gc.freeze`` documentation recommends for
+    objects that live as long as the process). Only the first call freezes, so garbage made between runs
+    of a long process is collected as usual.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+
+
 def ensure_partition(instance: DagsterInstance, provider_key: str, integration_id: int) -> None:
     add_dynamic_partition(instance, partitions_name(provider_key), str(integration_id))
 
@@ -121,6 +141,7 @@ def execute_sync(
     The run carries the origin of the code location of ``ref`` in ``workspace`` (default
     ``$INTEGRATIONS_WORKSPACE``, else ``./workspace.yaml``), so the UI can re-execute it.
     """
+    freeze_long_lived_objects()
     ensure_partition(instance, provider_key, integration_id)
     all_tags = sync_tags(provider_key, integration_id, trigger, direction)
     all_tags.update(tags or {})

@@ -60,6 +60,11 @@ def _warm_up(database_url: str | None, defs_spec: str) -> None:
 
     ApiClient(base_url="https://localhost").close()
     Store.forget_all()  # no pooled database connection is shared with a forked child
+    # What the warm-up made lives as long as the server: no child's collections walk it.
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _child(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:

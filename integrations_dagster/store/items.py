@@ -7,7 +7,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, or_, select, text, update
+from sqlalchemy import BigInteger, Connection, String, Text, any_, bindparam, cast, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from integrations_dagster.status import COMPLETED, SUPERSEDABLE, UNFINISHED, ItemStatus
@@ -36,6 +37,26 @@ def reopen_failed(conn: Connection, run_id: int, chunk: int) -> int:
     ).rowcount)
 
 
+# Hot-path statements built once (bound parameters ``b_*``): their cache keys are computed once.
+_CLAIM = (select(*_CLAIM_COLUMNS)
+          .where(_t.c.run_id == bindparam("b_run"), _t.c.chunk == bindparam("b_chunk"), _t.c.status.in_(UNFINISHED))
+          .order_by(_t.c.id))
+_FAILED_VERSIONS = select(_t.c.id, _t.c.external_id, _t.c.status).where(
+    _t.c.integration_id == bindparam("b_integration"), _t.c.status == ItemStatus.FAILED, _t.c.external_id.is_not(None))
+_LATEST_SUCCESSES_PG = (
+    select(_t.c.external_id, func.max(_t.c.id))
+    .where(_t.c.integration_id == bindparam("b_integration"),
+           _t.c.external_id == any_(bindparam("b_external_ids", type_=ARRAY(String))),
+           _t.c.status == ItemStatus.SUCCESS)
+    .group_by(_t.c.external_id)
+)
+_SUCCEEDED_PG = (
+    update(_t).where(_t.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))))
+    .values(status=ItemStatus.SUCCESS, attempts=_t.c.attempts + 1, finished_at=bindparam("b_now"), last_error=None,
+            next_attempt_at=None)
+)
+
+
 def claim_unfinished(store: Store, conn: Connection, run_id: int, chunk: int, now: datetime) -> list[dict[str, Any]]:
     """The chunk's unfinished items as dicts; on SQLite they are marked ``processing`` (PostgreSQL
     holds the chunk's advisory lock instead, ``store.locks.chunk_lock``).
@@ -50,11 +71,7 @@ def claim_unfinished(store: Store, conn: Connection, run_id: int, chunk: int, no
             cursor.execute(_PG_CLAIM, (run_id, chunk, [str(st) for st in UNFINISHED]))
             keys = [c.name for c in _CLAIM_COLUMNS]
             return [dict(zip(keys, r, strict=True)) for r in cursor.fetchall()]
-    result = conn.execute(
-        select(*_CLAIM_COLUMNS)
-        .where(_t.c.run_id == run_id, _t.c.chunk == chunk, _t.c.status.in_(UNFINISHED))
-        .order_by(_t.c.id)
-    )
+    result = conn.execute(_CLAIM, {"b_run": int(run_id), "b_chunk": int(chunk)})
     keys = list(result.keys())
     rows = [dict(zip(keys, r, strict=False)) for r in result]  # Row._mapping per row costs ~10x more
     if store.is_sqlite:
@@ -68,6 +85,9 @@ def write_outcomes(store: Store, successes: Sequence[int], changes: Sequence[dic
     """Succeeded ids -> success; ``changes`` (rows keyed ``b_id``, see ``engine.retry``) as given."""
     with store.begin() as conn:
         for ids in chunked(successes, 1000):
+            if not store.is_sqlite:
+                conn.execute(_SUCCEEDED_PG, {"b_ids": [int(i) for i in ids], "b_now": now})
+                continue
             conn.execute(
                 update(_t)
                 .where(store.id_in(_t.c.id, ids))
@@ -244,12 +264,10 @@ def latest_successes(conn: Connection, integration_id: int, external_ids: Sequen
     postgres = conn.dialect.name == "postgresql"
     for part in chunked(list(external_ids), 10_000 if postgres else 500):
         if postgres:
-            from sqlalchemy import String, any_
-            from sqlalchemy.dialects.postgresql import ARRAY
-
-            match = _t.c.external_id == any_(bindparam("b_external_ids", part, type_=ARRAY(String)))
-        else:
-            match = _t.c.external_id.in_(part)
+            out.update({str(ext): int(i) for ext, i in conn.execute(
+                _LATEST_SUCCESSES_PG, {"b_integration": int(integration_id), "b_external_ids": part})})
+            continue
+        match = _t.c.external_id.in_(part)
         out.update({str(ext): int(i) for ext, i in conn.execute(
             select(_t.c.external_id, func.max(_t.c.id))
             .where(_t.c.integration_id == integration_id, match, _t.c.status == ItemStatus.SUCCESS)
@@ -260,11 +278,7 @@ def latest_successes(conn: Connection, integration_id: int, external_ids: Sequen
 
 def failed_versions(conn: Connection, integration_id: int) -> list[tuple[int, str | None, str]]:
     """(id, external_id, status) of the integration's failed items that have an external id."""
-    return [(int(i), ext, st) for i, ext, st in conn.execute(
-        select(_t.c.id, _t.c.external_id, _t.c.status)
-        .where(_t.c.integration_id == integration_id, _t.c.status == ItemStatus.FAILED,
-               _t.c.external_id.is_not(None))
-    )]
+    return [(int(i), ext, st) for i, ext, st in conn.execute(_FAILED_VERSIONS, {"b_integration": int(integration_id)})]
 
 
 def mark_superseded(conn: Connection, superseded: dict[int, int], reasons: dict[int, str], now: datetime) -> list[int]:

@@ -76,11 +76,14 @@ def chunk_lock(store: Store, run_id: int, chunk: int) -> Iterator[ChunkClaim]:
         with _sqlite_chunk_lock(store, run_id, chunk) as held:
             yield ChunkClaim(held)
         return
-    conn = store.engine.connect()
+    # Autocommit: the lock is the session's, so its statements need no transaction of their own
+    # (no BEGIN and COMMIT round trips around the lock, each check and the unlock). The session setting
+    # and the lock in one statement; the pool resets autocommit when the connection goes back.
+    conn = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
-        conn.execute(text("SET idle_session_timeout = 0"))
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:run, :chunk)"), {"run": run_id, "chunk": chunk})
-        held = bool(got.scalar())
+        got = conn.execute(text("SELECT set_config('idle_session_timeout', '0', false), "
+                                "pg_try_advisory_lock(:run, :chunk)"), {"run": run_id, "chunk": chunk})
+        held = bool(got.one()[1])
         conn.commit()
         claim = ChunkClaim(held, conn if held else None, run_id, chunk)
         try:

@@ -8,22 +8,72 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from integrations_dagster.status import RUN_IN_FLIGHT, UNFINISHED, ItemStatus, RunStatus
 from integrations_dagster.store import models as m
 from integrations_dagster.store.store import Store
 
+# The statements of a small sync's hot path are built once (bound parameters ``b_*``): SQLAlchemy then
+# computes each one's cache key once, not per call (docs/BENCHMARKS.md, "Fleet").
+_LOCK_INTEGRATION = select(m.integrations).where(m.integrations.c.id == bindparam("b_id"))
+_LOCK_INTEGRATION_FOR_UPDATE = _LOCK_INTEGRATION.with_for_update()
+_IN_FLIGHT = (select(m.sync_runs).where(m.sync_runs.c.integration_id == bindparam("b_id"))
+              .where(m.sync_runs.c.status.in_(RUN_IN_FLIGHT)))
+_CLAIMABLE = (select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at, m.sync_runs.c.integration_id,
+                     m.sync_runs.c.chunks)
+              .where(m.sync_runs.c.id == bindparam("b_id")))
+_CLAIMABLE_FOR_UPDATE = _CLAIMABLE.with_for_update()
+_RUN_AND_INTEGRATION = (
+    select(*[c.label(f"r_{c.name}") for c in m.sync_runs.c], *[c.label(f"i_{c.name}") for c in m.integrations.c])
+    .select_from(m.sync_runs.join(m.integrations, m.integrations.c.id == m.sync_runs.c.integration_id))
+    .where(m.sync_runs.c.id == bindparam("b_id"))
+)
+_RUN_AND_INTEGRATION_FOR_UPDATE = _RUN_AND_INTEGRATION.with_for_update()
+
 
 def lock_integration(store: Store, conn: Connection, integration_id: int) -> Any:
     """The integration's row, locked for the transaction (``FOR UPDATE``; SQLite's write lock)."""
-    return conn.execute(
-        store.for_update(select(m.integrations).where(m.integrations.c.id == integration_id))
-    ).first()
+    stmt = _LOCK_INTEGRATION if store.is_sqlite else _LOCK_INTEGRATION_FOR_UPDATE
+    return conn.execute(stmt, {"b_id": int(integration_id)}).first()
 
 
 def lock_run(store: Store, conn: Connection, run_id: int) -> Any:
     return conn.execute(store.for_update(select(m.sync_runs).where(m.sync_runs.c.id == run_id))).first()
+
+
+def lock_run_and_integration(store: Store, conn: Connection, run_id: int) -> tuple[Any, Any]:
+    """(the run's row, its integration's row), both locked for the transaction, in one statement
+    (``FOR UPDATE`` over the join locks the run's row and the integration's, as ``lock_run`` and
+    ``lock_integration`` one after the other did); (None, None) without the run, (run, None) without
+    its integration."""
+    sr, it = m.sync_runs, m.integrations
+    stmt = _RUN_AND_INTEGRATION if store.is_sqlite else _RUN_AND_INTEGRATION_FOR_UPDATE
+    row = conn.execute(stmt, {"b_id": int(run_id)}).first()
+    if row is None:  # no run, or (never in practice: a foreign key) a run without its integration
+        return lock_run(store, conn, run_id), None
+    data = row._mapping
+    return (_Record({c.name: data[f"r_{c.name}"] for c in sr.c}),
+            _Record({c.name: data[f"i_{c.name}"] for c in it.c}))
+
+
+class _Record:
+    """A row's columns as attributes (what ``lock_run``'s and ``lock_integration``'s rows offer)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return self._values
 
 
 def record_kept_checkpoints(conn: Connection, run_id: int, kept: list[Any]) -> None:
@@ -32,11 +82,7 @@ def record_kept_checkpoints(conn: Connection, run_id: int, kept: list[Any]) -> N
 
 
 def in_flight(conn: Connection, integration_id: int) -> list[Any]:
-    return list(conn.execute(
-        select(m.sync_runs)
-        .where(m.sync_runs.c.integration_id == integration_id)
-        .where(m.sync_runs.c.status.in_(RUN_IN_FLIGHT))
-    ).all())
+    return list(conn.execute(_IN_FLIGHT, {"b_id": int(integration_id)}).all())
 
 
 def insert_run(conn: Connection, **values: Any) -> int:
@@ -90,10 +136,8 @@ def update_integration_row(conn: Connection, integration_id: int, values: dict[s
 def claimable_run(store: Store, conn: Connection, run_id: int) -> Any:
     """(status, enumerated_at, integration_id, chunks) of the run, locked: a chunk step checks it before
     claiming items."""
-    return conn.execute(store.for_update(
-        select(m.sync_runs.c.status, m.sync_runs.c.enumerated_at, m.sync_runs.c.integration_id,
-               m.sync_runs.c.chunks)
-        .where(m.sync_runs.c.id == run_id))).first()
+    stmt = _CLAIMABLE if store.is_sqlite else _CLAIMABLE_FOR_UPDATE
+    return conn.execute(stmt, {"b_id": int(run_id)}).first()
 
 
 def request_ids(store: Store, run_id: int, limit: int = 200) -> list[int]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, true
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text, true
 from sqlalchemy.engine import make_url
 
 from integrations_dagster.authoring.integration import Integration
@@ -150,7 +150,13 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(self.url, pool_size=5, max_overflow=10)
+        _ping_when_idle(engine, self.PING_AFTER_IDLE_SECONDS)
+        return engine
+
+    #: A pooled PostgreSQL connection idle longer than this is pinged before it is handed out (see
+    #: ``_ping_when_idle``).
+    PING_AFTER_IDLE_SECONDS: ClassVar[float] = 1.0
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -277,6 +283,10 @@ class Store:
         data["metadata"] = data.get("metadata") or {}
         return Integration(**data)
 
+    def integration_from_row(self, row: Any) -> Integration:
+        """The ``Integration`` of an ``integrations`` row read elsewhere (credentials decrypted)."""
+        return self._row_to_integration(row)
+
     def get_integration(self, integration_id: int, *, tenant: str | None = None, decrypt: bool = True) -> Integration:
         stmt = select(m.integrations).where(m.integrations.c.id == integration_id)
         if tenant is not None:
@@ -286,6 +296,15 @@ class Store:
         if row is None:
             raise IntegrationNotFound(integration_id)
         return self._row_to_integration(row, decrypt=decrypt)
+
+    def get_integrations(self, integration_ids: Sequence[int]) -> dict[int, Integration]:
+        """``{id: Integration}`` of the given ids in one query (credentials decrypted); ids without a
+        row are absent."""
+        if not integration_ids:
+            return {}
+        stmt = select(m.integrations).where(self.id_in(m.integrations.c.id, [int(i) for i in integration_ids]))
+        with self.engine.connect() as conn:
+            return {int(r.id): self._row_to_integration(r) for r in conn.execute(stmt)}
 
     def list_integrations(
         self, *, provider_key: str | None = None, tenant: str | None = None, decrypt: bool = False
@@ -382,6 +401,9 @@ class Store:
             stmt = stmt.with_for_update(read=True)
         return conn.execute(stmt).scalar()
 
+    _TRANSITION = m.sync_runs.update().where(
+        m.sync_runs.c.id == bindparam("b_run"), m.sync_runs.c.status.in_(bindparam("b_states", expanding=True)))
+
     def transition_run(
         self, conn: Connection, run_id: int, expected: str | Sequence[str], action: str, **values: Any
     ) -> None:
@@ -391,11 +413,9 @@ class Store:
         from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
 
         states = (expected,) if isinstance(expected, str) else tuple(expected)
-        done = conn.execute(
-            m.sync_runs.update()
-            .where(m.sync_runs.c.id == run_id, m.sync_runs.c.status.in_(states))
-            .values(**values)
-        ).rowcount
+        # One statement built once; the SET clause is the parameters' columns (plain values only).
+        done = conn.execute(self._TRANSITION, {"b_run": int(run_id), "b_states": [str(s) for s in states],
+                                               **values}).rowcount
         if done == 1:
             return
         row = conn.execute(
@@ -406,12 +426,11 @@ class Store:
             raise SyncRunDiscarded(run_id, states, found, action)
         raise SyncRunStateConflict(run_id, states, found, action)
 
+    _ITEM_COUNTS = (select(m.sync_items.c.status, func.count()).where(m.sync_items.c.run_id == bindparam("b_run"))
+                    .group_by(m.sync_items.c.status))  # built once: its cache key is computed once
+
     def item_counts(self, conn: Connection, run_id: int) -> dict[str, int]:
-        rows = conn.execute(
-            select(m.sync_items.c.status, func.count())
-            .where(m.sync_items.c.run_id == run_id)
-            .group_by(m.sync_items.c.status)
-        )
+        rows = conn.execute(self._ITEM_COUNTS, {"b_run": int(run_id)})
         counts = {str(s): 0 for s in (*UNFINISHED, *TERMINAL)}
         for status, n in rows:
             counts[status] = int(n)
@@ -491,6 +510,36 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(m.sync_items).where(m.sync_items.c.run_id == run_id).order_by(m.sync_items.c.id))
             return [_item_dict(r) for r in rows]
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling that pings only connections that sat in the pool for more than
+    ``idle_seconds``: ``pool_pre_ping`` pings at every checkout, a round trip of its own, and a small sync
+    checks a connection out about eight times in a few milliseconds. A connection that was idle longer
+    (a server restart, ``idle_session_timeout``, a failover may have closed it) is pinged and, when dead,
+    replaced before use (SQLAlchemy's pool events: a ``checkout`` handler that raises
+    ``DisconnectionError`` makes the pool discard the connection and hand out a fresh one). One that
+    died within the last second fails its statement: the error invalidates the pool (every pooled
+    connection is replaced) and the step fails, or is retried, with nothing lost."""
+    import time
+
+    from sqlalchemy import exc as sa_exc
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_conn: Any, record: Any) -> None:
+        record.info["integrations_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("integrations_idle_since", None)
+        if since is None or time.monotonic() - since <= idle_seconds:
+            return  # new (just connected) or back in the pool a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception:
+            alive = False
+        if not alive:
+            raise sa_exc.DisconnectionError("a pooled connection is gone; reconnecting")
 
 
 def _run_dict(row: Any) -> dict[str, Any]:
