@@ -40,3 +40,29 @@ def test_a_big_enumeration_refreshes_the_item_tables_statistics(store, db_url, d
         time.sleep(0.2)
     assert analyze_count(store) == before + 1
     assert store.get_integration(big.id).cursor is not None
+
+
+def test_the_analyze_runs_beside_the_enumeration_not_in_its_way(store, db_url):
+    """``refresh_statistics`` returns at once: the ANALYZE runs on a thread and connection of its own. Held
+    up here by a lock that conflicts with it (taken by another session), it waits there, and it lands when
+    the lock goes."""
+    if store.is_sqlite:
+        return
+    import threading
+
+    import pytest
+
+    before = analyze_count(store)
+    with store.engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE sync_items IN SHARE UPDATE EXCLUSIVE MODE"))  # what ANALYZE takes
+        done = threading.Event()
+        threading.Thread(target=lambda: (store.refresh_statistics(Store.ANALYZE_AFTER_ITEMS), done.set()),
+                         daemon=True).start()
+        if not done.wait(10):
+            pytest.fail("refresh_statistics waited for the ANALYZE")
+        assert analyze_count(store) == before  # it is waiting for the lock
+        blocker.rollback()
+    deadline = time.monotonic() + 10
+    while analyze_count(store) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert analyze_count(store) == before + 1

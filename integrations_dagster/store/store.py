@@ -10,6 +10,7 @@ database-wide write lock) on SQLite.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -175,12 +176,24 @@ class Store:
 
     def refresh_statistics(self, items_added: int) -> bool:
         """``ANALYZE`` the item table on PostgreSQL after ``items_added`` >= ``ANALYZE_AFTER_ITEMS`` new
-        rows (SQLite plans these probes by index without statistics); returns whether it ran."""
+        rows (SQLite plans these probes by index without statistics); returns whether it was started.
+
+        It runs on a thread of its own (a connection of its own; ``ANALYZE`` takes no lock that blocks
+        reads or writes): the enumeration that asked for it does not wait for its 0.1-0.5 s, and the
+        chunks it matters for (their probes) start meanwhile. If the process ends first, PostgreSQL
+        drops the half-done ``ANALYZE`` with the connection and autovacuum's next one stands."""
         if self.is_sqlite or items_added < self.ANALYZE_AFTER_ITEMS:
             return False
-        with self.engine.connect() as conn:
-            conn.execute(text(f"ANALYZE {m.sync_items.name}"))
-            conn.commit()
+
+        def analyze() -> None:
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(text(f"ANALYZE {m.sync_items.name}"))
+                    conn.commit()
+            except Exception as exc:  # statistics are an optimisation: never a failure of the sync
+                logging.getLogger("integrations_dagster").warning("ANALYZE of the item table failed: %s", exc)
+
+        threading.Thread(target=analyze, name="analyze-sync-items", daemon=True).start()
         return True
 
     def for_update(self, stmt: Any) -> Any:
