@@ -60,13 +60,14 @@ def process_chunk(
         if not claimed:  # another step holds this chunk right now: it will finish it
             log.info(f"sync run {run_id} chunk {chunk}: already being processed elsewhere")
             return result
+        # The chunk's items that failed before this step (a pipelined pass, an earlier attempt) are read
+        # in the claim's transaction.
+        earlier: list[tuple[int, str | None, str]] = []
         integration_id, items = claim(engine, store, run_id, chunk, reopen_failed=reopen_failed,
-                                      dagster_run_id=dagster_run_id, enumerating=pipelined is not None)
-        if pipelined is None and not reopen_failed:
-            with store.engine.connect() as conn:  # failed before this step (a pipelined pass, an earlier attempt)
-                earlier = item_sql.failed_items_of_chunk(conn, run_id, chunk)
-            result.failed += len(earlier)
-            result.failed_items.extend(earlier)
+                                      dagster_run_id=dagster_run_id, enumerating=pipelined is not None,
+                                      earlier_failures=None if pipelined is not None or reopen_failed else earlier)
+        result.failed += len(earlier)
+        result.failed_items.extend(earlier)
         if not items:
             return result
         if integration is None or integration.id != integration_id:
@@ -120,17 +121,20 @@ def finish_leftover_chunks(
 
 def claim(
     engine: SyncEngine, store: Store, run_id: int, chunk: int, *, reopen_failed: bool, dagster_run_id: str | None,
-    enumerating: bool = False,
+    enumerating: bool = False, earlier_failures: list[tuple[int, str | None, str]] | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Take the chunk's unfinished items (and its failed ones when re-executing): (the run's integration
     id, the items); (0, []) when the run is gone.
 
     Called under ``chunk_lock``, so no other step is working on this chunk. ``enumerating``: the
     run's own enumeration processes a chunk it has finished writing (``engine.pipeline``); the run
-    must still be enumerating.
+    must still be enumerating. ``earlier_failures``: filled with the chunk's failed items
+    (``item_sql.failed_items_of_chunk``), read in the same transaction.
     """
     now = engine.clock()
     with store.begin() as conn:
+        if earlier_failures is not None:
+            earlier_failures.extend(item_sql.failed_items_of_chunk(conn, run_id, chunk))
         run = run_sql.claimable_run(store, conn, run_id)
         if run is None:
             return 0, []

@@ -63,6 +63,8 @@ from integrations_dagster.orchestration.definitions import (
     TRIGGER_TAG,
     _record,
     asset_key,
+    checks_recorder,
+    health_before,
     run_alive_check,
 )
 from integrations_dagster.orchestration.resource import IntegrationsResource
@@ -266,13 +268,8 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
         before = integration
 
         def _checks_for(settled: Any) -> tuple[Any, Any]:
-            """(store, engine) when the health checks are to be recorded, else (None, None)."""
-            from integrations_dagster.engine.fleet import health_checks_unchanged
-
-            same = action not in (RESUME, REOPEN) and health_checks_unchanged(
-                health_before=before.health, last_status_before=before.last_run_status,
-                enabled=bool(before.enabled), status=settled.status, failed=settled.failed)
-            return (None, None) if same else (store, engine)
+            return checks_recorder(store, engine, settled, health_before(before),
+                                   record_anyway=action in (RESUME, REOPEN))
 
         if action in (RESUME, REOPEN):
             run_id, chunks = int(prior.id), int(prior.chunks)

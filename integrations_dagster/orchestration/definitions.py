@@ -108,19 +108,26 @@ def fail_if_owner_dead(instance: Any, run: Any) -> bool:
     return True
 
 
-def _checks_for(context: OpExecutionContext, chunk: dict[str, Any], settled: ReconcileResult,
-                store: Any, engine: Any) -> tuple[Any, Any]:
-    """(store, engine) when a chunk or reconcile step records the two health checks, else (None, None).
+def health_before(integration: Any) -> dict[str, Any]:
+    """The integration's state its two health checks were last recorded from, before a run
+    (``checks_recorder``; JSON-able: it travels in the partitioned job's chunk outputs)."""
+    return {"health": integration.health, "last_run_status": integration.last_run_status,
+            "enabled": bool(integration.enabled)}
 
-    As in a batch step (``engine.fleet.health_checks_unchanged``): a clean run of an integration that was
-    healthy, enabled and last succeeded leaves both verdicts as recorded (two Dagster events saved per
-    sync). A re-execution always records them (its parent's failure changed them), and so does any run
-    whose step output does not carry the integration's state before it (``before`` in the chunk).
+
+def checks_recorder(store: Any, engine: Any, settled: ReconcileResult, before: dict[str, Any] | None, *,
+                    record_anyway: bool) -> tuple[Any, Any]:
+    """(store, engine) when the step that settled a run records the two health checks, else (None, None).
+
+    A clean run of an integration that was healthy, enabled and last succeeded leaves both verdicts as
+    recorded (``engine.fleet.health_checks_unchanged``: two Dagster events saved per sync), in a batch
+    step and in the partitioned job alike. ``record_anyway``: a re-execution or a resumed sync (its
+    earlier failure changed the verdicts); so does a run whose state before it is unknown (``before``
+    None).
     """
     from integrations_dagster.engine.fleet import health_checks_unchanged
 
-    before = chunk.get("before")
-    same = before is not None and context.run.parent_run_id is None and health_checks_unchanged(
+    same = before is not None and not record_anyway and health_checks_unchanged(
         health_before=before["health"], last_status_before=before["last_run_status"],
         enabled=bool(before["enabled"]), status=settled.status, failed=settled.failed)
     return (None, None) if same else (store, engine)
@@ -222,12 +229,10 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 metadata={"sync_run_id": start.run_id},
                 allow_retries=False,
             ) from None
-        # The state the health checks were last recorded from (``_checks_for``), before this run.
-        before = {"health": integration_before.health, "last_run_status": integration_before.last_run_status,
-                  "enabled": bool(integration_before.enabled)}
+        before = health_before(integration_before)  # travels with each chunk to the step that settles the run
         if result.items == 0:
             settled = engine.reconcile(store, result.run_id, log=context.log)
-            _record(context, settled, *_checks_for(context, {"before": before}, settled, store, engine))
+            _record(context, settled, *checks_recorder(store, engine, settled, before, record_anyway=False))
             return
         for chunk in range(result.chunks):
             yield DynamicOutput({"run_id": result.run_id, "chunk": chunk, "before": before},
@@ -256,7 +261,8 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             raise RetryRequested(max_retries=100_000, seconds_to_wait=res.wait_seconds)
         settled = engine.try_reconcile(store, chunk["run_id"], log=context.log, after_chunk=chunk["chunk"])
         if settled is not None:
-            _record(context, settled, *_checks_for(context, chunk, settled, store, engine))
+            _record(context, settled, *checks_recorder(store, engine, settled, chunk.get("before"),
+                                                       record_anyway=context.run.parent_run_id is not None))
         if res.failed:
             from integrations_dagster.orchestration.failure_text import ChunkFailure
 

@@ -63,8 +63,10 @@ def _warm_up(database_url: str | None, defs_spec: str) -> None:
     # What the warm-up made lives as long as the server: no child's collections walk it.
     import gc
 
-    gc.collect()
-    gc.freeze()
+    from integrations_dagster.orchestration.in_process import freeze_long_lived_objects
+
+    gc.collect()  # garbage of the warm-up first: frozen, it would never be collected
+    freeze_long_lived_objects()
 
 
 def _child(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
