@@ -123,7 +123,9 @@ class InProcessComputeLogManager(LocalComputeLogManager):
     def __init__(self, base_dir: str | None = None, polling_timeout: float | None = None,
                  inst_data: ConfigurableClassData | None = None) -> None:
         if base_dir is None:
-            base_dir = os.path.join(os.environ.get("DAGSTER_HOME") or os.getcwd(), "storage")
+            from integrations_dagster.orchestration.sqlite_storage import base_dir_of
+
+            base_dir = os.path.join(base_dir_of({}, "compute_logs: config: base_dir"), "storage")
         super().__init__(base_dir, polling_timeout=polling_timeout, inst_data=inst_data)
 
     @classmethod

@@ -22,9 +22,10 @@ a ``DAGSTER_HOME`` can move between this and Dagster's default at any time. Conf
       custom:
         module: integrations_dagster.orchestration.sqlite_storage
         class: SqliteStorage
-        config:
-          base_dir:
-            env: DAGSTER_HOME
+
+``base_dir`` (in ``config:``) defaults to ``$DAGSTER_HOME``, as Dagster's default storage does; a process
+that opens an instance without ``DAGSTER_HOME`` set (``DagsterInstance.from_config(path)``) gets a clear
+error unless ``base_dir`` is given.
 
 Dagster has no public module for storage classes; they are imported from the modules its own
 ``dagster.yaml`` documentation names.
@@ -44,6 +45,15 @@ from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClassData
 
 TEMPLATE_PREFIX = ".run-shard-template-"
+
+
+def base_dir_of(config: dict[str, Any], key: str) -> str:
+    """``config["base_dir"]``, else ``$DAGSTER_HOME`` (where the instance's ``dagster.yaml`` is, for every
+    Dagster process: the webserver, the daemon, run workers); a clear error when neither is set."""
+    base_dir = config.get("base_dir") or os.environ.get("DAGSTER_HOME")
+    if not base_dir:
+        raise ValueError(f"set DAGSTER_HOME (or {key} in dagster.yaml): this storage keeps Dagster's files there")
+    return str(base_dir)
 
 
 class TemplateShardEventLogStorage(SqliteEventLogStorage):
@@ -128,5 +138,5 @@ class SqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Any) -> SqliteStorage:
-        base_dir = dict(config_value).get("base_dir") or os.environ.get("DAGSTER_HOME") or os.getcwd()
-        return cls.from_local(base_dir, inst_data=inst_data)
+        return cls.from_local(base_dir_of(dict(config_value or {}), "storage: custom: config: base_dir"),
+                              inst_data=inst_data)
