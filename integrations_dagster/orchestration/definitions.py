@@ -230,11 +230,12 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 allow_retries=False,
             ) from None
         before = health_before(integration_before)  # travels with each chunk to the step that settles the run
-        if result.items == 0:
+        to_run = result.chunks_to_run()
+        if not to_run:  # no items, or all applied at write (engine.apply): no chunk step, no reconcile step
             settled = engine.reconcile(store, result.run_id, log=context.log)
             _record(context, settled, *checks_recorder(store, engine, settled, before, record_anyway=False))
             return
-        for chunk in range(result.chunks):
+        for chunk in to_run:
             yield DynamicOutput({"run_id": result.run_id, "chunk": chunk, "before": before},
                                 mapping_key=f"chunk_{chunk}")
 
