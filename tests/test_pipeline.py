@@ -72,7 +72,8 @@ class Keys(Provider):
 
 
 def _engine(keys: list[str], listeners: list[Any] | None = None, pause: Any = None, **settings: Any) -> SyncEngine:
-    base: dict[str, Any] = {"pipeline_chunks": True, "chunk_size": 10, "flush_every": 10, "listener_batch_size": 5, "item_tries": 3,
+    base: dict[str, Any] = {"pipeline_chunks": True, "apply_at_write": False,  # applied at write: nothing to pipeline
+                            "chunk_size": 10, "flush_every": 10, "listener_batch_size": 5, "item_tries": 3,
                             "item_backoff": [0.0], "inline_wait_max": 5.0}
     return SyncEngine(providers=[Keys(keys, pause)], listeners=ListenerRegistry.build([copy_piped] if listeners is None else listeners),
                       settings=SyncSettings(**(base | settings)))

@@ -153,7 +153,9 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
     key = provider.key
     partitions = DynamicPartitionsDefinition(name=partitions_name(key))
 
-    @op(name=f"{key}_enumerate", out=DynamicOut(dict), tags={"kind": "enumerate"})
+    # Not required: an enumeration that yields no chunk (no items, or every chunk applied at write, engine.apply)
+    # settles the run itself, and Dagster then skips the mapped steps and the reconcile step.
+    @op(name=f"{key}_enumerate", out=DynamicOut(dict, is_required=False), tags={"kind": "enumerate"})
     def enumerate_op(
         context: OpExecutionContext, integrations: IntegrationsResource
     ) -> Iterator[DynamicOutput[dict[str, Any]]]:
