@@ -42,12 +42,15 @@ class Applied(SyncItemEvent):
 CALLS: list[list[str]] = []  # item keys per staged call
 FLAKY: dict[str, int] = {}  # key -> failures still to raise
 PHASE: list[str] = []  # "enumerating" while the provider runs, then "after"
+BLOCK: list[Any] = []  # hooks run inside the staged listener with the batch's keys
 
 
 @listener(Applied, staged=True)
 def copy_applied(batch: StagedBatch) -> None:
     keys = [e.key for e in batch.events()]
     CALLS.append([f"{PHASE[-1] if PHASE else '?'}:{k}" for k in keys])
+    for hook in list(BLOCK):
+        hook(keys)
     for k in keys:
         if FLAKY.get(k, 0) > 0:
             FLAKY[k] -= 1
@@ -210,6 +213,63 @@ def test_a_run_discarded_while_enumerating_gets_no_rows_and_no_effects(scratch: 
     assert set(_rows(scratch)) == {f"k{i}" for i in range(12)}
     assert scratch.get_run(run_id)["status"] == "failed"
     assert scratch.get_integration(integration_id).cursor is None
+
+
+def test_a_discard_waits_for_the_batch_in_flight_while_the_request_count_does_not(scratch: Store):
+    """The writer holds the run row ``FOR KEY SHARE`` during a batch (its listeners included): the
+    request log's count update on that row goes through at once; a discard (``FOR UPDATE``) waits for
+    the batch to commit, then removes every row of the run, and no later batch is recorded."""
+    from integrations_dagster.store import request_log
+
+    events: dict[str, Any] = {}
+    inside = threading.Event()
+    release = threading.Event()
+
+    def block(keys: list[str]) -> None:
+        if keys and keys[0] == "k5":  # the second batch, inside the writer's transaction
+            inside.set()
+            assert release.wait(20)
+
+    def pause(session: Any, i: int) -> None:
+        if i != 12:
+            return
+        assert inside.wait(20)
+        row = request_log.LoggedRequest(integration_id=session.integration.id, sync_run_id=session.run_id,
+                                        method="GET", url="/x", status_code=200, duration_ms=1.0, bytes=1,
+                                        attempt=1, error=None, auth_failure=False, created_at=utcnow())
+
+        def count() -> None:
+            with scratch.begin() as conn:
+                request_log.write_requests(conn, [row], sync_run_id=session.run_id)
+            events["counted"] = True
+
+        def discard() -> None:
+            with scratch.begin() as conn:
+                events["discarded"] = run_sql.discard_enumeration(conn, session.run_id, "presumed dead", utcnow())
+
+        counter = threading.Thread(target=count)
+        counter.start()
+        counter.join(5)
+        events["count_waited"] = counter.is_alive()
+        discarder = threading.Thread(target=discard)
+        discarder.start()
+        discarder.join(0.5)
+        events["discard_waited"] = discarder.is_alive()
+        release.set()
+        discarder.join(20)
+
+    BLOCK.append(block)
+    try:
+        engine = _engine([f"k{i}" for i in range(30)], pause=pause)
+        integration_id, run_id = _start(engine, scratch)
+        with pytest.raises(SyncRunDiscarded):
+            engine.enumerate(scratch, scratch.get_integration(integration_id), run_id)
+    finally:
+        BLOCK.clear()
+    assert events == {"counted": True, "count_waited": False, "discard_waited": True, "discarded": True}
+    assert scratch.items_for_run(run_id) == []
+    assert scratch.get_run(run_id)["request_count"] == 1
+    assert set(_rows(scratch)) <= {f"k{i}" for i in range(15)}  # nothing recorded after the discard
 
 
 def test_a_python_listener_on_the_same_event_type_keeps_todays_path(scratch: Store):

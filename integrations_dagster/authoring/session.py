@@ -343,7 +343,7 @@ class SyncSession:
         with self._store.begin() as conn:
             # Only into a run that is still enumerating (checked under a lock in the same
             # transaction): a run discarded meanwhile never gets rows back, and its enumeration fails.
-            status = self._store.run_status(conn, self.run_id, lock=True)
+            status = self._store.run_status(conn, self.run_id, lock=True, key_share=True)
             if status != RunStatus.ENUMERATING:
                 cls = SyncRunDiscarded if status in (None, RunStatus.FAILED) else SyncRunStateConflict
                 raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
