@@ -77,6 +77,14 @@ class SyncSettings(BaseSettings):
         description="Retry waits up to this many seconds sleep inside the step; longer ones hand the step back to "
         "Dagster (RetryRequested) so other steps run meanwhile.",
     )
+    one_chunk_in_enumerate: bool = Field(
+        default=True,
+        description="The partitioned job: a run whose items fit in one chunk runs their listeners in its enumerate "
+        "step (the same chunk processing, retries and claim) and settles there, so a small sync is one Dagster "
+        "step instead of three (about 11 events less each: docs/BENCHMARKS.md, 'Fixed cost of one sync'). Items "
+        "that fail or wait for a retry go on to the chunk step as before (it reports them; 'Re-execute from "
+        "failure' retries them).",
+    )
     job_timeout: float = Field(
         default=1800, gt=0, description="Seconds after which an enumeration or a processing claim is presumed dead."
     )
