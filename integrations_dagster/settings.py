@@ -48,6 +48,13 @@ class SyncSettings(BaseSettings):
         description="Events handed to a batch listener per call; each batch's statuses are written in one statement "
         "(on PostgreSQL while the next batch runs).",
     )
+    apply_at_write: bool = Field(
+        default=True,
+        description="PostgreSQL: a dispatched batch whose event types have staged listeners only is applied by "
+        "the enumeration's writer in the transaction that records it, and its items are recorded succeeded "
+        "(engine.apply); a batch whose staged call fails is recorded pending for the chunk steps. Off: every item "
+        "is recorded pending and processed by its chunk step (INTEGRATIONS_APPLY_AT_WRITE=false).",
+    )
     pipeline_chunks: bool = Field(
         default=False,
         description="PostgreSQL, staged listeners only: a chunk whose items are all written is processed while "

@@ -25,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     # reads the run's status through the store: annotations only.
     "engine/dispatch.py": {"sqlalchemy.Connection"},
     "engine/pipeline.py": {"sqlalchemy.Connection"},
+    # The writer's connection handed to store.items (ids, COPY, savepoint) and to StagedBatch: annotations only.
+    "engine/apply.py": {"sqlalchemy.Connection"},
     # The CLI: error type of a database it cannot open, and URL rendering with the password hidden
     # (imported lazily so that the read-only commands stay SQLAlchemy-free, see store/quick.py).
     "cli.py": {"sqlalchemy.exc.SQLAlchemyError", "sqlalchemy.engine.make_url"},

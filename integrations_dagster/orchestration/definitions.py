@@ -156,7 +156,8 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
     partitions = DynamicPartitionsDefinition(name=partitions_name(key))
 
     # ``open_run``: yielded only when chunk steps are to run; a run the enumerate step settled (no items, a
-    # single-flight skip, a one-chunk run processed here) yields nothing, so Dagster skips the reconcile step.
+    # single-flight skip, every chunk applied at write (engine.apply), a one-chunk run processed here) yields
+    # nothing, so Dagster skips the reconcile step.
     @op(name=f"{key}_enumerate", out={"result": DynamicOut(dict), "open_run": Out(Nothing, is_required=False)},
         tags={"kind": "enumerate"})
     def enumerate_op(
@@ -235,29 +236,31 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 allow_retries=False,
             ) from None
         before = health_before(integration_before)  # travels with each chunk to the step that settles the run
-        if result.items == 0:
+        to_run = result.chunks_to_run()
+        if not to_run:  # no items, or all applied at write (engine.apply): no chunk step, no reconcile step
             settled = engine.reconcile(store, result.run_id, log=context.log)
             _record(context, settled, *checks_recorder(store, engine, settled, before, record_anyway=False))
             return
-        if result.chunks == 1 and engine.settings.one_chunk_in_enumerate and \
-                _settle_here(context, store, integration, result.run_id, before):
+        if len(to_run) == 1 and engine.settings.one_chunk_in_enumerate and \
+                _settle_here(context, store, integration, result.run_id, to_run[0], before):
             return
-        for chunk in range(result.chunks):
+        for chunk in to_run:
             yield DynamicOutput({"run_id": result.run_id, "chunk": chunk, "before": before},
                                 mapping_key=f"chunk_{chunk}")
         yield Output(None, output_name="open_run")
 
-    def _settle_here(context: OpExecutionContext, store: Any, integration: Any, run_id: int,
+    def _settle_here(context: OpExecutionContext, store: Any, integration: Any, run_id: int, chunk: int,
                     before: dict[str, Any]) -> bool:
-        """A run of one chunk: its listeners run in the enumerate step, exactly as its chunk step would run
-        them; True when that settled the run. Items that failed or wait for a retry beyond
+        """A run of one chunk to run (a run of one chunk, or one whose other chunks were applied at write):
+        its listeners run in the enumerate step, exactly as its chunk step would run them; True when that
+        settled the run. Items that failed or wait for a retry beyond
         ``inline_wait_max`` leave it to the chunk step (False), which reports (or retries) them and can be
         re-executed from failure; so does any error here (the chunk step has the retry policy)."""
         try:
-            res = engine.process_chunk(store, run_id, 0, dagster_run_id=context.run_id, log=context.log)
+            res = engine.process_chunk(store, run_id, chunk, dagster_run_id=context.run_id, log=context.log)
             if res.waiting or res.failed:
                 return False
-            settled = engine.try_reconcile(store, run_id, log=context.log, after_chunk=0)
+            settled = engine.try_reconcile(store, run_id, log=context.log, after_chunk=chunk)
             if settled is None or not settled.final:
                 return False
             _record(context, settled, *checks_recorder(store, engine, settled, before,
