@@ -90,17 +90,20 @@ def _kind(cmdline: list[str]) -> str:
 class CpuSampler(threading.Thread):
     """CPU seconds (user + system) of the fleet, by process kind, sampled every ``period`` seconds.
 
-    - the daemon and every process under it (``psutil``): the daemon, the code server (``dagster api
-      grpc``), the run workers (the code server's ``spawn`` children); a run worker that exited is counted
-      through its parent's reaped-children times (the code server's, credited to ``run_workers``), so
-      nothing that ran to its end is lost;
+    - the daemon and every process under it (``psutil``). The total is exact: the daemon's own and
+      reaped-children times (``dagster-daemon`` starts a fresh code server every 60 s, its
+      ``RELOAD_WORKSPACE_INTERVAL``, and reaps the old one, whose own reaped children are the run workers
+      it started) plus every live descendant's own and reaped-children times. The split: ``daemon`` its
+      own, ``code_server`` each code server's own (the last sample of one that exited), ``run_workers``
+      the rest (the run workers, the code servers' ``spawn`` children, live or reaped);
     - the PostgreSQL backends serving this phase's databases (their process title names the database:
       ``postgres: 15/main: postgres DB ...``, read from /proc): the last sample of each backend is kept
       after it exits, so a backend loses at most its last ``period`` of CPU, and a connection that lives
       less than ``period`` may be missed whole (dagster-postgres's per-event connections without a pool,
-      i.e. the baseline's run workers; a batch run pools them: docs/SCHEDULING.md). ``server_total`` is
-      the whole PostgreSQL server's CPU (every backend of every database, reaped ones included, and the
-      background writers): an upper bound, as other engineers' work on the shared server is in it.
+      i.e. the baseline's run workers and the daemon; a batch run pools them: docs/SCHEDULING.md).
+      ``postgres_server_total`` is the whole server's CPU (every backend of every database, reaped ones
+      included, and the background writers): an upper bound, other engineers' work on the shared server
+      is in it.
     """
 
     def __init__(self, pid: int, databases: list[str], period: float = 0.2) -> None:
@@ -108,8 +111,11 @@ class CpuSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.period = period
         self.dbs = [f" {d} ".encode() for d in databases]
-        self.tree: dict[int, tuple[str, float]] = {}
-        self.reaped: float = 0.0  # the code server's reaped children: run workers that exited
+        self.kinds: dict[int, str] = {}
+        self.code_servers: dict[int, float] = {}  # pid -> own CPU, last sample
+        self.daemon_total = 0.0  # own + reaped children
+        self.daemon_own = 0.0
+        self.live: dict[int, tuple[str, float]] = {}
         self.pg: dict[int, float] = {}
         self.procs: dict[int, psutil.Process] = {}
         self.lock = threading.Lock()
@@ -119,17 +125,19 @@ class CpuSampler(threading.Thread):
     def totals(self) -> dict[str, float]:
         with self.lock:
             self._sample()
-            out: dict[str, float] = defaultdict(float)
-            for kind, cpu in self.tree.values():
-                out[kind] += cpu
-            out["run_workers"] += self.reaped
-            out["postgres_backends"] = sum(self.pg.values())
-            out["postgres_server_total"] = postgres_server_cpu()
-            return dict(out)
+            total = self.daemon_total + sum(cpu for _, cpu in self.live.values())
+            code = sum(self.code_servers.values())
+            other = sum(cpu for kind, cpu in self.live.values() if kind == "other")
+            return {"daemon": self.daemon_own, "code_server": code, "other": other,
+                    "run_workers": total - self.daemon_own - code - other, "fleet_total": total,
+                    "postgres_backends": sum(self.pg.values()), "postgres_server_total": postgres_server_cpu()}
 
     def _sample(self) -> None:
         try:
-            procs = [self.root] + self.root.children(recursive=True)
+            procs = self.root.children(recursive=True)
+            t = self.root.cpu_times()
+            self.daemon_own = t.user + t.system
+            self.daemon_total = self.daemon_own + t.children_user + t.children_system
         except psutil.NoSuchProcess:
             procs = []
         workers = 0
@@ -137,23 +145,15 @@ class CpuSampler(threading.Thread):
         for p in procs:
             p = self.procs.setdefault(p.pid, p)
             try:
-                kind = self.tree[p.pid][0] if p.pid in self.tree else _kind(p.cmdline())
+                kind = self.kinds.get(p.pid) or self.kinds.setdefault(p.pid, _kind(p.cmdline()))
                 t = p.cpu_times()
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
-            own = t.user + t.system
+            live[p.pid] = (kind, t.user + t.system + t.children_user + t.children_system)
             if kind == "code_server":
-                self.reaped = max(self.reaped, t.children_user + t.children_system)
-            elif kind != "daemon":
-                own += t.children_user + t.children_system
-            live[p.pid] = (kind, own)
+                self.code_servers[p.pid] = t.user + t.system
             workers += kind == "run_workers"
-        # A run worker that exited is in the code server's reaped-children times: drop its last sample.
-        # The daemon and the code server are nobody's counted children: keep theirs after they exit.
-        for pid, (kind, cpu) in self.tree.items():
-            if pid not in live and kind in ("daemon", "code_server"):
-                live[pid] = (kind, cpu)
-        self.tree = live
+        self.live = live
         self.max_run_workers = max(self.max_run_workers, workers)
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -349,7 +349,7 @@ def phase(name: str, *, storage: str, m_count: int, interval: int, batch_size: i
     syncs = sum(statuses.get(s, 0) for s in SETTLED)
     seconds = (t_end - t_start).total_seconds()
     cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 1) for k in sorted(set(cpu0) | set(cpu1))}
-    fleet_cpu = sum(v for k, v in cpu.items() if not k.startswith("postgres"))
+    fleet_cpu = cpu["fleet_total"]
     with_pg = fleet_cpu + cpu.get("postgres_backends", 0.0)
     after = dagster_runs(env, t_start, t_end)
     out = {
