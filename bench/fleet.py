@@ -61,16 +61,17 @@ SETTLED = ("success", "partial", "failed")
 
 
 def dagster_yaml(storage: str, dagster_db: str | None) -> str:
-    text = (ROOT / "dagster.yaml").read_text()
+    """Our ``dagster.yaml``; for ``postgres`` its ``storage`` block replaced by dagster-postgres's."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     if storage == "postgres":
-        text += (
-            "\nstorage:\n  postgres:\n    postgres_db:\n      username: postgres\n      password: \"\"\n"
-            f"      hostname: {PG_HOST}\n      db_name: {dagster_db}\n      port: 5432\n"
+        config["storage"] = {"postgres": {"postgres_db": {
+            "username": "postgres", "password": "", "hostname": PG_HOST, "db_name": dagster_db, "port": 5432,
             # SQLAlchemy 2.1's default postgresql:// driver is psycopg 3, which dagster-postgres's SQL
             # does not work with (DAGSTER-NOTES): Dagster's storage goes through psycopg2.
-            "      scheme: postgresql+psycopg2\n"
-        )
-    return text
+            "scheme": "postgresql+psycopg2"}}}
+    return str(yaml.safe_dump(config, sort_keys=False))
 
 
 TCK = os.sysconf("SC_CLK_TCK")

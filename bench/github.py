@@ -15,7 +15,8 @@ budget was used.
 Peers, whole processes (``--peers``, on when ``bench/.venv-dlt`` exists: ``bash bench/setup-dlt.sh``): on
 one fake GitHub per size, ``integrations sync ID --wait`` (the CLI, default definitions) beside dlt 1.31's
 ``rest_api`` source (``bench/dlt_github.py``, merge on the issue id, ``since`` incremental), each first a
-full sync and then a second run that finds nothing new (one request), alternating, same run.
+full sync, then three rounds of runs that find nothing new (one request), cold CLI, dlt and the warm
+server in turn, each after a one-second pause (the steady state of a fleet's incremental syncs).
 """
 
 from __future__ import annotations
@@ -226,6 +227,11 @@ DLT_PY = Path(__file__).resolve().parent / ".venv-dlt" / "bin" / "python"
 CLI = Path(sys.executable).parent / "integrations"
 
 
+#: No-change rounds per repeat (cold CLI, dlt, warm server in turn) and the pause before each run.
+NO_CHANGE_ROUNDS = 3
+NO_CHANGE_PAUSE = 1.0
+
+
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
     import subprocess
 
@@ -287,14 +293,14 @@ def peers(n: int, repeat: int, dagster_storage: str = "sqlite") -> list[list[str
             # its tables (the repeat >= 2 failure). Each is dropped at the end (``main``'s ``finally``).
             url = fresh_database(_peer_db(n, k))
             with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as pipes:
-                if dagster_storage == "postgres":
+                # The instance settings the project ships (dagster.yaml: what the README's demo installs).
+                shipped = (root / "dagster.yaml").read_text()
+                if dagster_storage == "postgres":  # its `storage:` block (the last) replaced, as the README says
                     dagster_url = fresh_database(_peer_db(n, k) + "_dagster")
-                    Path(home, "dagster.yaml").write_text(
+                    shipped = shipped[:shipped.index("\nstorage:\n") + 1] + (
                         "storage:\n  postgres:\n    postgres_url: "
-                        f"{dagster_url.replace('postgresql://', 'postgresql+psycopg2://', 1)}\n"
-                        "telemetry:\n  enabled: false\n")
-                else:
-                    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+                        f"{dagster_url.replace('postgresql://', 'postgresql+psycopg2://', 1)}\n")
+                Path(home, "dagster.yaml").write_text(shipped)
                 env = {**os.environ, "PYTHONPATH": str(root), "DAGSTER_DISABLE_TELEMETRY": "yes",
                        "DAGSTER_HOME": home, "INTEGRATIONS_DATABASE_URL": url,
                        "INTEGRATIONS_ALLOW_PLAINTEXT_CREDENTIALS": "1"}
@@ -311,14 +317,19 @@ def peers(n: int, repeat: int, dagster_storage: str = "sqlite") -> list[list[str
                 dlt = [str(DLT_PY), str(Path(__file__).resolve().parent / "dlt_github.py"), fake.url, fake.owner,
                        fake.repo, TOKEN, url.replace("postgres@", "postgres:trust@", 1), pipes]  # dlt wants one
                 loop = [sys.executable, __file__, "--child", "loop-process", url, str(n), fake.url]
-                note("cli full", _timed(cli, env))
+                cold_env = {**env, "INTEGRATIONS_USE_SYNC_SERVER": "0"}  # the cold CLI runs its sync itself
+                note("cli full", _timed(cli, cold_env))
                 note("dlt full", _timed(dlt, env))
-                note("cli none", _timed(cli, env))
-                note("dlt none", _timed(dlt, env))
                 note("loop full", _timed(loop, env))
                 with SyncServer(env):
                     note("warm full", _timed(via_server, env))
-                    note("warm none", _timed(via_server, env))
+                    # No-change syncs in their steady state, as a fleet runs them: alternating rounds, each
+                    # run after a pause (not on the heels of its own full sync's background work).
+                    for _ in range(NO_CHANGE_ROUNDS):
+                        for key, cmd, cmd_env in (("cli none", cli, cold_env), ("dlt none", dlt, env),
+                                                  ("warm none", via_server, env)):
+                            time.sleep(NO_CHANGE_PAUSE)
+                            note(key, _timed(cmd, cmd_env))
                 with psycopg.connect(url) as conn:
                     counts = dict(conn.execute("SELECT integration_id, count(*) FROM github_issues "
                                                "GROUP BY integration_id").fetchall())
@@ -326,7 +337,7 @@ def peers(n: int, repeat: int, dagster_storage: str = "sqlite") -> list[list[str
                     served = conn.execute("SELECT count(*) FROM sync_runs WHERE integration_id = %s",
                                           (warm.id,)).fetchone()[0]
                 assert counts.get(cold.id) == counts.get(warm.id) == theirs == n, (counts, theirs, n)
-                assert served == 2, served  # both warm syncs ran (through the server)
+                assert served == 1 + NO_CHANGE_ROUNDS, served  # every warm sync ran (through the server)
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
     labels = {"cli": "integrations sync ID --wait (cold process)", "warm": "integrations sync ID --wait "

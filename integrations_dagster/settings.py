@@ -48,6 +48,13 @@ class SyncSettings(BaseSettings):
         description="Events handed to a batch listener per call; each batch's statuses are written in one statement "
         "(on PostgreSQL while the next batch runs).",
     )
+    apply_at_write: bool = Field(
+        default=True,
+        description="PostgreSQL: a dispatched batch whose event types have staged listeners only is applied by "
+        "the enumeration's writer in the transaction that records it, and its items are recorded succeeded "
+        "(engine.apply); a batch whose staged call fails is recorded pending for the chunk steps. Off: every item "
+        "is recorded pending and processed by its chunk step (INTEGRATIONS_APPLY_AT_WRITE=false).",
+    )
     pipeline_chunks: bool = Field(
         default=False,
         description="PostgreSQL, staged listeners only: a chunk whose items are all written is processed while "
@@ -69,6 +76,14 @@ class SyncSettings(BaseSettings):
         ge=0,
         description="Retry waits up to this many seconds sleep inside the step; longer ones hand the step back to "
         "Dagster (RetryRequested) so other steps run meanwhile.",
+    )
+    one_chunk_in_enumerate: bool = Field(
+        default=True,
+        description="The partitioned job: a run whose items fit in one chunk runs their listeners in its enumerate "
+        "step (the same chunk processing, retries and claim) and settles there, so a small sync is one Dagster "
+        "step instead of three (about 11 events less each: docs/BENCHMARKS.md, 'Fixed cost of one sync'). Items "
+        "that fail or wait for a retry go on to the chunk step as before (it reports them; 'Re-execute from "
+        "failure' retries them).",
     )
     job_timeout: float = Field(
         default=1800, gt=0, description="Seconds after which an enumeration or a processing claim is presumed dead."

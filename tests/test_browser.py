@@ -34,6 +34,7 @@ import httpx
 import pytest
 
 from integrations_dagster import Store
+from tests.support import open_instance
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("INTEGRATIONS_CHROMIUM", "/usr/bin/chromium")
@@ -64,9 +65,8 @@ class Server:
         return Store.for_url(self.db_url)
 
     def instance(self):  # type: ignore[no-untyped-def]
-        from dagster import DagsterInstance
 
-        return DagsterInstance.from_config(str(self.home))
+        return open_instance(str(self.home))
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         resp = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30)
@@ -148,9 +148,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     clean = store.create_integration(provider_key="synthetic", name="browser: clean", metadata={"items": ITEMS})
     poisoned = store.create_integration(provider_key="synthetic", name="browser: one poisoned item",
                                         metadata={"items": ITEMS, "fail_external_ids": [POISONED]})
-    from dagster import DagsterInstance
 
-    with DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(str(home)) as instance:
         for integ in (clean, poisoned):
             ensure_partition(instance, "synthetic", integ.id)
     workspace = tmp / "workspace.yaml"

@@ -13,6 +13,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterRunStatus
 from integrations_dagster import DefinitionsRef, Store, execute_sync, reexecute_from_failure
 from providers.synthetic import checkpoint_for
 from tests.support import app
+from tests.support import open_instance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -256,9 +257,8 @@ def test_killed_enumeration_leaves_cursor_unchanged(store, db_url, tmp_path):
     assert sr["status"] == "enumerating" and store.get_integration(integ.id).cursor == checkpoint_for(4)
     assert len(store.items_for_run(sr["id"])) == 50  # flushed before the kill, never counted
     # The next run discards the abandoned enumeration and starts from the unchanged cursor.
-    from dagster import DagsterInstance
 
-    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+    with open_instance(env["DAGSTER_HOME"]) as instance:
         # The killed run still looks STARTED to this instance (no run monitoring here): the
         # enumeration is presumed dead once it is older than job_timeout.
         run = execute_sync(ref(db_url, job_timeout=0.01), "synthetic", integ.id, instance=instance)

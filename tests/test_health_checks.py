@@ -280,7 +280,7 @@ def test_health_sensor_records_a_bounded_number_of_integrations_per_tick(store: 
     assert seen[2] == set()  # all recorded: nothing more
 
 
-def test_the_projects_dagster_yaml_runs_each_sensor_tick_on_a_thread(tmp_path):
+def test_the_projects_dagster_yaml_runs_each_sensor_tick_on_a_thread(tmp_path, monkeypatch):
     """A slow tick of one sensor (the health sensor's first over thousands of integrations) must not
     hold back the sync sensors: Dagster evaluates sensors one after the other unless ``sensors:
     use_threads``."""
@@ -290,6 +290,7 @@ def test_the_projects_dagster_yaml_runs_each_sensor_tick_on_a_thread(tmp_path):
     from dagster import DagsterInstance
 
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         settings = instance.get_settings("sensors")
     assert settings.get("use_threads") is True and settings.get("num_workers", 0) >= 4

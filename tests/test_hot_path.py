@@ -92,7 +92,9 @@ def _notes(store: Store) -> dict[str, str]:
 
 
 def test_staged_listener_moves_each_batch_with_sql(store, db_url, scratch):
-    engine = _engine([f"v{i}" for i in range(25)], [write_notes], listener_batch_size=10, chunk_size=20)
+    # The chunk step's staged path (applied at write, PostgreSQL runs them at enumeration: test_apply_at_write.py).
+    engine = _engine([f"v{i}" for i in range(25)], [write_notes], listener_batch_size=10, chunk_size=20,
+                     apply_at_write=False)
     run_id, _ = _run(engine, store)
     assert _notes(store) == {f"k{i:03d}": f"v{i}" for i in range(25)}
     assert [len(call) for call in NOTES] == [10, 10, 5]  # batches of listener_batch_size within each chunk
@@ -103,7 +105,7 @@ def test_staged_listener_moves_each_batch_with_sql(store, db_url, scratch):
 def test_a_failing_staged_batch_rolls_back_and_is_isolated_item_by_item(store, db_url, scratch):
     values = [f"v{i}" for i in range(8)]
     values[5] = "boom"
-    engine = _engine(values, [write_notes], listener_batch_size=8)
+    engine = _engine(values, [write_notes], listener_batch_size=8, apply_at_write=False)  # the chunk step's path
     run_id, [chunk] = _run(engine, store)
     # the batch statement failed as a whole (rolled back), then each item ran alone: only k005 fails
     assert _notes(store) == {f"k{i:03d}": f"v{i}" for i in range(8) if i != 5}

@@ -72,7 +72,8 @@ class Keys(Provider):
 
 
 def _engine(keys: list[str], listeners: list[Any] | None = None, pause: Any = None, **settings: Any) -> SyncEngine:
-    base: dict[str, Any] = {"pipeline_chunks": True, "chunk_size": 10, "flush_every": 10, "listener_batch_size": 5, "item_tries": 3,
+    base: dict[str, Any] = {"pipeline_chunks": True, "apply_at_write": False,  # applied at write: nothing to pipeline
+                            "chunk_size": 10, "flush_every": 10, "listener_batch_size": 5, "item_tries": 3,
                             "item_backoff": [0.0], "inline_wait_max": 5.0}
     return SyncEngine(providers=[Keys(keys, pause)], listeners=ListenerRegistry.build([copy_piped] if listeners is None else listeners),
                       settings=SyncSettings(**(base | settings)))
@@ -289,11 +290,11 @@ def test_a_run_discarded_while_a_chunk_is_pipelined_gets_no_further_listener_run
         thread = threading.Thread(target=discard)
         thread.start()
 
-        def discard_waits() -> bool:  # the discard's UPDATE queues behind this transaction's lock
+        def discard_waits() -> bool:  # the discard's row lock (FOR UPDATE) queues behind this transaction's
             with store.engine.connect() as conn:
                 return bool(conn.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'UPDATE sync_runs%'")).scalar())
+                    "AND (query LIKE 'UPDATE sync_runs%' OR query LIKE '%FROM sync_runs%FOR UPDATE%')")).scalar())
         seen["discard_waited"] = _wait_for(discard_waits, 5)
 
     ON_CALL.append(on_first_call)

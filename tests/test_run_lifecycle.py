@@ -19,6 +19,7 @@ from integrations_dagster.engine.engine import SyncEngine
 from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
 from integrations_dagster.authoring.listeners import ListenerRegistry
 from providers.synthetic import SyntheticItem, checkpoint_for
+from tests.support import open_instance
 
 DELIVERED: Counter[str] = Counter()
 
@@ -177,7 +178,7 @@ def test_the_next_sync_recovers_from_a_killed_sync_wait(store, db_url, tmp_path)
     import time
     from pathlib import Path
 
-    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster import DagsterRunStatus
 
     root = Path(__file__).resolve().parents[1]
     script = Path(sys.executable).parent / "integrations"
@@ -206,14 +207,14 @@ def test_the_next_sync_recovers_from_a_killed_sync_wait(store, db_url, tmp_path)
     assert first_delivered == [f"item-{i}" for i in range(15)]
     dead = store.runs_for_integration(integ.id, limit=1)[0]
     assert dead["status"] == "processing" and dead["owner_pid"] == proc.pid
-    with DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(str(home)) as instance:
         assert instance.get_run_by_id(dead["dagster_run_id"]).status == DagsterRunStatus.STARTED  # looks alive
 
     again = subprocess.run([str(script), "sync", str(integ.id), "--wait"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr[-3000:]
     assert f"Dagster run {dead['dagster_run_id']} was left behind by a process that is gone" in again.stderr
-    with DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(str(home)) as instance:
         assert instance.get_run_by_id(dead["dagster_run_id"]).status == DagsterRunStatus.FAILURE
     old = store.get_run(dead["id"])
     # Reclaimed and reconciled (partial: its unfinished items failed as abandoned) before the new run

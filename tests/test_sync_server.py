@@ -21,7 +21,7 @@ import pytest
 
 from integrations_dagster.operations.warm_client import socket_path
 from integrations_dagster.security.secrets import generate_key
-from tests.test_cli_fast import probe
+from tests.test_cli_fast import probe, probe_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,9 +56,13 @@ def test_sync_through_the_server_never_imports_dagster_and_makes_the_same_run(en
     code, _loaded, out, err = probe(env, "add", "synthetic", "--name", "warm", "--meta", "items=30")
     assert code == 0, err
     iid = out.strip()
-    code, loaded, out, err = probe(env, "sync", iid, "--wait", "--json")
+    data = probe_all(env, "sync", iid, "--wait", "--json")
+    code, loaded, out, err = data["code"], data["dagster"], data["stdout"], data["stderr"]
     assert code == 0, err
     assert loaded == [], f"the client imported Dagster: {loaded[:5]}"
+    # nor anything else heavy: the client is a Python start, click and a socket (the operations package
+    # once imported the store, SQLAlchemy and pydantic on the way to the warm client: 0.4 s per sync)
+    assert data["heavy"] == [], data["heavy"]
     first = json.loads(out)  # stdout is exactly the JSON summary, as without a server
     assert (first["status"], first["total"], first["succeeded"], first["created"]) == ("success", 30, 30, True)
     assert "finished: sync run" in err  # the progress lines reached the client's stderr

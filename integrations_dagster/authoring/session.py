@@ -25,6 +25,7 @@ from integrations_dagster.store import utcnow
 
 if TYPE_CHECKING:
     from integrations_dagster.authoring.integration import Integration
+    from integrations_dagster.engine.apply import WriteApplier
     from integrations_dagster.settings import SyncSettings
     from integrations_dagster.store import Store
 
@@ -161,6 +162,9 @@ class SyncSession:
         #: Called with the number of rows committed after each written batch (on the writer thread):
         #: the engine's chunk pipeline (``engine.pipeline``) hands over the chunks that are complete.
         self.on_written: Callable[[int], None] | None = None
+        #: Records each batch (``engine.apply.WriteApplier``: staged listeners applied at write on
+        #: PostgreSQL); None: every item is recorded pending.
+        self.applier: WriteApplier | None = None
         # An explicit SyncSettings(chunk_size=...) wins; else the provider's preference; else the default.
         explicit = "chunk_size" in settings.model_fields_set
         self.chunk_size = settings.chunk_size if explicit or not chunk_size else chunk_size
@@ -339,14 +343,28 @@ class SyncSession:
         with self._store.begin() as conn:
             # Only into a run that is still enumerating (checked under a lock in the same
             # transaction): a run discarded meanwhile never gets rows back, and its enumeration fails.
-            status = self._store.run_status(conn, self.run_id, lock=True)
+            status = self._store.run_status(conn, self.run_id, lock=True, key_share=True)
             if status != RunStatus.ENUMERATING:
                 cls = SyncRunDiscarded if status in (None, RunStatus.FAILED) else SyncRunStateConflict
                 raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
-            self._store.insert_item_rows(conn, rows)
+            self._record(conn, rows)
         self._written += len(rows)
         if self.on_written is not None:
             self.on_written(self._written)
+
+    def _record(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        if self.applier is not None:
+            self.applier.record(conn, rows, utcnow())
+        else:
+            self._store.insert_item_rows(conn, rows)
+
+    @property
+    def pending_chunks(self) -> list[int] | None:
+        """The chunks that have pending items (they need their chunk step), in order; None when every
+        item was recorded pending (no applier: every chunk needs its step)."""
+        if self.applier is None or not self.applier.active:
+            return None
+        return sorted(self.applier.pending_chunks)
 
     def event_classes(self) -> list[type]:
         """The event classes dispatched so far."""
@@ -369,7 +387,7 @@ class SyncSession:
             rows, self._buffer = self._buffer, []
             with self._store.begin() as conn:
                 then(conn)
-                self._store.insert_item_rows(conn, rows)
+                self._record(conn, rows)
             self._written += len(rows)  # (not handed to on_written: a pipelined run finishes without then)
 
     def flush(self) -> None:

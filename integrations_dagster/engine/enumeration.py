@@ -6,9 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from integrations_dagster.authoring.context import SyncContext, sync_context
+from integrations_dagster.authoring.context import SyncContext, http_factory_for, sync_context
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.session import SyncSession
+from integrations_dagster.engine.apply import WriteApplier
 from integrations_dagster.engine.pipeline import ChunkPipeline, pipelining
 from integrations_dagster.engine.push import Direction, SyncResult, parse_direction, push_caller, push_pending
 from integrations_dagster.engine.reconcile import apply_health
@@ -63,6 +64,13 @@ def enumerate_run(
                           chunk_size=provider.chunk_size)
     if http_factory is not None:
         session._http_factory = lambda: http_factory(session)
+    if engine.settings.apply_at_write and not store.is_sqlite:
+        # Staged listeners applied in the transaction that records each batch (engine.apply); the
+        # listener context is the chunk steps' (current_sync(): the integration, the run, its API).
+        factory = http_factory_for(engine, store, provider, integration, run_id, for_items=True)
+        session.applier = WriteApplier(
+            store, engine.listeners, engine.event_types, enabled=True,
+            context=SyncContext(integration=integration, sync_run_id=run_id, store=store, _factory=factory))
     pipeline: ChunkPipeline | None = None
     if pipelining(enabled=engine.settings.pipeline_chunks, postgres=not store.is_sqlite):
         pipeline = ChunkPipeline(engine, store, run_id, session.chunk_size, session.event_classes,
@@ -128,8 +136,16 @@ def enumerate_run(
         with store.begin() as conn:
             end_enumeration(conn)
     store.refresh_statistics(session.dispatched)
-    log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
-    return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks)
+    applier = session.applier
+    if applier is not None and applier.applied:
+        fell_back = f"; {applier.fallbacks} batches recorded pending after a failed staged call " \
+            f"({type(applier.last_problem).__name__})" if applier.fallbacks else ""
+        log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks, "
+                 f"{applier.applied} applied at write{fell_back} (sync run {run_id})")
+    else:
+        log.info(f"{integration}: enumerated {session.dispatched} items in {session.chunks} chunks (sync run {run_id})")
+    return EnumerationResult(run_id=run_id, items=session.dispatched, chunks=session.chunks,
+                             pending_chunks=session.pending_chunks)
 
 
 def fail_enumeration(

@@ -35,6 +35,13 @@ class EnumerationResult:
     run_id: int
     items: int
     chunks: int
+    #: The chunks that have pending items, in order (the others were applied at write: nothing left for
+    #: a chunk step); None: every chunk has.
+    pending_chunks: list[int] | None = None
+
+    def chunks_to_run(self) -> list[int]:
+        """The chunks that need a chunk step."""
+        return list(range(self.chunks)) if self.pending_chunks is None else list(self.pending_chunks)
 
 
 @dataclass

@@ -272,7 +272,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                                    record_anyway=action in (RESUME, REOPEN))
 
         if action in (RESUME, REOPEN):
-            run_id, chunks = int(prior.id), int(prior.chunks)
+            run_id, chunks = int(prior.id), list(range(int(prior.chunks)))
             integration = store.get_integration(iid)  # as it is now, for the listeners (a rare path)
         else:
             start = engine.start_run(
@@ -305,7 +305,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
                 out.failure = f"enumeration of {integration} failed; cursor unchanged: {safe_error(exc, integration)}"
                 out.metadata = {"sync_run_id": start.run_id}
                 return out
-            run_id, chunks = result.run_id, result.chunks
+            run_id, chunks = result.run_id, result.chunks_to_run()  # not those applied at write (engine.apply)
             if result.items == 0:
                 settled = engine.reconcile(store, run_id, log=log)
                 _record(context, settled, *_checks_for(settled))
@@ -315,7 +315,7 @@ def build_batch_job(provider: Provider, engine: SyncEngine, executor: ExecutorDe
         failed_items: list[tuple[int, str | None, str]] = []
         failed_chunk: int | None = None
         waits: list[float] = []
-        for chunk in range(chunks):
+        for chunk in chunks:
             res = engine.process_chunk(store, run_id, chunk, reopen_failed=reopen, dagster_run_id=context.run_id,
                                        log=log, integration=integration)
             succeeded += res.succeeded

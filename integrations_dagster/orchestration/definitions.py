@@ -27,6 +27,8 @@ from dagster import (
     DynamicPartitionsDefinition,
     ExecutorDefinition,
     Failure,
+    In,
+    Nothing,
     OpExecutionContext,
     Out,
     Output,
@@ -153,10 +155,14 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
     key = provider.key
     partitions = DynamicPartitionsDefinition(name=partitions_name(key))
 
-    @op(name=f"{key}_enumerate", out=DynamicOut(dict), tags={"kind": "enumerate"})
+    # ``open_run``: yielded only when chunk steps are to run; a run the enumerate step settled (no items, a
+    # single-flight skip, every chunk applied at write (engine.apply), a one-chunk run processed here) yields
+    # nothing, so Dagster skips the reconcile step.
+    @op(name=f"{key}_enumerate", out={"result": DynamicOut(dict), "open_run": Out(Nothing, is_required=False)},
+        tags={"kind": "enumerate"})
     def enumerate_op(
         context: OpExecutionContext, integrations: IntegrationsResource
-    ) -> Iterator[DynamicOutput[dict[str, Any]]]:
+    ) -> Iterator[DynamicOutput[dict[str, Any]] | Output[None]]:
         """Start a sync run (or skip it when one is in flight) and enumerate the provider's items."""
         store = integrations.get_store()
         try:
@@ -230,13 +236,42 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 allow_retries=False,
             ) from None
         before = health_before(integration_before)  # travels with each chunk to the step that settles the run
-        if result.items == 0:
+        to_run = result.chunks_to_run()
+        if not to_run:  # no items, or all applied at write (engine.apply): no chunk step, no reconcile step
             settled = engine.reconcile(store, result.run_id, log=context.log)
             _record(context, settled, *checks_recorder(store, engine, settled, before, record_anyway=False))
             return
-        for chunk in range(result.chunks):
+        if len(to_run) == 1 and engine.settings.one_chunk_in_enumerate and \
+                _settle_here(context, store, integration, result.run_id, to_run[0], before):
+            return
+        for chunk in to_run:
             yield DynamicOutput({"run_id": result.run_id, "chunk": chunk, "before": before},
                                 mapping_key=f"chunk_{chunk}")
+        yield Output(None, output_name="open_run")
+
+    def _settle_here(context: OpExecutionContext, store: Any, integration: Any, run_id: int, chunk: int,
+                    before: dict[str, Any]) -> bool:
+        """A run of one chunk to run (a run of one chunk, or one whose other chunks were applied at write):
+        its listeners run in the enumerate step, exactly as its chunk step would run them; True when that
+        settled the run. Items that failed or wait for a retry beyond
+        ``inline_wait_max`` leave it to the chunk step (False), which reports (or retries) them and can be
+        re-executed from failure; so does any error here (the chunk step has the retry policy)."""
+        try:
+            res = engine.process_chunk(store, run_id, chunk, dagster_run_id=context.run_id, log=context.log)
+            if res.waiting or res.failed:
+                return False
+            settled = engine.try_reconcile(store, run_id, log=context.log, after_chunk=chunk)
+            if settled is None or not settled.final:
+                return False
+            _record(context, settled, *checks_recorder(store, engine, settled, before,
+                                                       record_anyway=context.run.parent_run_id is not None))
+            return True
+        except Exception as exc:  # noqa: BLE001 - the chunk step takes the run over, with its retry policy
+            from integrations_dagster.security.redaction import safe_error
+
+            context.log.warning(f"sync run {run_id}: processing its one chunk in the enumerate step failed "
+                                f"({safe_error(exc, integration)}); the chunk step takes it over")
+            return False
 
     @op(
         name=f"{key}_process_chunk",
@@ -272,12 +307,11 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                 tries=engine.settings.item_tries,
             )
             raise Failure(description=text.description(), metadata=text.metadata(), allow_retries=False)
-        if settled is not None and settled.final:
-            context.log.debug(f"sync run {chunk['run_id']}: settled by this step; nothing left for the reconcile step")
+        if settled is not None and settled.final:  # nothing left for the reconcile step
             return
         yield Output({"run_id": chunk["run_id"], "chunk": chunk["chunk"], "succeeded": res.succeeded})
 
-    @op(name=f"{key}_reconcile", tags={"kind": "reconcile"})
+    @op(name=f"{key}_reconcile", ins={"open_run": In(Nothing)}, tags={"kind": "reconcile"})
     def reconcile_op(context: OpExecutionContext, integrations: IntegrationsResource, chunks: list[dict[str, Any]]) -> dict[str, Any]:
         """Settle the run: counts, status, cursor (idempotent; chunk steps may have done it already)."""
         if not chunks:  # the run was skipped (single flight) or had no items: settled by enumerate
@@ -319,7 +353,8 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         description=f"Sync one {key} integration (partition = integration id).",
     )
     def sync_job() -> None:
-        reconcile_op(enumerate_op().map(process_op).collect())
+        chunks, open_run = enumerate_op()
+        reconcile_op(chunks.map(process_op).collect(), open_run)
 
     return sync_job
 

@@ -121,8 +121,9 @@ def execute_run_with_origin(
         job_code_origin=recon.get_python_origin(),
         repository_load_data=load_data,
     )
-    with execute_run(recon, run, instance, raise_on_error=False) as result:
-        return result.dagster_run
+    # Not entered as a context manager: that re-initialises the job's resources to load outputs (two more
+    # Dagster events and a resource start per run), and no caller reads an output.
+    return execute_run(recon, run, instance, raise_on_error=False).dagster_run
 
 
 def reexecute_run_from_failure(
@@ -164,8 +165,9 @@ def reexecute_run_from_failure(
         job_code_origin=recon.get_python_origin(),
         repository_load_data=load_data,
     )
-    with execute_run(recon, run, instance, raise_on_error=False) as result:
-        return result.dagster_run
+    # Not entered as a context manager: that re-initialises the job's resources to load outputs (two more
+    # Dagster events and a resource start per run), and no caller reads an output.
+    return execute_run(recon, run, instance, raise_on_error=False).dagster_run
 
 
 def owner_tags(run_id: str) -> dict[str, str]:

@@ -32,6 +32,14 @@ class IntegrationsResource(ConfigurableResource["IntegrationsResource"]):
     def get_store(self) -> Store:
         return Store.for_url(self.database_url or SyncSettings().resolved_database_url())
 
+    def setup_for_execution(self, context: Any) -> None:
+        """Once per run (and per step process): the run's Dagster instance keeps its database connections
+        open instead of one connection per event write (``orchestration.batch.pool_dagster_connections``;
+        on PostgreSQL storage 10 ms instead of 43 ms per event, measured in docs/BENCHMARKS.md)."""
+        from integrations_dagster.orchestration.batch import pool_dagster_connections
+
+        pool_dagster_connections(getattr(context, "instance", None))
+
 
 def has_secret(url: str) -> bool:
     """Whether a database URL carries a password (in its userinfo or as a ``password`` query parameter)."""

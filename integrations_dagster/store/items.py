@@ -331,3 +331,45 @@ def later_versions_possible(conn: Connection, integration_id: int, run_id: int, 
         _t.c.status == ItemStatus.SUCCESS).limit(1).exists()
     row = conn.execute(select(later_run, later_success)).one()
     return bool(row[0]), bool(row[1])
+
+
+# --- applied at write (engine.apply) --------------------------------------------------------------
+#: The columns of a row recorded with its id known in advance: ``Store._ITEM_COLUMNS`` plus ``finished_at``.
+_WITH_ID_COLUMNS = ("id", *Store._ITEM_COLUMNS, "finished_at")
+_COPY_WITH_IDS = f"COPY sync_items ({', '.join(_WITH_ID_COLUMNS)}) FROM STDIN"
+_NEXT_IDS = "SELECT nextval(pg_get_serial_sequence('sync_items', 'id')) FROM generate_series(1, %s)"
+
+
+def savepoint(conn: Connection) -> Any:
+    """A ``SAVEPOINT`` in ``conn``'s transaction (context manager: rolled back to it on an exception)."""
+    return conn.begin_nested()
+
+
+def allocate_item_ids(conn: Connection, n: int) -> list[int]:
+    """``n`` new ``sync_items`` ids from the table's sequence (PostgreSQL), ascending: a batch
+    recorded with them keeps its dispatch order (a later dispatch has a higher id, as with ``COPY``)."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # pragma: no cover - a checked-out pool connection always has one
+        raise RuntimeError("no driver connection")
+    cursor = driver.cursor()
+    cursor.execute(_NEXT_IDS, (n,))
+    return sorted(int(i) for (i,) in cursor.fetchall())
+
+
+def copy_items_with_ids(conn: Connection, rows: Sequence[tuple[Any, ...]], ids: Sequence[int],
+                        succeeded: Sequence[bool], now: datetime) -> None:
+    """Record ``rows`` (``Store._ITEM_COLUMNS`` order, as the session builds them) with the given ids
+    in one ``COPY`` (PostgreSQL); a row whose ``succeeded`` flag is set is recorded as a success of
+    its first attempt (status ``success``, attempts 1, ``finished_at`` = ``now``), the others as given
+    (pending)."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # pragma: no cover - a checked-out pool connection always has one
+        raise RuntimeError("no driver connection for COPY")
+    done = ItemStatus.SUCCESS.value
+    with driver.cursor().copy(_COPY_WITH_IDS) as copy:
+        write = copy.write_row
+        for i, row, ok in zip(ids, rows, succeeded, strict=True):
+            if ok:
+                write((i, row[0], row[1], row[2], done, 1, row[5], row[6], row[7], row[8], row[9], row[10], now))
+            else:
+                write((i, *row, None))

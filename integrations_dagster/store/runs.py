@@ -100,7 +100,10 @@ def integration_cursor(conn: Connection, integration_id: int) -> Any:
 def discard_enumeration(conn: Connection, run_id: int, reason: str, now: datetime) -> bool:
     """enumerating -> failed (compare-and-set), then its dispatched rows go; False if the run was
     no longer enumerating (nothing changed). The session only inserts while the run is enumerating
-    (checked under a lock), so no row comes back after this."""
+    (checked under a ``FOR KEY SHARE`` lock, ``Store.run_status``): the row is locked ``FOR UPDATE``
+    first, which waits for a batch in flight to commit, so no row comes back after this."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(m.sync_runs.c.id).where(m.sync_runs.c.id == run_id).with_for_update())
     done = conn.execute(
         update(m.sync_runs)
         .where(m.sync_runs.c.id == run_id, m.sync_runs.c.status == RunStatus.ENUMERATING)

@@ -402,17 +402,26 @@ class Store:
             )
             return [_run_dict(r) for r in rows]
 
-    def run_status(self, conn: Connection, run_id: int, *, lock: bool = False) -> str | None:
+    _STATUS = select(m.sync_runs.c.status).where(m.sync_runs.c.id == bindparam("b_run"))
+    _STATUS_KEY_SHARE = _STATUS.with_for_update(read=True, key_share=True)
+    _STATUS_SHARE = _STATUS.with_for_update(read=True)
+
+    def run_status(self, conn: Connection, run_id: int, *, lock: bool = False, key_share: bool = False) -> str | None:
         """The run's status in ``conn``'s transaction (None if the run is gone).
 
         ``lock``: on PostgreSQL hold the row ``FOR SHARE`` until the transaction ends, so a
         concurrent transition (``UPDATE ... WHERE status = ...``) waits for it; on SQLite a write
-        transaction already holds the database-wide write lock.
+        transaction already holds the database-wide write lock. ``key_share``: ``FOR KEY SHARE``
+        instead, which only ``SELECT ... FOR UPDATE`` (and deletes) wait for: the run's discard
+        (``runs.discard_enumeration``) takes that lock first, while the request log's count updates
+        on the same row go on (the enumeration's writer holds this for a whole batch, which, applied
+        at write, includes its listeners: ``engine.apply``).
         """
-        stmt = select(m.sync_runs.c.status).where(m.sync_runs.c.id == run_id)
         if lock and not self.is_sqlite:
-            stmt = stmt.with_for_update(read=True)
-        return conn.execute(stmt).scalar()
+            stmt = self._STATUS_KEY_SHARE if key_share else self._STATUS_SHARE
+        else:
+            stmt = self._STATUS
+        return conn.execute(stmt, {"b_run": int(run_id)}).scalar()
 
     _TRANSITION = m.sync_runs.update().where(
         m.sync_runs.c.id == bindparam("b_run"), m.sync_runs.c.status.in_(bindparam("b_states", expanding=True)))

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from tests.reliability.killsuite import fresh_database
+from tests.support import open_instance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +142,7 @@ def run_trial(fleet: Fleet, db_url: str, db: str, n: int, items: int, poll_inter
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
     trial.killed_pid = pid
-    with DagsterInstance.from_ref(DagsterInstance.from_config(str(fleet.home)).get_ref()) as instance:
+    with DagsterInstance.from_ref(open_instance(str(fleet.home)).get_ref()) as instance:
         def failed() -> bool:
             run = instance.get_run_by_id(dagster_run_id) if dagster_run_id else None
             return run is not None and run.status == DagsterRunStatus.FAILURE

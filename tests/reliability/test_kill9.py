@@ -24,8 +24,14 @@ def test_kill9_trial(db_url, tmp_path, n):
 
 
 #: A staged listener, and a write every 10 items (a chunk): on PostgreSQL the chunks are pipelined,
-#: processed while the enumeration still runs (``engine.pipeline``), so kills land inside them too.
-PIPELINED = {"KILL_APP_STAGED": "1", "INTEGRATIONS_FLUSH_EVERY": "10", "INTEGRATIONS_PIPELINE_CHUNKS": "true"}
+#: processed while the enumeration still runs (``engine.pipeline``), so kills land inside them too
+#: (applying at write is off: it would leave the pipeline nothing to do).
+PIPELINED = {"KILL_APP_STAGED": "1", "INTEGRATIONS_FLUSH_EVERY": "10", "INTEGRATIONS_PIPELINE_CHUNKS": "true",
+             "INTEGRATIONS_APPLY_AT_WRITE": "false"}
+#: A staged listener, a write every 10 items: on PostgreSQL each batch is applied at write
+#: (``engine.apply``, the default), its deliveries made inside the writer's transaction that records
+#: it, so kills land between a batch's deliveries and its commit.
+APPLIED = {"KILL_APP_STAGED": "1", "INTEGRATIONS_FLUSH_EVERY": "10"}
 
 
 @pytest.mark.kill9
@@ -34,3 +40,53 @@ def test_kill9_trial_pipelined_chunks(pg_store, pg_url, tmp_path, n):
     trial = run_trial(pg_url, "postgres", seed=7500 + n, workdir=tmp_path / "trial", max_delay=10.0, targeted=True,
                       extra_env=PIPELINED)
     assert trial.violations == [], trial
+
+
+@pytest.mark.kill9
+@pytest.mark.parametrize("n", range(TRIALS))
+def test_kill9_trial_applied_at_write(pg_store, pg_url, tmp_path, n):
+    trial = run_trial(pg_url, "postgres", seed=7800 + n, workdir=tmp_path / "trial", max_delay=10.0, targeted=True,
+                      extra_env=APPLIED)
+    assert trial.violations == [], trial
+
+
+@pytest.mark.kill9
+def test_kill9_inside_an_applied_batch_loses_nothing(pg_store, pg_url, tmp_path):
+    """SIGKILL while the writer is inside a batch's transaction (its staged listener delivering, not yet
+    committed): the batches committed before are recorded succeeded, nothing of the killed batch is,
+    the cursor has not moved; the next sync delivers everything and the cursor reaches the maximum."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.reliability.killsuite import ITEMS, _env, checkpoint_index
+
+    home, log = tmp_path / "home", tmp_path / "delivered.txt"
+    home.mkdir()
+    log.touch()
+    integ = pg_store.create_integration(provider_key="synthetic", name="kill-applied", metadata={"items": ITEMS})
+    env = _env(pg_url, home, log) | APPLIED | {"KILL_APP_DELAY": "0.05"}
+    script = str(Path(sys.executable).parent / "integrations")
+    proc = subprocess.Popen([script, "sync", str(integ.id), "--wait"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(log.read_text().split()) < 15 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # the second batch (items 10-19) is being delivered inside its transaction
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    [run] = pg_store.runs_for_integration(integ.id, limit=1)
+    assert run["status"] == "enumerating"
+    items = pg_store.items_for_run(run["id"])
+    assert {it["status"] for it in items} <= {"success"}
+    assert [it["external_id"] for it in items] == [f"item-{i}" for i in range(len(items))]
+    assert len(items) in (10, 20)  # the first batch, or the first two: never a part of one
+    assert pg_store.get_integration(integ.id).cursor is None
+    again = subprocess.run([script, "sync", str(integ.id), "--wait"], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300, start_new_session=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    delivered = set(log.read_text().split())
+    assert delivered >= {f"item-{i}" for i in range(ITEMS)}
+    assert checkpoint_index(pg_store.get_integration(integ.id).cursor) == ITEMS - 1
+    assert pg_store.get_run(run["id"])["status"] == "failed"  # the killed run was discarded (presumed dead)

@@ -18,11 +18,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import DagsterRunStatus
 
 from integrations_dagster import DefinitionsRef, reexecute_from_failure
 from integrations_dagster.store import Store
 from tests.reliability.killsuite import _env, checkpoint_index
+from tests.support import open_instance
 
 ITEMS = 40  # chunks of 10 (tests/support/kill_app.py)
 
@@ -52,7 +53,7 @@ def test_reexecuting_a_run_killed_mid_chunk_finishes_the_chunks_that_never_start
     for key in ("INTEGRATIONS_DATABASE_URL", "KILL_APP_LOG", "KILL_APP_DELAY", "DAGSTER_HOME"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.chdir(tmp_path)  # no workspace.yaml here: the child run carries no UI origin, which is fine
-    with DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(str(home)) as instance:
         parent = instance.get_run_by_id(run["dagster_run_id"])
         assert parent is not None and parent.status == DagsterRunStatus.STARTED  # the dead worker's run
         instance.report_run_failed(parent, "the run worker was killed (what run monitoring reports)")
@@ -107,7 +108,7 @@ def test_a_late_retry_of_a_killed_run_after_the_next_sync_reclaimed_it_changes_n
     for key in ("INTEGRATIONS_DATABASE_URL", "KILL_APP_LOG", "KILL_APP_DELAY", "DAGSTER_HOME"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.chdir(tmp_path)
-    with DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(str(home)) as instance:
         parent = instance.get_run_by_id(dead["dagster_run_id"])
         assert parent is not None
         if parent.status != DagsterRunStatus.FAILURE:
