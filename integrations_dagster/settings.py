@@ -145,6 +145,12 @@ class SyncSettings(BaseSettings):
         "are still capped by sensor_max_runs_per_tick)."
     )
 
+    health_max_integrations_per_tick: int = Field(
+        default=250, ge=1, description="Health sensor: integrations whose changed check verdicts are recorded per "
+        "tick (two Dagster events each; the daemon writes every one on its own); the rest are recorded on the "
+        "next ticks, failing verdicts first. docs/SCHEDULING.md, Health checks at scale."
+    )
+
     @field_validator("item_backoff")
     @classmethod
     def _backoff_not_empty(cls, value: list[float]) -> list[float]:

@@ -225,3 +225,72 @@ def test_a_clean_sync_of_a_healthy_integration_leaves_its_checks_as_recorded(sto
     reds = evaluations(dagster_instance, integration.id, NO_FAILED_ITEMS)
     assert len(reds) == 3 and reds[-1].passed == (not store.failed_items(integration_id=integration.id))
 
+
+
+# --- health checks at scale: a bounded tick ----------------------------------------------------------------
+def test_changed_evaluations_records_at_most_limit_failing_first_and_defers_the_rest():
+    from integrations_dagster.orchestration.checks import changed_evaluations
+
+    fleet = [integ(id=i, provider_key="p") for i in range(1, 6)]
+    fleet[3].next_sync_at = NOW - timedelta(minutes=30)  # id 4: late, a failing verdict
+    args = dict(now=NOW, default_intervals={"p": 10}, partitions={"p": {str(i) for i in range(1, 6)}})
+
+    changed, cursor = changed_evaluations(fleet, [], previous={}, limit=2, **args)
+    assert [i.id for i, _ in changed] == [4, 1]  # the failing verdict first, then in order
+    assert set(cursor) == {"1", "4"}  # the deferred ones have no fingerprint yet: changed next tick
+    changed, cursor = changed_evaluations(fleet, [], previous=cursor, limit=2, **args)
+    assert [i.id for i, _ in changed] == [2, 3]
+    changed, cursor = changed_evaluations(fleet, [], previous=cursor, limit=2, **args)
+    assert [i.id for i, _ in changed] == [5]
+    changed, full = changed_evaluations(fleet, [], previous=cursor, limit=2, **args)
+    assert changed == [] and full == cursor and set(full) == {str(i) for i in range(1, 6)}
+
+    # an integration recorded before whose verdict changed, deferred: keeps its old fingerprint
+    for i in (1, 2, 3):
+        fleet[i - 1].next_sync_at = NOW - timedelta(minutes=30)
+    changed, later = changed_evaluations(fleet, [], previous=full, limit=2, **args)
+    assert [i.id for i, _ in changed] == [1, 2] and later["3"] == full["3"] != later["1"]
+    changed, _ = changed_evaluations(fleet, [], previous=later, limit=2, **args)
+    assert [i.id for i, _ in changed] == [3]
+    assert changed_evaluations(fleet, [], previous={}, limit=None, **args)[0].__len__() == 5
+
+
+def test_health_sensor_records_a_bounded_number_of_integrations_per_tick(store: Store, db_url, dagster_instance):
+    """2,000 integrations made the first tick return 4,000 evaluations, each written by the daemon on its
+    own: minutes during which no other sensor ticked (docs/BENCHMARKS.md, Fleet). Now at most
+    ``max_integrations_per_tick`` per tick; the others follow on the next ticks, none lost."""
+    from integrations_dagster.orchestration.checks import build_health_sensor
+    from integrations_dagster.orchestration.definitions import engine_of
+
+    engine = engine_of(ref(db_url).load())
+    sensor = build_health_sensor(engine, max_integrations_per_tick=2)
+    ids = []
+    for k in range(3):
+        integration = store.create_integration(provider_key="synthetic", name=f"s{k}", metadata={"items": 3},
+                                               sync_interval_minutes=10)
+        execute_sync(ref(db_url), "synthetic", integration.id, instance=dagster_instance)  # adds its partition
+        ids.append(str(integration.id))
+    seen: list[set[str]] = []
+    cursor = None
+    for _ in range(3):
+        events, cursor = tick(sensor, dagster_instance, db_url, cursor)
+        assert len(events) <= 4
+        seen.append({p for _, p in events})
+    assert seen[0] | seen[1] == set(ids) and not seen[0] & seen[1] and len(seen[0]) == 2
+    assert seen[2] == set()  # all recorded: nothing more
+
+
+def test_the_projects_dagster_yaml_runs_each_sensor_tick_on_a_thread(tmp_path, monkeypatch):
+    """A slow tick of one sensor (the health sensor's first over thousands of integrations) must not
+    hold back the sync sensors: Dagster evaluates sensors one after the other unless ``sensors:
+    use_threads``."""
+    import shutil
+    from pathlib import Path
+
+    from dagster import DagsterInstance
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        settings = instance.get_settings("sensors")
+    assert settings.get("use_threads") is True and settings.get("num_workers", 0) >= 4

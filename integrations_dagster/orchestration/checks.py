@@ -259,12 +259,17 @@ def changed_evaluations(
     now: datetime,
     default_intervals: dict[str, int | None],
     partitions: dict[str, set[str]],
+    limit: int | None = None,
 ) -> tuple[list[tuple[Any, list[CheckOutcome]]], dict[str, str]]:
     """Which integrations need new check evaluations since ``previous`` fingerprints (pure).
 
     Only integrations of known providers whose partition exists are evaluated (a check needs its
     partition; the first run adds it). Returns the (integration, outcomes) to record and the new
     fingerprints.
+
+    ``limit``: at most that many integrations to record now, those with a failing verdict first (then in
+    the order given). Every other changed integration keeps its previous fingerprint (none if it had
+    none), so it is changed again on the next tick and recorded then: deferred, never lost.
     """
     by_integration: dict[int, list[dict[str, Any]]] = {}
     for row in failed_items:
@@ -280,15 +285,31 @@ def changed_evaluations(
         current[str(integ.id)] = fp
         if previous.get(str(integ.id)) != fp:
             changed.append((integ, outcomes))
+    if limit is not None and len(changed) > limit:
+        changed.sort(key=lambda pair: all(o.passed for o in pair[1]))  # stable: failing verdicts first
+        for integ, _ in changed[limit:]:
+            key = str(integ.id)
+            if key in previous:
+                current[key] = previous[key]
+            else:
+                del current[key]
+        changed = changed[:limit]
     return changed, current
 
 
-def build_health_sensor(engine: Any, *, minimum_interval_seconds: int = 60, running: bool = True) -> Any:
+def build_health_sensor(engine: Any, *, minimum_interval_seconds: int = 60, running: bool = True,
+                        max_integrations_per_tick: int | None = 250) -> Any:
     """One sensor that re-evaluates the health checks of every integration each tick and records the
     ones whose verdict or state changed: it catches operator actions done outside Dagster (the CLI's
     ``skip-sync-item``, ``retry-item``, ``advance-cursor``, ``enable``/``disable``) and an integration
     becoming late. Two queries per tick (integrations, failed items) plus one per provider for its
-    partitions; the cursor keeps one short fingerprint per integration."""
+    partitions; the cursor keeps one short fingerprint per integration.
+
+    At most ``max_integrations_per_tick`` integrations are recorded per tick (``changed_evaluations``'s
+    ``limit``): the daemon writes each returned check evaluation as its own runless event (with
+    dagster-postgres a new PostgreSQL connection each), and a first tick over 2,000 integrations
+    returned 4,000 of them, which held the daemon's sensor thread (and so every sync sensor behind it)
+    for about four minutes (docs/BENCHMARKS.md, Fleet)."""
     import json
 
     from dagster import DefaultSensorStatus, SensorResult, SkipReason, sensor
@@ -311,7 +332,7 @@ def build_health_sensor(engine: Any, *, minimum_interval_seconds: int = 60, runn
         changed, current = changed_evaluations(
             store.list_integrations(), store.failed_items(), previous=previous, now=engine.clock(),
             default_intervals={k: p.default_sync_interval for k, p in engine.providers.items()},
-            partitions=partitions,
+            partitions=partitions, limit=max_integrations_per_tick,
         )
         events = [ev for integ, outcomes in changed for ev in to_evaluations(integ.provider_key, integ.id, outcomes)]
         if not events and current == previous:

@@ -445,7 +445,8 @@ def build_definitions(
         all_sensors.extend(build_push_sensors(engine=engine, settings=settings))
         from integrations_dagster.orchestration.checks import build_health_sensor
 
-        all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running))
+        all_sensors.append(build_health_sensor(engine, running=settings.sensor_default_running,
+                                               max_integrations_per_tick=settings.health_max_integrations_per_tick))
     if operator_jobs:
         from integrations_dagster.orchestration.operator_jobs import build_operator_definitions
 
