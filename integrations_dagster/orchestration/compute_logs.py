@@ -33,7 +33,7 @@ import os
 import sys
 import threading
 from collections.abc import Generator, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import IO, Any
 
 from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
@@ -143,8 +143,6 @@ class InProcessComputeLogManager(LocalComputeLogManager):
     def capture_logs(self, log_key: Any) -> Generator[CapturedLogContext, None, None]:
         out = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDOUT])
         err = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDERR])
-        with ExitStack() as stack:
-            stack.enter_context(mirror_stream(sys.stdout, out))
-            stack.enter_context(mirror_stream(sys.stderr, err))
+        with mirror_stream(sys.stdout, out), mirror_stream(sys.stderr, err):
             yield CapturedLogContext(log_key)
         touch_file(self.complete_artifact_path(log_key))  # type: ignore[no-untyped-call]  # as Dagster's: capture complete

@@ -249,6 +249,17 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
                                 mapping_key=f"chunk_{chunk}")
         yield Output(None, output_name="open_run")
 
+    def _settle_after_chunk(context: OpExecutionContext, store: Any, run_id: int, chunk: int,
+                            before: dict[str, Any] | None, *, final_only: bool = False) -> ReconcileResult | None:
+        """After a chunk was processed (in its chunk step or in the enumerate step): reconcile the run if it
+        can be, and record it (timeline, health checks when their verdicts can change); ``final_only``:
+        record only a final result (the enumerate step, which otherwise hands the run to its chunk step)."""
+        settled = engine.try_reconcile(store, run_id, log=context.log, after_chunk=chunk)
+        if settled is not None and (settled.final or not final_only):
+            _record(context, settled, *checks_recorder(store, engine, settled, before,
+                                                       record_anyway=context.run.parent_run_id is not None))
+        return settled
+
     def _settle_here(context: OpExecutionContext, store: Any, integration: Any, run_id: int, chunk: int,
                     before: dict[str, Any]) -> bool:
         """A run of one chunk to run (a run of one chunk, or one whose other chunks were applied at write):
@@ -260,12 +271,8 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
             res = engine.process_chunk(store, run_id, chunk, dagster_run_id=context.run_id, log=context.log)
             if res.waiting or res.failed:
                 return False
-            settled = engine.try_reconcile(store, run_id, log=context.log, after_chunk=chunk)
-            if settled is None or not settled.final:
-                return False
-            _record(context, settled, *checks_recorder(store, engine, settled, before,
-                                                       record_anyway=context.run.parent_run_id is not None))
-            return True
+            settled = _settle_after_chunk(context, store, run_id, chunk, before, final_only=True)
+            return settled is not None and settled.final
         except Exception as exc:  # noqa: BLE001 - the chunk step takes the run over, with its retry policy
             from integrations_dagster.security.redaction import safe_error
 
@@ -294,10 +301,7 @@ def build_sync_job(provider: Provider, engine: SyncEngine, executor: ExecutorDef
         )
         if res.waiting:
             raise RetryRequested(max_retries=100_000, seconds_to_wait=res.wait_seconds)
-        settled = engine.try_reconcile(store, chunk["run_id"], log=context.log, after_chunk=chunk["chunk"])
-        if settled is not None:
-            _record(context, settled, *checks_recorder(store, engine, settled, chunk.get("before"),
-                                                       record_anyway=context.run.parent_run_id is not None))
+        settled = _settle_after_chunk(context, store, chunk["run_id"], chunk["chunk"], chunk.get("before"))
         if res.failed:
             from integrations_dagster.orchestration.failure_text import ChunkFailure
 
