@@ -27,6 +27,7 @@ metadata = MetaData()
 
 #: The completed item statuses (``status.COMPLETED``) as SQL, for the partial external-id index.
 _COMPLETED_SQL = "status IN ('success', 'skipped', 'superseded')"
+_OPEN_SQL = "status IN ('pending', 'processing', 'failed', 'superseded')"
 
 # Integer primary keys that are BIGINT on PostgreSQL and INTEGER (rowid alias) on SQLite.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -127,9 +128,13 @@ sync_items = Table(
     Column("failure_notified", Boolean, nullable=False, default=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_sync_items_run_chunk", "run_id", "chunk", "status"),
-    Index("ix_sync_items_run_status", "run_id", "status"),
-    Index("ix_sync_items_integration_status", "integration_id", "status"),
-    Index("ix_sync_items_status_finished", "status", "finished_at"),
+    # SQLite only since migration 0022_item_indexes_postgres; PostgreSQL has ix_sync_items_open instead.
+    Index("ix_sync_items_run_status", "run_id", "status").ddl_if(dialect="sqlite"),
+    Index("ix_sync_items_integration_status", "integration_id", "status").ddl_if(dialect="sqlite"),
+    Index("ix_sync_items_status_finished", "status", "finished_at").ddl_if(dialect="sqlite"),
+    # Open items per integration (status lines, failed-item lists, stuck items), PostgreSQL.
+    Index("ix_sync_items_open", "integration_id", "status", postgresql_where=text(_OPEN_SQL)).ddl_if(
+        dialect="postgresql"),
     # Completed versions of one external id (supersession, overlap windows; migrations 0011_superseded
     # and 0021_completed_external_index: pending rows never enter it).
     Index("ix_sync_items_completed_external", "integration_id", "external_id",
