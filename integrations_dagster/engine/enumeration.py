@@ -135,7 +135,8 @@ def enumerate_run(
     if pipeline is not None:  # pipelined: the end of enumeration after its chunks, in its own transaction
         with store.begin() as conn:
             end_enumeration(conn)
-    store.refresh_statistics(session.dispatched)
+    if session.pending_chunks != []:  # chunk steps follow: their probes need the planner's statistics
+        store.refresh_statistics(session.dispatched)
     applier = session.applier
     if applier is not None and applier.applied:
         fell_back = f"; {applier.fallbacks} batches recorded pending after a failed staged call " \
