@@ -13,6 +13,7 @@ integration and the sync run, and keeps the run's request count.
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +25,7 @@ import httpx
 
 from integrations_dagster.authoring.integration import Integration
 from integrations_dagster.authoring.rate_limit import RateLimit
+from integrations_dagster.engine.background import BackgroundWriter
 from integrations_dagster.http import ApiClient, RequestLogEntry
 from integrations_dagster.http.retry_after import parse_retry_after
 from integrations_dagster.http.token_auth import StoredTokenAuth
@@ -55,8 +57,10 @@ class DbRateBudget:
         self.low_water = low_water if low_water is not None else max(5, rate_limit.limit // 20)
         # Large budgets grant a few requests per transaction (a lease) to save database round trips.
         # Leased grants are counted at lease time and expire unused after ``lease_ttl``, so the
-        # window can only be under-used, never exceeded; small budgets lease one at a time.
-        self.lease = lease if lease is not None else max(1, min(20, rate_limit.limit // 250))
+        # window can only be under-used, never exceeded; small budgets lease one at a time. A 2% lease
+        # (GitHub's 5,000 an hour: 100) is one transaction per 100 requests on the page-fetching thread,
+        # which is a big sync's critical path (docs/BENCHMARKS.md, 100,000 issues).
+        self.lease = lease if lease is not None else max(1, min(100, rate_limit.limit // 50))
         # A grant is counted when it is granted; the request reaches the server a little later (and a
         # leased grant up to ``lease_ttl`` later). Counting the window ``margin`` longer than the
         # period absorbs that skew, so the server never sees more than ``limit`` in any period; it
@@ -149,7 +153,13 @@ class DbRateBudget:
 
 
 class DbRequestRecorder:
-    """Writes request-log rows in small batches and keeps the sync run's request count."""
+    """Writes request-log rows in small batches and keeps the sync run's request count.
+
+    On PostgreSQL a full batch is written on a thread of its own (``BackgroundWriter``): the thread
+    that fetches pages (a sync's critical path at 1,000 pages) does not wait for a transaction every
+    ``batch`` requests. A failed or auth-failed request is written at once, after what is queued;
+    ``flush`` (the client's close) waits for everything. A write that fails is logged and dropped:
+    a broken log sink must not fail the sync."""
 
     def __init__(self, store: Store, integration_id: int, sync_run_id: int | None, *, batch: int = 20) -> None:
         self.store = store
@@ -159,6 +169,7 @@ class DbRequestRecorder:
         self._rows: list[request_log.LoggedRequest] = []
         self.recorded = 0
         self._lock = threading.RLock()  # a prefetch thread and its caller may both record
+        self._writer: BackgroundWriter | None = None
 
     def record(self, entry: RequestLogEntry) -> None:
         with self._lock:
@@ -170,20 +181,50 @@ class DbRequestRecorder:
             status_code=entry.status_code, duration_ms=entry.duration_ms, bytes=entry.bytes,
             attempt=entry.attempt, error=entry.error, auth_failure=entry.auth_failure, created_at=utcnow(),
         ))
-        if len(self._rows) >= self.batch or entry.auth_failure or entry.error:
+        if entry.auth_failure or entry.error:
             self.flush()
+        elif len(self._rows) >= self.batch:
+            if self.store.is_sqlite:  # one writer at a time there: nothing to overlap
+                self._flush()
+                return
+            rows, self._rows = self._rows, []
+            if self._writer is None:
+                self._writer = BackgroundWriter("request-log", depth=8)
+            self._writer.submit(self._write_logged, rows)
 
     def flush(self) -> None:
+        """Write every recorded row now (what is queued first) and wait until it is stored."""
         with self._lock:
+            if self._writer is not None:
+                self._writer.drain()
             self._flush()
+
+    def close(self) -> None:
+        """``flush``, then end the background thread."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.stop()
+                self._writer = None
 
     def _flush(self) -> None:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
+        self._write(rows)
+
+    def _write(self, rows: list[request_log.LoggedRequest]) -> None:
         with self.store.begin() as conn:
             request_log.write_requests(conn, rows, sync_run_id=self.sync_run_id)
         self.recorded += len(rows)
+
+    def _write_logged(self, rows: list[request_log.LoggedRequest]) -> None:
+        try:
+            self._write(rows)
+        except Exception as exc:  # on the writer's thread: logged, never the sync's failure
+            logging.getLogger("integrations_dagster").warning(
+                "request log: %d rows of integration %s not written: %s", len(rows), self.integration_id, exc)
 
 
 class _ClosingClient(ApiClient):
@@ -194,7 +235,7 @@ class _ClosingClient(ApiClient):
     def close(self) -> None:
         try:
             if self.recorder_ref is not None:
-                self.recorder_ref.flush()
+                self.recorder_ref.close()
         finally:
             super().close()
 
