@@ -42,7 +42,7 @@ class SyncSettings(BaseSettings):
     )
     max_items_per_batch: int = Field(default=10_000, ge=1, description="Soft cap: a larger run logs a warning.")
     chunk_size: int = Field(default=1000, ge=1, description="Items per mapped Dagster step.")
-    flush_every: int = Field(default=1000, ge=1, description="Dispatched items buffered before one INSERT.")
+    flush_every: int = Field(default=2000, ge=1, description="Dispatched items buffered before one write (COPY).")
     listener_batch_size: int = Field(
         default=1000, ge=1,
         description="Events handed to a batch listener per call; each batch's statuses are written in one statement "
@@ -54,6 +54,12 @@ class SyncSettings(BaseSettings):
         "the enumeration's writer in the transaction that records it, and its items are recorded succeeded "
         "(engine.apply); a batch whose staged call fails is recorded pending for the chunk steps. Off: every item "
         "is recorded pending and processed by its chunk step (INTEGRATIONS_APPLY_AT_WRITE=false).",
+    )
+    write_connections: int = Field(
+        default=2, ge=1, le=8,
+        description="PostgreSQL: database connections a big enumeration writes its dispatched batches on at the "
+        "same time (each batch's COPY and staged listeners in a transaction of its own; item ids still in dispatch "
+        "order). 1: one batch at a time, in order (INTEGRATIONS_WRITE_CONNECTIONS).",
     )
     pipeline_chunks: bool = Field(
         default=False,

@@ -344,3 +344,153 @@ def test_a_run_applied_at_write_runs_only_its_enumerate_step(scratch: Store, pg_
     [sync_run] = scratch.runs_for_integration(bad.id, limit=1)
     assert (sync_run["status"], sync_run["success_count"], sync_run["failed_count"]) == ("partial", 24, 1)
     assert scratch.get_integration(bad.id).cursor == "00016"
+
+
+# --- parallel writers (SyncSettings.write_connections) ----------------------------------------------
+def _committed_success(store: Store, run_id: int, key: str) -> bool:
+    with store.engine.connect() as conn:  # another connection: sees committed rows only
+        return conn.execute(text("SELECT count(*) FROM sync_items WHERE run_id = :r AND external_id = :k "
+                                 "AND status = 'success'"), {"r": run_id, "k": key}).scalar() == 1
+
+
+def test_two_write_connections_commit_batches_side_by_side_and_keep_ids_in_dispatch_order(scratch: Store):
+    """The first batch's listener waits until the second batch has committed: only a second writer can
+    get it there. Ids still follow the dispatch order, and every item is applied once."""
+    keys = [f"k{i}" for i in range(20)]
+    seen: dict[str, Any] = {}
+    run: dict[str, int] = {}
+
+    def block(batch_keys: list[str]) -> None:
+        if batch_keys and batch_keys[0] == "k0":
+            deadline = threading.Event()
+            for _ in range(100):
+                if _committed_success(scratch, run["id"], "k5"):
+                    seen["second_first"] = True
+                    return
+                deadline.wait(0.05)
+            seen["second_first"] = False
+
+    BLOCK.append(block)
+    try:
+        engine = _engine(keys, write_connections=2)
+        integration_id, run_id = _start(engine, scratch)
+        run["id"] = run_id
+        result = engine.enumerate(scratch, scratch.get_integration(integration_id), run_id)
+    finally:
+        BLOCK.clear()
+    assert seen == {"second_first": True}
+    assert result.pending_chunks == []
+    items = _items(scratch, run_id)
+    assert [items[k]["id"] for k in keys] == sorted(items[k]["id"] for k in keys)
+    assert {it["status"] for it in items.values()} == {"success"}
+    assert sorted(k.split(":")[1] for call in CALLS for k in call) == sorted(keys)
+    assert _rows(scratch) == {k: f"v{i}" for i, k in enumerate(keys)}
+    assert engine.reconcile(scratch, run_id).status == "success"
+    assert scratch.get_integration(integration_id).cursor == "00019"
+
+
+def test_one_write_connection_writes_batch_after_batch(scratch: Store):
+    keys = [f"k{i}" for i in range(10)]
+    seen: dict[str, bool] = {}
+    run: dict[str, int] = {}
+
+    def block(batch_keys: list[str]) -> None:
+        if batch_keys and batch_keys[0] == "k0":
+            threading.Event().wait(0.3)
+            seen["second_first"] = _committed_success(scratch, run["id"], "k5")
+
+    BLOCK.append(block)
+    try:
+        engine = _engine(keys, write_connections=1)
+        integration_id, run_id = _start(engine, scratch)
+        run["id"] = run_id
+        engine.enumerate(scratch, scratch.get_integration(integration_id), run_id)
+    finally:
+        BLOCK.clear()
+    assert seen == {"second_first": False}
+    assert {it["status"] for it in scratch.items_for_run(run_id)} == {"success"}
+
+
+def test_with_parallel_writers_a_failed_batch_stops_the_batches_behind_it(scratch: Store):
+    """A write that fails before taking its ids (the run was discarded) must not leave the writers
+    behind it waiting for ever: the enumeration fails at once and nothing of the run stays."""
+    discarded = threading.Event()
+
+    def pause(session: Any, i: int) -> None:
+        if i == 7 and not discarded.is_set():
+            session.flush()
+            with scratch.begin() as conn:
+                assert run_sql.discard_enumeration(conn, session.run_id, "presumed dead", utcnow())
+            discarded.set()
+
+    engine = _engine([f"k{i}" for i in range(60)], pause=pause, write_connections=3)
+    integration_id, run_id = _start(engine, scratch)
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            engine.enumerate(scratch, scratch.get_integration(integration_id), run_id)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+        done.set()
+
+    threading.Thread(target=go, daemon=True).start()
+    assert done.wait(30), "the enumeration hung behind a failed write"
+    assert isinstance(outcome.get("error"), SyncRunDiscarded)
+    assert scratch.items_for_run(run_id) == []
+    assert scratch.get_integration(integration_id).cursor is None
+
+
+def test_in_order_lets_writes_step_in_sequence_and_a_failure_releases_the_rest():
+    from integrations_dagster.engine.background import InOrder, WriterStopped
+
+    order = InOrder()
+    steps: list[int] = []
+    threads = [threading.Thread(target=lambda s=s: order.step(s, lambda: steps.append(s))) for s in (2, 1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert steps == [0, 1, 2]
+
+    order = InOrder()
+    errors: list[BaseException] = []
+
+    def later() -> None:
+        try:
+            order.step(1, lambda: steps.append(99))
+        except WriterStopped as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=later)
+    waiter.start()
+    order.fail()  # write 0 failed before its step
+    waiter.join(5)
+    assert not waiter.is_alive() and len(errors) == 1 and 99 not in steps
+
+
+def test_a_run_applied_at_write_needs_no_analyze_but_one_with_chunk_steps_does(scratch: Store):
+    from tests.test_store_statistics import analyze_count
+
+    scratch.ANALYZE_AFTER_ITEMS = 10  # type: ignore[misc]  # this store only: a small run counts as big
+    try:
+        before = analyze_count(scratch)
+        engine = _engine([f"k{i}" for i in range(30)])
+        integration_id, run_id = _start(engine, scratch)
+        assert engine.enumerate(scratch, scratch.get_integration(integration_id), run_id).pending_chunks == []
+        engine.reconcile(scratch, run_id)
+        keys = [f"j{i}" for i in range(30)]
+        keys[3] = "boom3"  # one batch falls back to pending: its chunk step needs the statistics
+        engine = _engine(keys)
+        integration_id, run_id = _start(engine, scratch)
+        assert engine.enumerate(scratch, scratch.get_integration(integration_id), run_id).pending_chunks == [0]
+        deadline = threading.Event()
+        for _ in range(100):
+            if analyze_count(scratch) > before:
+                break
+            deadline.wait(0.1)
+        deadline.wait(0.5)  # an ANALYZE of the first run would have been started before this one's
+        assert analyze_count(scratch) == before + 1
+    finally:
+        del scratch.ANALYZE_AFTER_ITEMS

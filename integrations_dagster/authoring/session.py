@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import PydanticSerializationError
 
 from integrations_dagster.authoring.events import SyncItemEvent
-from integrations_dagster.engine.background import BackgroundWriter
+from integrations_dagster.engine.background import BackgroundWriter, InOrder
 from integrations_dagster.errors import SyncRunDiscarded, SyncRunStateConflict
 from integrations_dagster.status import ItemStatus, RunStatus
 from integrations_dagster.store import utcnow
@@ -158,6 +158,15 @@ class SyncSession:
         # BackgroundWriter); SQLite writes in-process anyway, one writer at a time: synchronous.
         self._background = not store.is_sqlite
         self._writer: BackgroundWriter | None = None  # started at the first batch
+        # Several writers (PostgreSQL): their batches take item ids in dispatch order (``InOrder``)
+        # and may commit out of order; ``_written`` counts the rows of the batches committed so far
+        # with every earlier batch committed too (what the chunk pipeline may hand over).
+        self._workers = settings.write_connections if self._background else 1
+        self._order: InOrder | None = InOrder() if self._workers > 1 else None
+        self._batches = 0  # batches handed to the writer so far (each one's ``seq``)
+        self._committed: dict[int, int] = {}  # seq -> rows, committed after a batch not yet committed
+        self._committed_upto = 0  # every batch before this seq is committed
+        self._commit_lock = threading.Lock()
         self._written = 0  # rows committed so far (in dispatch order)
         #: Called with the number of rows committed after each written batch (on the writer thread):
         #: the engine's chunk pipeline (``engine.pipeline``) hands over the chunks that are complete.
@@ -332,29 +341,55 @@ class SyncSession:
             return
         rows, self._buffer = self._buffer, []
         self._stamp = utcnow()
+        seq, self._batches = self._batches, self._batches + 1
         if self._background:
             if self._writer is None:
-                self._writer = BackgroundWriter("dispatch-writer")
-            self._writer.submit(self._insert, rows)
+                self._writer = BackgroundWriter("dispatch-writer", workers=self._workers)
+            self._writer.submit(self._insert, rows, seq)
         else:
-            self._insert(rows)
+            self._insert(rows, seq)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        with self._store.begin() as conn:
-            # Only into a run that is still enumerating (checked under a lock in the same
-            # transaction): a run discarded meanwhile never gets rows back, and its enumeration fails.
-            status = self._store.run_status(conn, self.run_id, lock=True, key_share=True)
-            if status != RunStatus.ENUMERATING:
-                cls = SyncRunDiscarded if status in (None, RunStatus.FAILED) else SyncRunStateConflict
-                raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
-            self._record(conn, rows)
-        self._written += len(rows)
-        if self.on_written is not None:
-            self.on_written(self._written)
+    def _insert(self, rows: list[tuple[Any, ...]], seq: int) -> None:
+        try:
+            with self._store.begin() as conn:
+                # Only into a run that is still enumerating (checked under a lock in the same
+                # transaction): a run discarded meanwhile never gets rows back, and its enumeration
+                # fails. The lock is FOR KEY SHARE: parallel writers of the run hold it together.
+                status = self._store.run_status(conn, self.run_id, lock=True, key_share=True)
+                if status != RunStatus.ENUMERATING:
+                    cls = SyncRunDiscarded if status in (None, RunStatus.FAILED) else SyncRunStateConflict
+                    raise cls(self.run_id, RunStatus.ENUMERATING, status, "store dispatched items")
+                ids = None
+                if self._order is not None:  # parallel writers: this batch's ids after the earlier batches'
+                    from integrations_dagster.store.items import allocate_item_ids
 
-    def _record(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+                    ids = self._order.step(seq, lambda: allocate_item_ids(conn, len(rows)))
+                self._record(conn, rows, ids)
+        except BaseException:
+            if self._order is not None:
+                self._order.fail()  # the batches behind this one stop instead of waiting for its ids
+            raise
+        self._batch_committed(seq, len(rows))
+
+    def _batch_committed(self, seq: int, rows: int) -> None:
+        with self._commit_lock:  # (on_written runs under it: the pipeline sees one caller at a time)
+            self._committed[seq] = rows
+            before = self._written
+            while self._committed_upto in self._committed:
+                self._written += self._committed.pop(self._committed_upto)
+                self._committed_upto += 1
+            if self._written != before and self.on_written is not None:
+                self.on_written(self._written)
+
+    def _record(self, conn: Any, rows: list[tuple[Any, ...]], ids: list[int] | None = None) -> None:
+        """Record ``rows``; ``ids``: their item ids, taken in dispatch order (parallel writers), else
+        taken as they are written."""
         if self.applier is not None:
-            self.applier.record(conn, rows, utcnow())
+            self.applier.record(conn, rows, utcnow(), ids=ids)
+        elif ids is not None:
+            from integrations_dagster.store.items import copy_items_with_ids
+
+            copy_items_with_ids(conn, rows, ids, [False] * len(rows), utcnow())
         else:
             self._store.insert_item_rows(conn, rows)
 

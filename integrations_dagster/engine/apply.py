@@ -36,6 +36,7 @@ idempotent: any item may be retried).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,7 @@ class WriteApplier:
         self.fallbacks = 0  # batches whose staged call failed: recorded pending
         self.pending_chunks: set[int] = set()  # chunks that have pending items: they need their chunk step
         self.last_problem: BaseException | None = None
+        self._lock = threading.Lock()
 
     @property
     def active(self) -> bool:
@@ -107,17 +109,24 @@ class WriteApplier:
         self._decided[type_name] = cls if ok else None
         return self._decided[type_name]
 
-    def record(self, conn: Connection, rows: list[tuple[Any, ...]], now: datetime) -> None:
+    def record(self, conn: Connection, rows: list[tuple[Any, ...]], now: datetime, *,
+               ids: Sequence[int] | None = None) -> None:
         """Record ``rows`` in ``conn``'s transaction (the run row already locked and checked by the
-        caller), applying what may be applied; on a failed staged call the batch is recorded pending."""
+        caller), applying what may be applied; on a failed staged call the batch is recorded pending.
+        ``ids``: the rows' item ids when the caller took them (parallel writers: dispatch order)."""
         if not rows:
             return
         classes = [self._applicable(row[_TYPE]) for row in rows] if self._enabled else []
         if not any(c is not None for c in classes):
-            self._store.insert_item_rows(conn, rows)
-            self.pending_chunks.update(row[_CHUNK] for row in rows)
+            if ids is None:
+                self._store.insert_item_rows(conn, rows)
+            else:
+                item_sql.copy_items_with_ids(conn, rows, ids, [False] * len(rows), now)
+            with self._lock:
+                self.pending_chunks.update(row[_CHUNK] for row in rows)
             return
-        ids = item_sql.allocate_item_ids(conn, len(rows))
+        if ids is None:
+            ids = item_sql.allocate_item_ids(conn, len(rows))
         flags = [c is not None for c in classes]
         by_type: dict[type, list[int]] = {}
         for i, cls in zip(ids, classes, strict=True):
@@ -128,13 +137,15 @@ class WriteApplier:
                 item_sql.copy_items_with_ids(conn, rows, ids, flags, now)
                 self._apply(conn, by_type)
         except Exception as exc:  # rolled back to the savepoint: record the batch pending, as without this
-            self.fallbacks += 1
-            self.last_problem = exc
             item_sql.copy_items_with_ids(conn, rows, ids, [False] * len(rows), now)
-            self.pending_chunks.update(row[_CHUNK] for row in rows)
+            with self._lock:
+                self.fallbacks += 1
+                self.last_problem = exc
+                self.pending_chunks.update(row[_CHUNK] for row in rows)
             return
-        self.applied += sum(flags)
-        self.pending_chunks.update(row[_CHUNK] for row, ok in zip(rows, flags, strict=True) if not ok)
+        with self._lock:  # (parallel writers record batches at the same time)
+            self.applied += sum(flags)
+            self.pending_chunks.update(row[_CHUNK] for row, ok in zip(rows, flags, strict=True) if not ok)
 
     def _apply(self, conn: Connection, by_type: dict[type, list[int]]) -> None:
         from integrations_dagster.authoring.context import sync_context

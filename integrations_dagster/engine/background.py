@@ -1,4 +1,4 @@
-"""``BackgroundWriter``: database writes done in order on one worker thread, off the hot path.
+"""``BackgroundWriter``: database writes done off the hot path, on one worker thread (in order) or a few.
 
 Why: on PostgreSQL most of a bulk write (a ``COPY`` of dispatched items, the status update of a
 batch of finished items) is spent waiting for the server, in another process and often on another
@@ -7,6 +7,13 @@ next batch of listeners) meanwhile. Writes run strictly in submission order; at 
 wait, so memory stays bounded. Nothing is promised until ``drain`` returns: callers drain before
 they report progress (end of enumeration, end of a chunk step), so a crash can only lose work that
 was never acknowledged, which the engine already treats as unfinished.
+
+With ``workers`` > 1 (a big enumeration's writes on PostgreSQL, ``SyncSettings.write_connections``)
+writes start in submission order on several threads, each with its own database connection, and
+may finish out of order: one batch's ``COPY`` and listener statement run on the server while the
+next batch is being sent, so the server's work uses more than one core. What must follow the
+submission order anyway is the caller's to sequence (``InOrder``: a session takes its batches' item
+ids in dispatch order).
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ from typing import Any
 
 
 class BackgroundWriter:
-    """Runs submitted writes in order on a worker thread; ``drain`` waits and re-raises."""
+    """Runs submitted writes on ``workers`` threads (in order with one); ``drain`` waits and re-raises."""
 
-    def __init__(self, name: str, depth: int = 2) -> None:
+    def __init__(self, name: str, depth: int = 2, *, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name=f"integrations-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._work, name=f"integrations-{name}" + (f"-{i}" if i else ""),
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def _work(self) -> None:
         while True:
@@ -36,7 +47,8 @@ class BackgroundWriter:
                     fn, args = job
                     fn(*args)
             except BaseException as exc:
-                self._error = exc
+                if self._error is None:  # the first error is the one reported
+                    self._error = exc
             finally:
                 self._queue.task_done()
 
@@ -56,13 +68,53 @@ class BackgroundWriter:
         self.check()
 
     def stop(self) -> None:
-        """Finish what is queued and end the thread (errors are left to ``drain``/``check``)."""
-        if self._thread.is_alive():
+        """Finish what is queued and end the threads (errors are left to ``drain``/``check``)."""
+        alive = [t for t in self._threads if t.is_alive()]
+        for _ in alive:
             self._queue.put(None)
-            self._thread.join()
+        for thread in alive:
+            thread.join()
 
     def __enter__(self) -> BackgroundWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class WriterStopped(RuntimeError):
+    """An earlier write of the same sequence failed: this one stops before doing anything."""
+
+
+class InOrder:
+    """Lets writes running on several threads do one step each in submission order (their ``seq``).
+
+    ``step(seq, fn)`` waits until every write before ``seq`` has done its step, runs ``fn`` and lets
+    the next one go. A write that fails before (or in) its step must call ``fail``: the writes waiting
+    behind it raise ``WriterStopped`` instead of waiting for ever."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._next = 0
+        self._failed = False
+
+    def step(self, seq: int, fn: Callable[[], Any]) -> Any:
+        with self._cv:
+            while self._next != seq and not self._failed:
+                self._cv.wait()
+            if self._failed:
+                raise WriterStopped(f"write {seq}: an earlier write failed")
+            try:
+                out = fn()
+            except BaseException:
+                self._failed = True
+                self._cv.notify_all()
+                raise
+            self._next += 1
+            self._cv.notify_all()
+            return out
+
+    def fail(self) -> None:
+        with self._cv:
+            self._failed = True
+            self._cv.notify_all()

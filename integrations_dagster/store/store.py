@@ -172,6 +172,7 @@ class Store:
     #: big first sync the planner still believes the integration has a few hundred rows and picks a scan
     #: of all its rows for each chunk's "latest success per external id" probe (engine.supersede)
     #: instead of the (integration_id, external_id) index: seconds per chunk instead of milliseconds.
+    #: A run whose items were all applied at write (engine.apply) has no chunk step: no ANALYZE.
     ANALYZE_AFTER_ITEMS: ClassVar[int] = 5000
 
     def refresh_statistics(self, items_added: int) -> bool:
