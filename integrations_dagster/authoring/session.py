@@ -386,12 +386,8 @@ class SyncSession:
         taken as they are written."""
         if self.applier is not None:
             self.applier.record(conn, rows, utcnow(), ids=ids)
-        elif ids is not None:
-            from integrations_dagster.store.items import copy_items_with_ids
-
-            copy_items_with_ids(conn, rows, ids, [False] * len(rows), utcnow())
         else:
-            self._store.insert_item_rows(conn, rows)
+            self._store.insert_item_rows(conn, rows, ids=ids)
 
     @property
     def pending_chunks(self) -> list[int] | None:

@@ -118,10 +118,7 @@ class WriteApplier:
             return
         classes = [self._applicable(row[_TYPE]) for row in rows] if self._enabled else []
         if not any(c is not None for c in classes):
-            if ids is None:
-                self._store.insert_item_rows(conn, rows)
-            else:
-                item_sql.copy_items_with_ids(conn, rows, ids, [False] * len(rows), now)
+            self._store.insert_item_rows(conn, rows, ids=ids)
             with self._lock:
                 self.pending_chunks.update(row[_CHUNK] for row in rows)
             return

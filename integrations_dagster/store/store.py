@@ -483,10 +483,17 @@ class Store:
         ]
         self.insert_item_rows(conn, tuples)
 
-    def insert_item_rows(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    def insert_item_rows(self, conn: Connection, rows: Sequence[tuple[Any, ...]], *,
+                         ids: Sequence[int] | None = None) -> None:
         """``insert_items`` for rows already in ``_ITEM_COLUMNS`` order, checkpoint and payload as JSON text
-        (the session's hot path: no per-row dict)."""
+        (the session's hot path: no per-row dict). ``ids``: the rows' item ids, taken by the caller
+        (PostgreSQL's parallel writers, in dispatch order); else the table's sequence assigns them."""
         if not rows:
+            return
+        if ids is not None:
+            from integrations_dagster.store.items import copy_items_with_ids  # (items imports this module)
+
+            copy_items_with_ids(conn, rows, ids, [False] * len(rows), utcnow())
             return
         cols = self._ITEM_COLUMNS
         if self.is_sqlite:
